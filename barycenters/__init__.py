@@ -1,0 +1,1 @@
+"""Perceptual barycenters of image sets (solver to come)."""

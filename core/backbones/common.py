@@ -1,0 +1,30 @@
+"""Pieces shared by the backbones."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+DropoutHook = Callable[[torch.Tensor, int], torch.Tensor]
+"""``hook(inputs, conv_index) -> inputs``: applied to the input of every convolution (E-LPIPS dropout)."""
+
+
+def init_like_torchvision(module: nn.Module) -> None:
+    """Kaiming-normal (fan-out, ReLU) convolution weights and zero biases, as torchvision initialises VGG.
+
+    Uses torch's global generator: callers seed it inside :func:`torch.random.fork_rng`.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+def conv_relu(conv: nn.Conv2d, x: torch.Tensor, dropout: DropoutHook | None, index: int) -> torch.Tensor:
+    """``relu(conv(dropout(x)))``."""
+    if dropout is not None:
+        x = dropout(x, index)
+    return torch.relu(conv(x))

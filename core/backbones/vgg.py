@@ -1,0 +1,67 @@
+"""VGG16 convolution stack (torchvision layout) with E-LPIPS and LPIPS feature taps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import DropoutHook, conv_relu
+
+# torchvision's VGG16 "features" configuration: channel counts, "M" = pooling.
+_VGG16_CONFIG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+LPIPS_TAP_CONVS = (1, 3, 6, 9, 12)
+"""Zero-based convolution numbers after which LPIPS taps: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
+
+
+class VGG16Features(nn.Module):
+    """VGG16 ``features`` (all 13 convolutions; the last pooling layer is never needed).
+
+    Parameter names match torchvision (``features.0.weight`` ...), so a torchvision state dict loads directly.
+
+    Args:
+        pooling: ``"avg"`` (E-LPIPS: every max-pool replaced by a 2x2 average pool) or ``"max"`` (LPIPS).
+        taps: ``"elpips"`` (the input itself and the ReLU output of every convolution: 14 taps) or ``"lpips"``
+            (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3).
+    """
+
+    def __init__(self, pooling: str = "avg", taps: str = "elpips") -> None:
+        super().__init__()
+        if pooling not in ("avg", "max"):
+            raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
+        if taps not in ("elpips", "lpips"):
+            raise ValueError(f"taps must be 'elpips' or 'lpips', got {taps!r}")
+        self.pooling = pooling
+        self.taps = taps
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for item in _VGG16_CONFIG:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(in_channels, int(item), 3, padding=1), nn.ReLU(inplace=False)]
+                in_channels = int(item)
+        self.features = nn.Sequential(*layers)
+
+    @property
+    def tap_channels(self) -> list[int]:
+        convs = [m.out_channels for m in self.features if isinstance(m, nn.Conv2d)]
+        if self.taps == "elpips":
+            return [3, *convs]
+        return [convs[i] for i in LPIPS_TAP_CONVS]
+
+    def forward(self, x: torch.Tensor, dropout: DropoutHook | None = None) -> list[torch.Tensor]:
+        """``x``: ``[B, 3, H, W]`` normalised input. Returns the tap activations, shallowest first."""
+        taps: list[torch.Tensor] = [x] if self.taps == "elpips" else []
+        conv_index = 0
+        for layer in self.features:
+            if isinstance(layer, nn.Conv2d):
+                x = conv_relu(layer, x, dropout, conv_index)
+                if self.taps == "elpips" or conv_index in LPIPS_TAP_CONVS:
+                    taps.append(x)
+                conv_index += 1
+            elif isinstance(layer, nn.MaxPool2d):
+                x = F.max_pool2d(x, 2, 2)
+            elif isinstance(layer, nn.AvgPool2d):
+                x = F.avg_pool2d(x, 2, 2)
+        return taps

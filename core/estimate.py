@@ -1,0 +1,70 @@
+"""Sequential Monte Carlo estimation of E-LPIPS with a 95% confidence half-width (spec section 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Z_95 = 1.96
+
+
+@dataclass
+class Estimate:
+    """A Monte Carlo estimate.
+
+    Attributes:
+        mean: the estimated distances (shape of one draw, e.g. ``[N]`` or ``[M, N]``).
+        half_width: 95% confidence half-width ``1.96 * std / sqrt(samples)`` (0 for deterministic metrics).
+        samples: number of ensemble samples used per distance.
+        draws: the individual sample distances ``[samples, ...]`` (for paired comparisons), if kept.
+    """
+
+    mean: torch.Tensor
+    half_width: torch.Tensor
+    samples: int
+    draws: torch.Tensor | None = None
+
+
+def summarize(draws: torch.Tensor) -> Estimate:
+    """Mean and 95% half-width of ``draws`` ``[k, ...]`` (k samples along dim 0)."""
+    count = draws.shape[0]
+    mean = draws.mean(dim=0)
+    if count < 2:
+        return Estimate(mean, torch.zeros_like(mean), count, draws)
+    std = draws.std(dim=0, unbiased=True)
+    return Estimate(mean, Z_95 * std / count**0.5, count, draws)
+
+
+def sequential_estimate(
+    draw: Callable[[int], torch.Tensor],
+    abs_tol: float = 0.01,
+    rel_tol: float = 0.025,
+    max_samples: int = 5000,
+    batch: int = 10,
+    progress: Callable[[Estimate], None] | None = None,
+) -> Estimate:
+    """Draw batches of samples until every half-width is below ``abs_tol`` and ``rel_tol * mean``.
+
+    Args:
+        draw: ``draw(k)`` returns ``[k, ...]`` independent (or stratified) sample distances.
+        abs_tol, rel_tol: the reference's stopping bounds (0.01 absolute, 2.5% relative).
+        max_samples: cap on the number of samples.
+        batch: samples per draw.
+        progress: called with the running estimate after every batch.
+    """
+    if batch < 1 or max_samples < 1:
+        raise ValueError("batch and max_samples must be at least 1")
+    chunks: list[torch.Tensor] = []
+    total = 0
+    while True:
+        take = min(batch, max_samples - total)
+        chunks.append(draw(take).detach().to(torch.float64))
+        total += take
+        estimate = summarize(torch.cat(chunks))
+        if progress is not None:
+            progress(estimate)
+        converged = bool(((estimate.half_width <= abs_tol) & (estimate.half_width <= rel_tol * estimate.mean)).all())
+        if (converged and total >= 2) or total >= max_samples:
+            return estimate

@@ -1,0 +1,167 @@
+"""Image files in and out: loading to ``[1, 3, H, W]`` float tensors, atomic writes of images, JSON and bytes.
+
+Loading accepts 8- and 16-bit PNG/JPEG/... through imageio: grey becomes RGB, grey+alpha becomes grey, RGBA
+drops alpha (as the reference does). Every problem becomes an :class:`ImageLoadError` with the file name in it.
+Writing goes to a temporary file in the target folder, then ``os.replace``: nothing is ever half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "data" / "examples"
+EXAMPLE_PREFIX = "example:"
+
+
+class ImageLoadError(ValueError):
+    """An image file is missing, unreadable or of an unsupported kind."""
+
+
+class OutputWriteError(OSError):
+    """An output file or folder cannot be written."""
+
+
+def example_names() -> list[str]:
+    """Names of the example images shipped with the package (``cat``, ``dog`` ...)."""
+    return sorted(path.stem for path in EXAMPLES_DIR.glob("*.png"))
+
+
+def resolve_image_path(spec: str | os.PathLike) -> Path:
+    """A file path, or ``example:NAME`` for a shipped example image."""
+    text = os.fspath(spec)
+    if text.startswith(EXAMPLE_PREFIX):
+        name = text[len(EXAMPLE_PREFIX):]
+        path = EXAMPLES_DIR / (name if name.endswith(".png") else f"{name}.png")
+        if not path.is_file():
+            raise ImageLoadError(f"no example image {name!r}; examples: {', '.join(example_names())}")
+        return path
+    return Path(text).expanduser()
+
+
+def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        values = array.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise ImageLoadError(f"{path}: image contains NaN or Inf values")
+        if values.min() < 0 or values.max() > 1:
+            raise ImageLoadError(f"{path}: floating-point image values must lie in [0, 1]")
+        return values
+    raise ImageLoadError(f"{path}: unsupported pixel type {array.dtype} (use 8- or 16-bit images)")
+
+
+def _to_rgb(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3:
+        raise ImageLoadError(f"{path}: expected a single still image, got array shape {array.shape}")
+    channels = array.shape[2]
+    if channels == 1:
+        return np.repeat(array, 3, axis=2)
+    if channels == 2:  # grey + alpha
+        return np.repeat(array[:, :, :1], 3, axis=2)
+    if channels in (3, 4):  # RGB, RGBA: alpha dropped as the reference does
+        return array[:, :, :3]
+    raise ImageLoadError(f"{path}: unsupported number of channels {channels}")
+
+
+def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
+    """Read one image as a float32 ``[1, 3, H, W]`` tensor in [0, 1].
+
+    Args:
+        spec: file path, or ``example:NAME`` for a shipped example.
+        min_size: smallest accepted height and width (the error states it).
+    """
+    path = resolve_image_path(spec)
+    if not path.exists():
+        raise ImageLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageLoadError(f"{path}: is a folder, not an image file")
+    try:
+        array = np.asarray(iio.imread(path, index=0))
+    except Exception as error:  # imageio raises many types for corrupt or unknown files
+        raise ImageLoadError(f"{path}: cannot be read as an image ({type(error).__name__}: {error})") from None
+    rgb = _to_rgb(_to_unit_float(array, path), path)
+    height, width = rgb.shape[:2]
+    if min(height, width) < min_size:
+        raise ImageLoadError(f"{path}: image is {height}x{width} pixels; at least {min_size}x{min_size} needed")
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def load_images(specs: list[str], min_size: int = 1) -> torch.Tensor:
+    """Load several images of equal size into ``[N, 3, H, W]``; a clear error names any size mismatch."""
+    if not specs:
+        raise ImageLoadError("no images given")
+    images = [load_image(spec, min_size) for spec in specs]
+    first = images[0].shape[-2:]
+    for spec, image in zip(specs, images):
+        if image.shape[-2:] != first:
+            raise ImageLoadError(
+                f"images must have the same size: {specs[0]} is {first[0]}x{first[1]}, "
+                f"{spec} is {image.shape[-2]}x{image.shape[-1]} (height x width)"
+            )
+    return torch.cat(images)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """``[3, H, W]`` or ``[1, 3, H, W]`` float in [0, 1] -> ``[H, W, 3]`` uint8 (rounded, clipped)."""
+    if image.dim() == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"to_uint8 takes one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    array = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return np.round(array * 255).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, else deleted."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}",
+                                             dir=target.parent)
+        os.close(handle)
+    except OSError as error:
+        raise OutputWriteError(f"cannot write to '{target.parent}': {error.strerror or error}") from None
+    try:
+        yield Path(temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def save_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:
+    """Write ``image`` (``[3, H, W]``/``[1, 3, H, W]`` float in [0, 1], or ``[H, W, 3]`` uint8) atomically."""
+    array = image if isinstance(image, np.ndarray) else to_uint8(image)
+    with atomic_path(path) as temporary:
+        iio.imwrite(temporary, array, extension=Path(path).suffix or ".png")
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` atomically (UTF-8)."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

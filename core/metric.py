@@ -1,0 +1,354 @@
+"""``elpips.Metric``: E-LPIPS, LPIPS and L2 behind one call, ``Metric("elpips-vgg")(x, y)``.
+
+Two layers of API:
+
+* The everyday calls: ``metric(x, y, n)``, ``metric.compare(reference, candidates, n)``,
+  ``metric.estimate(x, y)``. Inputs are float ``[N, 3, H, W]`` in ``[0, 1]``, checked on entry.
+* The solver layer (no input checks, no copies): ``sample = metric.sample(N, H, W)`` draws one ensemble sample
+  (transform + dropout masks), ``metric.features(images, sample)`` computes normalised taps for any number of
+  image groups under that sample, and ``metric.distance_between(fa, fb)`` turns two feature sets into
+  distances. Features of images that do not require grad are computed without a graph, so a solver can
+  compute references once and compare them with its variables at the cost of one forward pass each.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .backbones import SqueezeNetFeatures, VGG16Features
+from .configs import MetricConfig, get_config
+from .devices import resolve_device
+from .distance import normalize_channels, rms_distance, scale_input, weighted_distance
+from .dropout import DEFAULT_KEEP_PROBABILITY, DropoutMasks
+from .estimate import Estimate, sequential_estimate
+from .transforms import TransformRecord, apply_transform, default_num_scales, sample_transform, scaled_size
+from .validation import check_images, check_same_shape
+from .weights import WeightsInfo, load_backbone_weights, load_linear_weights
+
+Features = list[torch.Tensor]
+"""Normalised taps, each ``[..., N, C_l, h_l, w_l]`` (L2: the images themselves, one entry)."""
+
+
+@dataclass
+class EnsembleSample:
+    """One draw of the ensemble: the input transformation and the dropout masks (``None`` where unused)."""
+
+    transform: TransformRecord | None
+    dropout: DropoutMasks | None
+
+
+def _new_backbone(config: MetricConfig) -> nn.Module | None:
+    if config.backbone == "vgg16":
+        return VGG16Features(pooling="avg" if config.ensemble else "max",
+                             taps="elpips" if config.ensemble else "lpips")
+    if config.backbone == "squeezenet1_1":
+        return SqueezeNetFeatures(ceil_mode=not config.ensemble, taps="elpips" if config.ensemble else "lpips")
+    return None
+
+
+class Metric(nn.Module):
+    """A perceptual distance: E-LPIPS (``elpips-vgg``, ``elpips-squeeze``), LPIPS (``lpips-vgg``,
+    ``lpips-squeeze``) or plain RMS (``l2``).
+
+    Args:
+        name: metric name (:data:`elpips.METRIC_NAMES`).
+        backbone_weights: ``"imagenet"`` (torchvision weights: ``$TORCH_HOME`` cache, else download), a path to a
+            torchvision state dict, or ``"random"`` / ``"random:SEED"`` (uncalibrated, for tests and smoke runs).
+        linear_weights: ``None`` (the metric's own), ``"kettunen"`` (the E-LPIPS authors' retrained LPIPS weights,
+            LPIPS metrics only), a packaged name, or a path to an ``.npz`` / ``lpips``-layout ``.pth`` file.
+        device: ``None`` picks CUDA, then MPS, then CPU.
+        seed: seeds the ensemble sampling (``None``: nondeterministic).
+        num_scales: E-LPIPS scale levels; ``None``: ``clamp(min(H, W) // 64, 1, 8)`` per image size.
+        dropout_keep: dropout keep probability (reference: 0.99).
+
+    Weights never receive gradients: the module's parameters are frozen.
+    """
+
+    def __init__(
+        self,
+        name: str = "elpips-vgg",
+        backbone_weights: str | os.PathLike = "imagenet",
+        linear_weights: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        seed: int | None = None,
+        num_scales: int | None = None,
+        dropout_keep: float = DEFAULT_KEEP_PROBABILITY,
+    ) -> None:
+        super().__init__()
+        self.config = get_config(name)
+        self.num_scales = num_scales
+        self.dropout_keep = dropout_keep
+        self.backbone = _new_backbone(self.config)
+        self.weights_info = WeightsInfo("none", "no network weights (pixel distance)", True)
+        self.linear_weights_source = "none"
+        if self.backbone is not None:
+            self.weights_info = load_backbone_weights(self.backbone, self.config.backbone, backbone_weights)
+            self._load_linear(linear_weights)
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(int(seed))
+        self.requires_grad_(False)
+        self.eval()
+        self.to(resolve_device(device))
+
+    def _load_linear(self, linear_weights: str | os.PathLike | None) -> None:
+        spec = self.config.linear_weights if linear_weights is None else linear_weights
+        if spec == "kettunen":
+            if self.config.ensemble:
+                raise ValueError("linear_weights='kettunen' names the authors' LPIPS weights: use an lpips-* metric")
+            spec = f"kettunen_{self.config.name.replace('-', '_')}"
+        weights, self.linear_weights_source = load_linear_weights(spec)
+        expected = self.backbone.tap_channels
+        if [len(w) for w in weights] != expected:
+            raise ValueError(
+                f"linear weights {self.linear_weights_source} have channels {[len(w) for w in weights]}, "
+                f"but {self.config.name} taps have {expected}"
+            )
+        for index, weight in enumerate(weights):
+            self.register_buffer(f"lin{index}", weight)
+
+    # -- properties ---------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def device(self) -> torch.device:
+        buffer = next(self.buffers(), None)
+        return buffer.device if buffer is not None else self._device_hint
+
+    def _apply(self, fn, *args, **kwargs):  # keep a device hint for the weightless L2 metric
+        self._device_hint = fn(torch.empty(0)).device
+        return super()._apply(fn, *args, **kwargs)
+
+    @property
+    def calibrated(self) -> bool:
+        """``False`` when the backbone is random: distances are then not perceptual."""
+        return self.weights_info.calibrated
+
+    @property
+    def is_stochastic(self) -> bool:
+        """``True`` for E-LPIPS (random transformations); LPIPS and L2 are deterministic."""
+        return self.config.ensemble
+
+    @property
+    def linear_weights(self) -> list[torch.Tensor]:
+        return [buffer for name, buffer in self.named_buffers() if name.startswith("lin")]
+
+    @property
+    def min_size(self) -> int:
+        return self.config.min_size
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, weights={self.weights_info.description!r}"
+
+    # -- solver layer ---------------------------------------------------------------------------------------------
+    def sample(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
+               dropout: bool | None = None) -> EnsembleSample:
+        """Draw one ensemble sample for ``batch`` images of ``height x width`` (LPIPS/L2: an empty sample)."""
+        if not self.config.ensemble:
+            return EnsembleSample(None, None)
+        generator = self.generator if generator is None else generator
+        num_scales = self.num_scales or default_num_scales(height, width)
+        smallest = min(scaled_size(height, width, num_scales))
+        if smallest < self.min_size:
+            raise ValueError(
+                f"num_scales={num_scales} shrinks {height}x{width} images to {smallest} px, below the "
+                f"{self.min_size} px {self.name} needs"
+            )
+        record = sample_transform(batch, height, width, num_scales, generator)
+        return EnsembleSample(record, self._dropout_masks(generator, dropout))
+
+    def _dropout_masks(self, generator: torch.Generator, dropout: bool | None) -> DropoutMasks | None:
+        enabled = self.config.dropout if dropout is None else dropout
+        if not enabled:
+            return None
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        return DropoutMasks(seed, self.dropout_keep)
+
+    def sample_for(self, transform: TransformRecord, dropout: bool | None = None,
+                   generator: torch.Generator | None = None) -> EnsembleSample:
+        """An :class:`EnsembleSample` with a given transform (fresh dropout masks unless ``dropout=False``)."""
+        generator = self.generator if generator is None else generator
+        return EnsembleSample(transform, self._dropout_masks(generator, dropout))
+
+    def features(self, images: torch.Tensor, sample: EnsembleSample | None = None) -> Features:
+        """Normalised taps of ``images`` under ``sample``.
+
+        Args:
+            images: ``[N, 3, H, W]`` or ``[G, N, 3, H, W]`` in [0, 1] on this metric's device (not checked).
+                All ``G`` groups get the same transform and dropout masks.
+            sample: from :meth:`sample`; required for E-LPIPS, ignored by LPIPS and L2.
+
+        Returns:
+            One tensor per tap, ``[(G,) N, C, h, w]``, float32 (also under autocast).
+        """
+        if self.backbone is None:
+            return [images]
+        grouped = images.dim() == 5
+        x = images if grouped else images.unsqueeze(0)
+        groups, batch = x.shape[:2]
+        dropout = None
+        if self.config.ensemble:
+            if sample is None or sample.transform is None:
+                raise ValueError(f"{self.name} needs an ensemble sample: call metric.sample(...) first")
+            x = apply_transform(x, sample.transform)
+            if sample.dropout is not None:
+                masks = sample.dropout
+
+                def dropout(inputs: torch.Tensor, layer: int) -> torch.Tensor:
+                    return masks(inputs, layer, groups)
+
+        flat = scale_input(x.reshape(groups * batch, *x.shape[2:]))
+        taps = self.backbone(flat, dropout)
+        result = []
+        for tap in taps:
+            normalized = normalize_channels(tap.float())
+            shape = (groups, batch, *normalized.shape[1:]) if grouped else (batch, *normalized.shape[1:])
+            result.append(normalized.reshape(shape))
+        return result
+
+    def distance_between(self, features_a: Features, features_b: Features) -> torch.Tensor:
+        """Distances from two feature sets (leading dims broadcast), e.g. ``[G, N]`` vs ``[N]`` -> ``[G, N]``."""
+        if self.backbone is None:
+            return rms_distance(features_a[0], features_b[0])
+        return weighted_distance(features_a, features_b, self.linear_weights)
+
+    # -- everyday calls ----------------------------------------------------------------------------------------
+    def _checked(self, images: torch.Tensor, name: str) -> torch.Tensor:
+        check_images(images, name, self.min_size)
+        return images.to(self.device)
+
+    def sample_distances(self, x: torch.Tensor, y: torch.Tensor, n: int = 1,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[n, N]`` distances of ``n`` ensemble samples (one stratified batch of ``n * N``); unchecked inputs."""
+        batch, _, height, width = x.shape
+        if not self.config.ensemble:
+            return self.distance_between(self.features(x), self.features(y)).unsqueeze(0).expand(n, batch)
+        tiled_x = x.repeat(n, 1, 1, 1)
+        tiled_y = y.repeat(n, 1, 1, 1)
+        sample = self.sample(n * batch, height, width, generator)
+        distances = self.distance_between(self.features(tiled_x, sample), self.features(tiled_y, sample))
+        return distances.reshape(n, batch)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        n: int = 1,
+        transform: TransformRecord | None = None,
+        dropout: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Distance between image ``i`` of ``x`` and image ``i`` of ``y``.
+
+        Args:
+            x, y: float ``[N, 3, H, W]`` in [0, 1]; differentiable with respect to both.
+            n: number of ensemble samples averaged (E-LPIPS; LPIPS and L2 are deterministic).
+            transform: evaluate one fixed ensemble sample (a record for ``N`` images) instead of random ones.
+            dropout: override dropout (``False`` with ``transform`` gives a deterministic evaluation).
+            generator: CPU generator for the sampling (default: the metric's own, seeded by ``seed``).
+
+        Returns:
+            ``[N]`` distances (mean of ``n`` samples), float32.
+        """
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        x = self._checked(x, "x")
+        y = self._checked(y, "y")
+        check_same_shape(x, y)
+        if transform is None and dropout is None:
+            return self.sample_distances(x, y, n, generator).mean(dim=0)
+        if not self.config.ensemble:
+            return self.distance_between(self.features(x), self.features(y))
+        if transform is None:
+            sample = self.sample(x.shape[0] * n, *x.shape[-2:], generator=generator, dropout=dropout)
+            x, y = x.repeat(n, 1, 1, 1), y.repeat(n, 1, 1, 1)
+        else:
+            if n != 1:
+                raise ValueError("a fixed transform is one sample: use n=1")
+            sample = self.sample_for(transform, dropout, generator)
+        distances = self.distance_between(self.features(x, sample), self.features(y, sample))
+        return distances.reshape(n, -1).mean(dim=0)
+
+    def _stack_candidates(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor]):
+        if isinstance(candidates, torch.Tensor) and candidates.dim() == 5:
+            candidates = list(candidates.unbind(0))
+        if len(candidates) == 0:
+            raise ValueError("compare needs at least one candidate")
+        checked = []
+        for index, candidate in enumerate(candidates):
+            candidate = self._checked(candidate, f"candidate {index}")
+            check_same_shape(reference, candidate, "reference", f"candidate {index}")
+            checked.append(candidate)
+        return torch.stack(checked)
+
+    def compare_samples(self, reference: torch.Tensor, candidates: torch.Tensor, n: int = 1,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[n, M, N]`` sample distances from ``reference`` ``[N,3,H,W]`` to ``candidates`` ``[M,N,3,H,W]``;
+        every sample shared by all candidates. Unchecked inputs."""
+        count, batch, _, height, width = candidates.shape
+        tiled_reference = reference.repeat(n, 1, 1, 1)
+        tiled_candidates = candidates.repeat(1, n, 1, 1, 1)
+        sample = self.sample(n * batch, height, width, generator)
+        reference_features = self.features(tiled_reference, sample)
+        candidate_features = self.features(tiled_candidates, sample)
+        distances = self.distance_between(candidate_features, reference_features)  # [M, n*N]
+        return distances.reshape(count, n, batch).transpose(0, 1)
+
+    def compare(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor], n: int = 1,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Distances from ``reference`` to each candidate, with every ensemble sample (transform and dropout)
+        shared by all candidates, so differences between candidates have low variance.
+
+        Args:
+            reference: ``[N, 3, H, W]`` in [0, 1].
+            candidates: a sequence of ``M`` tensors ``[N, 3, H, W]`` or one ``[M, N, 3, H, W]`` tensor.
+            n: ensemble samples averaged.
+
+        Returns:
+            ``[M, N]``: row ``m`` is the distance tensor of candidate ``m``.
+        """
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        reference = self._checked(reference, "reference")
+        stacked = self._stack_candidates(reference, candidates)
+        return self.compare_samples(reference, stacked, n, generator).mean(dim=0)
+
+    @torch.no_grad()
+    def estimate(self, x: torch.Tensor, y: torch.Tensor, abs_tol: float = 0.01, rel_tol: float = 0.025,
+                 max_samples: int = 5000, batch: int = 10, generator: torch.Generator | None = None,
+                 progress=None) -> Estimate:
+        """Sample until the 95% half-width is below ``abs_tol`` and ``rel_tol * mean`` (or ``max_samples``).
+
+        Returns an :class:`~elpips.Estimate` with ``mean`` and ``half_width`` ``[N]`` and the samples used.
+        Deterministic metrics return after one evaluation with half-width 0.
+        """
+        x = self._checked(x, "x")
+        y = self._checked(y, "y")
+        check_same_shape(x, y)
+        if not self.config.ensemble:
+            distances = self.sample_distances(x, y, 1).double()
+            return Estimate(distances[0], torch.zeros_like(distances[0]), 1, distances)
+        return sequential_estimate(lambda k: self.sample_distances(x, y, k, generator), abs_tol, rel_tol,
+                                   max_samples, batch, progress)
+
+    @torch.no_grad()
+    def estimate_compare(self, reference: torch.Tensor, candidates, abs_tol: float = 0.01, rel_tol: float = 0.025,
+                         max_samples: int = 5000, batch: int = 10, generator: torch.Generator | None = None,
+                         progress=None) -> Estimate:
+        """:meth:`estimate` for :meth:`compare`: ``mean``/``half_width`` ``[M, N]``, samples shared."""
+        reference = self._checked(reference, "reference")
+        stacked = self._stack_candidates(reference, candidates)
+        if not self.config.ensemble:
+            distances = self.compare_samples(reference, stacked, 1).double()
+            return Estimate(distances[0], torch.zeros_like(distances[0]), 1, distances)
+        return sequential_estimate(lambda k: self.compare_samples(reference, stacked, k, generator), abs_tol,
+                                   rel_tol, max_samples, batch, progress)

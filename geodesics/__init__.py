@@ -1,0 +1,1 @@
+"""Discrete perceptual geodesics between images (solver to come)."""

@@ -1,0 +1,1 @@
+"""Command line, exports and plots of the elpips toolkit."""

@@ -1,0 +1,79 @@
+"""Options and helpers shared by the subcommands (metric choice, weights, device, seed, output)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import elpips
+from elpips import METRIC_NAMES, Metric
+
+
+def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-vgg",
+                       choices: tuple[str, ...] = METRIC_NAMES) -> None:
+    """``--metric --backbone-weights --seed --device`` as every metric-using command has them."""
+    parser.add_argument("--metric", default=default, choices=choices, help=f"distance to use (default {default})")
+    parser.add_argument(
+        "--backbone-weights", default="imagenet", metavar="imagenet|PATH|random",
+        help="'imagenet' (torchvision weights, cached in $TORCH_HOME, downloaded on first use), a torchvision "
+             "state-dict file, or 'random[:SEED]' (uncalibrated, for smoke tests)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the ensemble sampling (reproducible runs)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+
+
+def make_metric(args: argparse.Namespace, name: str | None = None) -> Metric:
+    """Build the metric the options ask for and warn on stderr when its backbone is uncalibrated."""
+    metric = Metric(name or args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed)
+    if not metric.calibrated:
+        print(f"note: {metric.weights_info.description}", file=sys.stderr)
+    return metric
+
+
+DEFAULT_SAMPLES = 32
+
+
+def metric_label(metric: Metric) -> str:
+    """``elpips-vgg``, or ``elpips-vgg [UNCALIBRATED: random backbone]`` so no output hides random weights."""
+    return metric.name if metric.calibrated else f"{metric.name} [UNCALIBRATED: random backbone]"
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """``--samples N | --auto`` plus the stopping bounds of ``--auto``."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--samples", type=positive_int, default=DEFAULT_SAMPLES, metavar="N",
+                       help=f"average N ensemble samples (default {DEFAULT_SAMPLES}; E-LPIPS only)")
+    group.add_argument("--auto", action="store_true",
+                       help="sample until the 95%% half-width is below --abs-tol and --rel-tol, as the "
+                            "reference's evaluation tool does (can take thousands of samples)")
+    parser.add_argument("--abs-tol", type=float, default=0.01, help="--auto: absolute half-width bound (0.01)")
+    parser.add_argument("--rel-tol", type=float, default=0.025, help="--auto: relative half-width bound (0.025)")
+    parser.add_argument("--max-samples", type=positive_int, default=5000, help="--auto: sample cap (5000)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def weights_report(metric: Metric) -> dict:
+    """The weights' origin as written into JSON outputs."""
+    return {
+        "metric": metric.name,
+        "backbone_weights": metric.weights_info.source,
+        "backbone_weights_description": metric.weights_info.description,
+        "calibrated": metric.calibrated,
+        "linear_weights": metric.linear_weights_source,
+        "elpips_version": elpips.__version__,
+    }
+
+
+def progress_bar(description: str, total: int):
+    """A tqdm bar on stderr that hides itself when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="sample", file=sys.stderr, leave=False,
+                disable=not sys.stderr.isatty())
