@@ -77,3 +77,11 @@ def progress_bar(description: str, total: int):
 
     return tqdm(total=total, desc=description, unit="sample", file=sys.stderr, leave=False,
                 disable=not sys.stderr.isatty())
+
+
+def default_run_dir(kind: str, root: str = "outputs") -> "Path":
+    """``outputs/<kind>-YYYYmmdd-HHMMSS`` (relative to the working directory)."""
+    import time
+    from pathlib import Path
+
+    return Path(root) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
