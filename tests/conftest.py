@@ -1,0 +1,43 @@
+"""Shared fixtures: metrics on the seeded random backbone (cached per session), small random images."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+import elpips
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_metric(name: str, seed: int) -> elpips.Metric:
+    return elpips.Metric(name, backbone_weights="random", device="cpu", seed=seed)
+
+
+@pytest.fixture
+def random_metric():
+    """``random_metric(name, seed=0)``: a CPU metric with the seeded random backbone.
+
+    Cached per session: do not mutate it; its sampling generator is re-seeded on every request.
+    """
+
+    def make(name: str = "elpips-vgg", seed: int = 0) -> elpips.Metric:
+        metric = _cached_metric(name, 0)
+        metric.generator.manual_seed(seed)
+        return metric
+
+    return make
+
+
+@pytest.fixture
+def images():
+    """``images(n, h, w, seed=0)``: ``[n, 3, h, w]`` uniform random float32 images in [0, 1]."""
+
+    def make(n: int = 2, height: int = 32, width: int = 32, seed: int = 0) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.rand(n, 3, height, width, generator=generator)
+
+    return make
