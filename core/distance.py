@@ -18,14 +18,25 @@ def scale_input(images: torch.Tensor) -> torch.Tensor:
 
 def normalize_channels(features: torch.Tensor) -> torch.Tensor:
     """Unit-normalise every pixel's feature vector: ``f / (||f||_2 + 1e-10)`` over dim -3 (channels)."""
-    norm = torch.sqrt(torch.sum(features * features, dim=-3, keepdim=True))
-    return features / (norm + NORMALIZE_EPS)
+    squared_norm = torch.sum(features * features, dim=-3, keepdim=True)
+    return features / (_safe_sqrt(squared_norm) + NORMALIZE_EPS)
+
+
+def _safe_sqrt(values: torch.Tensor) -> torch.Tensor:
+    """``sqrt`` with gradient 0 instead of NaN at exactly 0 (a pixel whose ReLU features are all zero).
+
+    The forward value is identical to ``torch.sqrt``.
+    """
+    positive = values > 0
+    safe = torch.where(positive, values, torch.ones_like(values))
+    return torch.where(positive, torch.sqrt(safe), torch.zeros_like(values))
 
 
 def tap_distance(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``mean_pixels( sum_c w_c (a - b)^2 )`` for normalised taps ``[..., C, h, w]``; returns ``[...]``."""
     squared = (a - b).square()
-    weighted = torch.einsum("...chw,c->...hw", squared, weight.to(squared.dtype))
+    with torch.autocast(device_type=squared.device.type, enabled=False):  # keep float32 under autocast
+        weighted = torch.einsum("...chw,c->...hw", squared, weight.to(squared.dtype))
     return weighted.mean(dim=(-2, -1))
 
 
@@ -41,7 +52,4 @@ def weighted_distance(
 
 def rms_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Root-mean-square difference over ``[..., C, H, W]``; gradient 0 (not NaN) where ``a == b``."""
-    mean_square = (a - b).square().mean(dim=(-3, -2, -1))
-    positive = mean_square > 0
-    safe = torch.where(positive, mean_square, torch.ones_like(mean_square))
-    return torch.where(positive, torch.sqrt(safe), torch.zeros_like(mean_square))
+    return _safe_sqrt((a - b).square().mean(dim=(-3, -2, -1)))

@@ -1,6 +1,6 @@
 """Image files in and out: loading to ``[1, 3, H, W]`` float tensors, atomic writes of images, JSON and bytes.
 
-Loading accepts 8- and 16-bit PNG/JPEG/... through imageio: grey becomes RGB, grey+alpha becomes grey, RGBA
+Loading accepts 8- and 16-bit PNG/JPEG/... through imageio (16-bit PNGs through pypng, which keeps all 16 bits): grey becomes RGB, grey+alpha becomes grey, RGBA
 drops alpha (as the reference does). Every problem becomes an :class:`ImageLoadError` with the file name in it.
 Writing goes to a temporary file in the target folder, then ``os.replace``: nothing is ever half-written.
 """
@@ -45,6 +45,22 @@ def resolve_image_path(spec: str | os.PathLike) -> Path:
             raise ImageLoadError(f"no example image {name!r}; examples: {', '.join(example_names())}")
         return path
     return Path(text).expanduser()
+
+
+def _is_16bit_png(path: Path) -> bool:
+    """PNG signature and an IHDR bit depth of 16 (Pillow, imageio's default, truncates 16-bit RGB to 8 bits)."""
+    with open(path, "rb") as handle:
+        header = handle.read(25)
+    return len(header) == 25 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[24] == 16
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    """A 16-bit PNG as ``[H, W]`` or ``[H, W, planes]`` uint16, exactly (through pypng)."""
+    import png
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
+    return array[:, :, 0] if info["planes"] == 1 else array
 
 
 def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
@@ -92,9 +108,10 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a folder, not an image file")
     try:
-        array = np.asarray(iio.imread(path, index=0))
+        array = _read_png16(path) if _is_16bit_png(path) else np.asarray(iio.imread(path, index=0))
     except Exception as error:  # imageio raises many types for corrupt or unknown files
-        raise ImageLoadError(f"{path}: cannot be read as an image ({type(error).__name__}: {error})") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
+        raise ImageLoadError(f"{path}: cannot be read as an image (corrupt or unsupported file: {reason})") from None
     rgb = _to_rgb(_to_unit_float(array, path), path)
     height, width = rgb.shape[:2]
     if min(height, width) < min_size:

@@ -157,14 +157,17 @@ class Metric(nn.Module):
             return EnsembleSample(None, None)
         generator = self.generator if generator is None else generator
         num_scales = self.num_scales or default_num_scales(height, width)
-        smallest = min(scaled_size(height, width, num_scales))
-        if smallest < self.min_size:
-            raise ValueError(
-                f"num_scales={num_scales} shrinks {height}x{width} images to {smallest} px, below the "
-                f"{self.min_size} px {self.name} needs"
-            )
+        self._check_scaled_size(height, width, num_scales)
         record = sample_transform(batch, height, width, num_scales, generator)
         return EnsembleSample(record, self._dropout_masks(generator, dropout))
+
+    def _check_scaled_size(self, height: int, width: int, scale_level: int) -> None:
+        smallest = min(scaled_size(height, width, scale_level))
+        if smallest < self.min_size:
+            raise ValueError(
+                f"scale level {scale_level} shrinks {height}x{width} images to {smallest} px, below the "
+                f"{self.min_size} px {self.name} needs (use fewer scale levels or larger images)"
+            )
 
     def _dropout_masks(self, generator: torch.Generator, dropout: bool | None) -> DropoutMasks | None:
         enabled = self.config.dropout if dropout is None else dropout
@@ -188,7 +191,7 @@ class Metric(nn.Module):
             sample: from :meth:`sample`; required for E-LPIPS, ignored by LPIPS and L2.
 
         Returns:
-            One tensor per tap, ``[(G,) N, C, h, w]``, float32 (also under autocast).
+            One tensor per tap, ``[(G,) N, C, h, w]``, float32 (also under autocast; float64 for a float64 metric).
         """
         if self.backbone is None:
             return [images]
@@ -210,7 +213,7 @@ class Metric(nn.Module):
         taps = self.backbone(flat, dropout)
         result = []
         for tap in taps:
-            normalized = normalize_channels(tap.float())
+            normalized = normalize_channels(tap if tap.dtype in (torch.float32, torch.float64) else tap.float())
             shape = (groups, batch, *normalized.shape[1:]) if grouped else (batch, *normalized.shape[1:])
             result.append(normalized.reshape(shape))
         return result
@@ -274,6 +277,7 @@ class Metric(nn.Module):
         else:
             if n != 1:
                 raise ValueError("a fixed transform is one sample: use n=1")
+            self._check_scaled_size(*x.shape[-2:], transform.scale_level)
             sample = self.sample_for(transform, dropout, generator)
         distances = self.distance_between(self.features(x, sample), self.features(y, sample))
         return distances.reshape(n, -1).mean(dim=0)

@@ -8,6 +8,7 @@ import json
 import torch
 
 from elpips.estimate import summarize
+from elpips import get_config
 from elpips.io import load_images
 
 from .common import add_metric_options, add_sampling_options, make_metric, metric_label, weights_report
@@ -28,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    images = load_images([args.reference, *args.candidates], get_config(args.metric).min_size)
     metric = make_metric(args)
-    images = load_images([args.reference, *args.candidates], metric.min_size).to(metric.device)
+    images = images.to(metric.device)
     reference, candidates = images[:1], images[1:].unsqueeze(1)  # [1,3,H,W], [M,1,3,H,W]
     with torch.no_grad():
         estimate = estimate_with_options(

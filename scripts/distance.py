@@ -8,6 +8,7 @@ import json
 import torch
 
 from elpips.estimate import Estimate, summarize
+from elpips import get_config
 from elpips.io import load_images
 
 from .common import (add_metric_options, add_sampling_options, make_metric, metric_label, progress_bar,
@@ -42,8 +43,9 @@ def estimate_with_options(metric, draw, args: argparse.Namespace, count_fn) -> E
 
 
 def run(args: argparse.Namespace) -> int:
+    images = load_images([args.a, args.b], get_config(args.metric).min_size)
     metric = make_metric(args)
-    images = load_images([args.a, args.b], metric.min_size).to(metric.device)
+    images = images.to(metric.device)
     x, y = images[:1], images[1:]
     with torch.no_grad():
         estimate = estimate_with_options(

@@ -1,0 +1,49 @@
+"""Dropout masks: keep rate, scaling, sharing between x and y, caching across forward passes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy import stats
+
+from elpips.dropout import DropoutMasks
+
+
+def test_keep_rate_and_scaling():
+    masks = DropoutMasks(seed=0)
+    mask = masks.mask(0, torch.Size((4, 64, 32, 32)), torch.device("cpu"), torch.float32)
+    kept = int((mask > 0).sum())
+    total = mask.numel()
+    assert stats.binomtest(kept, total, 0.99).pvalue > 1e-3
+    assert torch.allclose(mask[mask > 0], torch.tensor(1 / 0.99))
+    assert mask.unique().numel() == 2 and mask.min() == 0
+
+
+def test_mask_shared_over_groups_and_cached():
+    masks = DropoutMasks(seed=1)
+    inputs = torch.ones(2 * 3, 5, 4, 4)  # G=2 groups of N=3
+    out = masks(inputs, layer=0, groups=2).reshape(2, 3, 5, 4, 4)
+    assert torch.equal(out[0], out[1])
+    again = masks(torch.ones(3, 5, 4, 4), layer=0, groups=1)
+    assert torch.equal(again, out[0])  # a later pass of the same sample sees the same mask
+    other_layer = masks(torch.ones(3, 5, 4, 4), layer=1, groups=1)
+    assert not torch.equal(other_layer, out[0])
+
+
+def test_mask_shape_change_is_an_error():
+    masks = DropoutMasks(seed=2)
+    masks(torch.ones(2, 3, 4, 4), layer=0, groups=1)
+    with pytest.raises(ValueError, match="same batch"):
+        masks(torch.ones(3, 3, 4, 4), layer=0, groups=1)
+
+
+def test_metric_dropout_shared_between_x_and_y(random_metric, images):
+    """With masks shared, d(x, x) is exactly 0 for every sample; with independent masks it would not be."""
+    metric = random_metric("elpips-vgg")
+    x = images(3, 24, 24, seed=3)
+    assert torch.equal(metric(x, x.clone(), n=4), torch.zeros(3))
+    sample_a = metric.sample(3, 24, 24)
+    sample_b = metric.sample(3, 24, 24)
+    sample_b.transform = sample_a.transform
+    independent = metric.distance_between(metric.features(x, sample_a), metric.features(x, sample_b))
+    assert (independent > 0).all()
