@@ -1,1 +1,32 @@
-"""Perceptual barycenters of image sets (solver to come)."""
+"""Perceptual barycenters: ``argmin_x sum_i w_i d(x, x_i)^p`` under E-LPIPS (or LPIPS, or L2).
+
+    >>> from elpips.barycenters import solve
+    >>> result = solve(images, metric=metric, steps=2000, generator=0)   # images: [N, 3, H, W] in [0, 1]
+    >>> result.image                                                       # [1, 3, H, W] in [1e-5, 1 - 1e-5]
+
+Modules: :mod:`.solver` (the loop, checkpoints, resume), :mod:`.step` (one shared-feature gradient step),
+:mod:`.evaluate` (seeded many-sample objective), :mod:`.perturb` (inputs of the paper's demonstrations),
+:mod:`.options` (input checks).
+"""
+
+from .evaluate import Evaluation, evaluate_objective
+from .options import CLIP_HIGH, CLIP_LOW
+from .perturb import noisy_copies, shift_image, shifted_copies
+from .solver import REFERENCE_STEPS, BarycenterResult, StepInfo, solve
+from .step import draw_sample, shared_step
+
+__all__ = [
+    "CLIP_HIGH",
+    "CLIP_LOW",
+    "REFERENCE_STEPS",
+    "BarycenterResult",
+    "Evaluation",
+    "StepInfo",
+    "draw_sample",
+    "evaluate_objective",
+    "noisy_copies",
+    "shared_step",
+    "shift_image",
+    "shifted_copies",
+    "solve",
+]

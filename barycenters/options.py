@@ -1,0 +1,129 @@
+"""Checking and normalising the solver's inputs (every problem is one ``ValueError`` with a clear message)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+
+from elpips.devices import resolve_device
+from elpips.schedules import reference_learning_rate
+from elpips.validation import check_images
+
+CLIP_LOW = 1e-5
+CLIP_HIGH = 1.0 - 1e-5
+"""The reference keeps the barycenter in ``[1e-5, 1 - 1e-5]`` (clipped after every step)."""
+
+INIT_NOISE_MEAN = 0.5
+INIT_NOISE_STD = 0.2
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum`` (bools and non-integers rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_power(power: Any) -> float:
+    """The exponent ``p``: a finite number ``>= 1`` (``d^p`` with ``p < 1`` has an infinite gradient at 0)."""
+    try:
+        value = float(power)
+    except (TypeError, ValueError):
+        raise ValueError(f"power must be a number >= 1, got {power!r}") from None
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(f"power must be a finite number >= 1 (2: barycenter, 1: median), got {power!r}")
+    return value
+
+
+def normalized_weights(weights: Sequence[float] | torch.Tensor | None, count: int) -> torch.Tensor:
+    """``[count]`` float64 CPU weights summing to 1 (``None``: equal weights). Scale does not move the minimiser."""
+    if weights is None:
+        return torch.full((count,), 1.0 / count, dtype=torch.float64)
+    try:
+        values = torch.as_tensor(weights, dtype=torch.float64).detach().cpu().flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"weights must be a sequence of numbers, got {weights!r}") from None
+    if values.numel() != count:
+        raise ValueError(f"got {values.numel()} weights for {count} images")
+    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+        raise ValueError(f"weights must be finite and non-negative, got {values.tolist()}")
+    total = float(values.sum())
+    if total <= 0:
+        raise ValueError("weights must not all be zero")
+    return values / total
+
+
+def check_refs_per_step(refs_per_step: int | str, count: int) -> int:
+    """``"all"`` -> ``count``; otherwise an int in ``1..count``."""
+    if refs_per_step == "all":
+        return count
+    if isinstance(refs_per_step, str) and refs_per_step.isdigit():
+        refs_per_step = int(refs_per_step)
+    if isinstance(refs_per_step, bool) or not isinstance(refs_per_step, int) or not 1 <= refs_per_step <= count:
+        raise ValueError(f"refs_per_step must be 'all' or an integer in 1..{count} (the number of images), "
+                         f"got {refs_per_step!r}")
+    return refs_per_step
+
+
+def learning_rate_schedule(lr: float | Callable[[int], float] | None) -> tuple[Callable[[int], float], Any]:
+    """``(schedule(step) -> rate, description)``: ``None`` is the reference schedule, a number a constant rate."""
+    if lr is None:
+        return reference_learning_rate, "reference"
+    if callable(lr):
+        return lr, "custom"
+    try:
+        rate = float(lr)
+    except (TypeError, ValueError):
+        raise ValueError(f"lr must be None (reference schedule), a positive number or a callable, got {lr!r}") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    return (lambda step: rate), rate
+
+
+def check_metric_device(metric: Any, device: str | torch.device | None) -> None:
+    """A given ``device`` must be the metric's own (the solver never moves a caller's metric)."""
+    if device is None or not hasattr(metric, "device"):
+        return
+    wanted, actual = resolve_device(device), torch.device(metric.device)
+    if wanted.type != actual.type or (wanted.index or 0) != (actual.index or 0):
+        raise ValueError(f"device {str(device)!r} requested but the metric is on {actual}: move the metric "
+                         f"(metric.to(device)) or leave device unset")
+
+
+def check_inputs(images: Any, min_size: int) -> None:
+    """``images`` must be float ``[N, 3, H, W]`` in [0, 1], ``H, W >= min_size``."""
+    check_images(images, "images", min_size)
+
+
+def initial_image(init: str | torch.Tensor, images: torch.Tensor, weights: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:
+    """The starting point ``[1, 3, H, W]`` on ``images``' device, clipped to ``[1e-5, 1 - 1e-5]``.
+
+    ``"noise"``: ``0.5 + 0.2 * N(0, 1)`` drawn from ``generator`` (the reference); ``"mean"``: the weighted pixel
+    mean (the L2 barycenter); a tensor ``[1, 3, H, W]`` or ``[3, H, W]`` in [0, 1]: that image.
+    """
+    shape = (1, *images.shape[1:])
+    if isinstance(init, torch.Tensor):
+        start = init.unsqueeze(0) if init.dim() == 3 else init
+        if tuple(start.shape) != shape:
+            raise ValueError(f"init image must have shape {list(shape)} (or {list(shape[1:])}), "
+                             f"got {list(init.shape)}")
+        check_images(start, "init image")
+        start = start.detach().to(device=images.device, dtype=torch.float32)
+    elif init == "noise":
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        start = (INIT_NOISE_MEAN + INIT_NOISE_STD * noise).to(images.device)
+    elif init == "mean":
+        start = torch.einsum("n,nchw->chw", weights.to(images), images).unsqueeze(0)
+    else:
+        raise ValueError(f"init must be 'noise', 'mean' or an image tensor, got {init!r}")
+    return start.clamp(CLIP_LOW, CLIP_HIGH).contiguous()
+
+
+def images_digest(images: torch.Tensor) -> str:
+    """SHA-256 of the images' float32 bytes (a resumed run must see the same inputs)."""
+    array = images.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+    return hashlib.sha256(array.tobytes()).hexdigest()
