@@ -18,8 +18,9 @@ def scale_input(images: torch.Tensor) -> torch.Tensor:
 
 def normalize_channels(features: torch.Tensor) -> torch.Tensor:
     """Unit-normalise every pixel's feature vector: ``f / (||f||_2 + 1e-10)`` over dim -3 (channels)."""
-    squared_norm = torch.sum(features * features, dim=-3, keepdim=True)
-    return features / (_safe_sqrt(squared_norm) + NORMALIZE_EPS)
+    # vector_norm is one fused pass, and its backward is 0 (not NaN) where the norm is 0 (all-zero ReLU pixel).
+    norm = torch.linalg.vector_norm(features, dim=-3, keepdim=True)
+    return features / (norm + NORMALIZE_EPS)
 
 
 def _safe_sqrt(values: torch.Tensor) -> torch.Tensor:

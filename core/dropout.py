@@ -42,8 +42,8 @@ class DropoutMasks:
         cached = self._masks.get(layer)
         if cached is None:
             generator = self._generator_for(device)
-            keep = torch.rand(shape, device=device, generator=generator) < self.keep_probability
-            cached = keep.to(torch.float32) / self.keep_probability
+            cached = torch.empty(shape, device=device).bernoulli_(self.keep_probability, generator=generator)
+            cached.mul_(1.0 / self.keep_probability)
             self._masks[layer] = cached
         elif cached.shape != shape:
             raise ValueError(

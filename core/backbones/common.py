@@ -27,4 +27,4 @@ def conv_relu(conv: nn.Conv2d, x: torch.Tensor, dropout: DropoutHook | None, ind
     """``relu(conv(dropout(x)))``."""
     if dropout is not None:
         x = dropout(x, index)
-    return torch.relu(conv(x))
+    return torch.relu_(conv(x))  # in place: the convolution's backward does not need its output
