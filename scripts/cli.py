@@ -19,6 +19,9 @@ COMMAND_MODULES = [
     "distance",
     "compare",
     "examples",
+    "barycenter",
+    "attack",
+    "twoafc",
 ]
 
 EXIT_USAGE = 2

@@ -1,0 +1,228 @@
+"""2AFC agreement with human judgements on BAPPS (Zhang et al. 2018), the LPIPS project's dataset.
+
+Layout read (the LPIPS project's ``scripts/download_dataset.sh`` unpacks it so)::
+
+    DATA/2afc/<split>/<category>/ref/NNNNNN.png     reference patch
+                                 p0/NNNNNN.png      distortion 0
+                                 p1/NNNNNN.png      distortion 1
+                                 judge/NNNNNN.npy   fraction of humans who preferred p1, in [0, 1]
+
+Score of one triplet (as in the LPIPS project): ``(d0 < d1)(1 - h) + (d1 < d0) h + (d0 = d1) / 2`` with
+``d_i = d(ref, p_i)``. E-LPIPS distances of p0 and p1 use the same ensemble samples (``Metric.compare``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .io import ImageLoadError, load_image
+from .metric import Metric
+
+DISTORTIONS = ("ref", "p0", "p1")
+BAPPS_HINT = ("expected the BAPPS layout DIR/2afc/<split>/<category>/{ref,p0,p1}/NNNNNN.png and "
+              "judge/NNNNNN.npy (get it with the LPIPS project's scripts/download_dataset.sh)")
+
+
+class DatasetError(ValueError):
+    """The 2AFC data folder is missing or does not have the BAPPS layout."""
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """One 2AFC judgement: the three image files and the judgement file."""
+
+    ref: Path
+    p0: Path
+    p1: Path
+    judge: Path
+
+
+@dataclass
+class TwoAFCResult:
+    """Scores of one metric.
+
+    Attributes:
+        categories: mean score per category, in ``[0, 1]``: the expected fraction of human judges the metric
+            agrees with.
+        counts: triplets scored per category.
+        mean: unweighted mean of the category scores (as the LPIPS paper's tables average them).
+        scores: per-triplet scores per category (``[T]`` float64).
+    """
+
+    categories: dict[str, float]
+    counts: dict[str, int]
+    mean: float
+    scores: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    @property
+    def triplets(self) -> int:
+        return sum(self.counts.values())
+
+
+def twoafc_scores(d0: torch.Tensor, d1: torch.Tensor, judge: torch.Tensor) -> torch.Tensor:
+    """Per-triplet agreement ``(d0 < d1)(1 - h) + (d1 < d0) h + (d0 == d1) 0.5``.
+
+    Args:
+        d0, d1: ``[T]`` distances from the reference to p0 and p1.
+        judge: ``[T]`` fraction of humans preferring p1, in ``[0, 1]``.
+
+    Returns:
+        ``[T]`` float64 scores in ``[0, 1]``.
+    """
+    d0, d1, h = (torch.as_tensor(v).double().flatten().cpu() for v in (d0, d1, judge))
+    if not d0.shape == d1.shape == h.shape:
+        raise ValueError(f"d0, d1 and judge must have equal lengths, got {len(d0)}, {len(d1)}, {len(h)}")
+    if not bool(torch.isfinite(h).all()) or bool(((h < 0) | (h > 1)).any()):
+        raise ValueError("human judgements must lie in [0, 1]")
+    return (d0 < d1).double() * (1 - h) + (d1 < d0).double() * h + (d0 == d1).double() * 0.5
+
+
+def split_dir(data_dir: str | os.PathLike, split: str = "val") -> Path:
+    """``DATA/2afc/<split>`` (``DATA`` may also be the ``2afc`` folder itself); :class:`DatasetError` if absent."""
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder; {BAPPS_HINT}")
+    base = root / "2afc" if (root / "2afc").is_dir() else root if root.name == "2afc" else None
+    if base is None:
+        raise DatasetError(f"{root}: has no 2afc/ folder; {BAPPS_HINT}")
+    folder = base / split
+    if not folder.is_dir():
+        splits = sorted(p.name for p in base.iterdir() if p.is_dir())
+        raise DatasetError(f"{base}: no split {split!r} (found: {', '.join(splits) or 'none'})")
+    return folder
+
+
+def list_categories(data_dir: str | os.PathLike, split: str = "val") -> list[str]:
+    """Category folders of a split, sorted (``cnn``, ``color``, ``deblur``, ``frameinterp``, ...)."""
+    folder = split_dir(data_dir, split)
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "judge").is_dir())
+    if not names:
+        raise DatasetError(f"{folder}: no category folders with a judge/ folder; {BAPPS_HINT}")
+    return names
+
+
+def list_triplets(data_dir: str | os.PathLike, split: str, category: str, limit: int | None = None) -> list[Triplet]:
+    """The triplets of one category, sorted by id (the first ``limit`` if given); checks every file exists."""
+    folder = split_dir(data_dir, split) / category
+    if not (folder / "judge").is_dir():
+        raise DatasetError(f"{folder}: no judge/ folder; {BAPPS_HINT}")
+    for name in DISTORTIONS:
+        if not (folder / name).is_dir():
+            raise DatasetError(f"{folder}: no {name}/ folder; {BAPPS_HINT}")
+    judges = sorted((folder / "judge").glob("*.npy"))
+    if not judges:
+        raise DatasetError(f"{folder / 'judge'}: no .npy judgement files")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit}")
+        judges = judges[:limit]
+    triplets = []
+    for judge in judges:
+        paths = [folder / name / f"{judge.stem}.png" for name in DISTORTIONS]
+        for path in paths:
+            if not path.is_file():
+                raise DatasetError(f"{path}: missing (judgement {judge} has no matching image)")
+        triplets.append(Triplet(*paths, judge))
+    return triplets
+
+
+def load_judge(path: str | os.PathLike) -> float:
+    """One ``judge/NNNNNN.npy``: a single value in ``[0, 1]`` (fraction preferring p1)."""
+    try:
+        values = np.load(path, allow_pickle=False)
+    except Exception as error:  # numpy raises several types for corrupt files
+        raise DatasetError(f"{path}: cannot be read as a .npy judgement ({type(error).__name__}: {error})") from None
+    if values.size != 1 or not np.issubdtype(values.dtype, np.number):
+        raise DatasetError(f"{path}: expected one number, got an array of shape {values.shape} ({values.dtype})")
+    value = float(values.reshape(-1)[0])
+    if not 0.0 <= value <= 1.0:
+        raise DatasetError(f"{path}: judgement {value} is outside [0, 1]")
+    return value
+
+
+def _batches(triplets: Sequence[Triplet], batch_size: int, min_size: int):
+    """Yield ``(ref, p0, p1 [B,3,H,W], judge [B])`` of consecutive equal-size triplets."""
+    current: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]] = []
+    for triplet in triplets:
+        images = [load_image(path, min_size) for path in (triplet.ref, triplet.p0, triplet.p1)]
+        if len({tuple(image.shape) for image in images}) != 1:
+            raise ImageLoadError(f"{triplet.ref}, {triplet.p0}, {triplet.p1}: the three images differ in size")
+        item = (*images, load_judge(triplet.judge))
+        if current and (len(current) == batch_size or current[0][0].shape != item[0].shape):
+            yield _stack(current)
+            current = []
+        current.append(item)
+    if current:
+        yield _stack(current)
+
+
+def _stack(items):
+    ref, p0, p1, judge = zip(*items)
+    return torch.cat(ref), torch.cat(p0), torch.cat(p1), torch.tensor(judge, dtype=torch.float64)
+
+
+def score_triplets(metric: Metric, triplets: Sequence[Triplet], samples: int = 32, batch_size: int = 50,
+                   generator: torch.Generator | None = None,
+                   progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """``[T]`` 2AFC scores of ``triplets`` under ``metric``.
+
+    Args:
+        samples: E-LPIPS ensemble samples per distance, shared by p0 and p1 (ignored by LPIPS and L2).
+        batch_size: triplets evaluated at once.
+        generator: CPU generator for the ensemble samples (default: the metric's).
+        progress: called with the number of triplets finished in each batch.
+    """
+    if samples < 1 or batch_size < 1:
+        raise ValueError("samples and batch_size must be positive integers")
+    scores = []
+    with torch.no_grad():
+        for ref, p0, p1, judge in _batches(triplets, batch_size, metric.min_size):
+            distances = metric.compare(ref.to(metric.device), [p0.to(metric.device), p1.to(metric.device)],
+                                       n=samples if metric.is_stochastic else 1, generator=generator)
+            scores.append(twoafc_scores(distances[0], distances[1], judge))
+            if progress is not None:
+                progress(len(judge))
+    return torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)
+
+
+def evaluate_2afc(metric: Metric, data_dir: str | os.PathLike, split: str = "val",
+                  categories: Sequence[str] | None = None, samples: int = 32, limit: int | None = None,
+                  batch_size: int = 50, generator: torch.Generator | None = None,
+                  progress: Callable[[int], None] | None = None) -> TwoAFCResult:
+    """Score ``metric`` on the BAPPS 2AFC ``split`` (all categories unless ``categories`` names some).
+
+    ``limit`` caps the triplets per category (quick runs). :class:`DatasetError` (a ``ValueError``) names the
+    folder or file when the data is missing or malformed.
+    """
+    available = list_categories(data_dir, split)
+    chosen = list(available if not categories else categories)
+    unknown = [name for name in chosen if name not in available]
+    if unknown:
+        raise DatasetError(f"no category {', '.join(map(repr, unknown))} in split {split!r} "
+                           f"(found: {', '.join(available)})")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError("categories are listed more than once")
+    listed = {name: list_triplets(data_dir, split, name, limit) for name in chosen}
+    scores = {name: score_triplets(metric, triplets, samples, batch_size, generator, progress)
+              for name, triplets in listed.items()}
+    means = {name: float(values.mean()) for name, values in scores.items()}
+    return TwoAFCResult(means, {name: len(values) for name, values in scores.items()},
+                        float(np.mean(list(means.values()))), scores)
+
+
+def count_triplets(data_dir: str | os.PathLike, split: str = "val", categories: Sequence[str] | None = None,
+                   limit: int | None = None) -> int:
+    """How many triplets :func:`evaluate_2afc` will score (for a progress bar's total)."""
+    names = categories or list_categories(data_dir, split)
+    total = 0
+    for name in names:
+        judge = split_dir(data_dir, split) / name / "judge"
+        count = len(list(judge.glob("*.npy"))) if judge.is_dir() else 0
+        total += count if limit is None else min(limit, count)
+    return total

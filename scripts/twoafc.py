@@ -1,0 +1,77 @@
+"""``elpips 2afc --data DIR``: agreement with human 2AFC judgements on BAPPS (per category and mean)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from elpips.io import write_json
+from elpips.twoafc import count_triplets, evaluate_2afc, list_categories
+
+from .common import add_metric_options, make_metric, metric_label, positive_int, progress_bar, weights_report
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "2afc", help="agreement with human judgements on the BAPPS 2AFC data",
+        description="Score a metric on BAPPS 2AFC triplets: per triplet (d0<d1)(1-h) + (d1<d0)h + (d0=d1)/2, "
+                    "h = fraction of humans preferring p1. DIR holds 2afc/<split>/<category>/{ref,p0,p1,judge}/ "
+                    "(the LPIPS project's scripts/download_dataset.sh downloads it).",
+    )
+    parser.add_argument("--data", required=True, metavar="DIR", help="BAPPS dataset folder (containing 2afc/)")
+    parser.add_argument("--split", default="val", help="split folder under 2afc/ (default val)")
+    parser.add_argument("--categories", nargs="+", default=None, metavar="NAME",
+                        help="categories to score, space- or comma-separated (default: all in the split)")
+    add_metric_options(parser)
+    parser.add_argument("--samples", type=positive_int, default=32, metavar="N",
+                        help="E-LPIPS samples per distance, shared by p0 and p1 (default 32)")
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                        help="score only the first N triplets of each category (quick runs)")
+    parser.add_argument("--batch-size", type=positive_int, default=50, help="triplets per batch (default 50)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON result to FILE")
+    parser.set_defaults(handler=run)
+
+
+def _categories(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError("--categories names no category")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    categories = _categories(args.categories)
+    list_categories(args.data, args.split)  # a missing or malformed folder fails before the metric loads
+    metric = make_metric(args)
+    generator = torch.Generator()
+    if args.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(args.seed)
+    total = count_triplets(args.data, args.split, categories, args.limit)
+    with progress_bar(f"2afc {metric.name}", total) as bar:
+        bar.unit = "triplet"
+        result = evaluate_2afc(metric, args.data, args.split, categories, args.samples, args.limit,
+                               args.batch_size, generator, progress=bar.update)
+    report = {"metric": metric.name, "categories": result.categories, "mean": result.mean,
+              "triplets": result.triplets, "counts": result.counts, "split": args.split,
+              "samples": args.samples if metric.is_stochastic else 1, **weights_report(metric)}
+    if args.out:
+        write_json(args.out, report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    width = max(len(name) for name in [*result.categories, "mean"])
+    print(f"2AFC agreement, {metric_label(metric)}, split {args.split} "
+          f"({result.triplets} triplets{', ' + str(args.samples) + ' samples each' if metric.is_stochastic else ''}):")
+    for name, score in result.categories.items():
+        print(f"  {name:<{width}}  {score:.4f}  ({result.counts[name]} triplets)")
+    print(f"  {'mean':<{width}}  {result.mean:.4f}")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
