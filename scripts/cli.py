@@ -19,7 +19,6 @@ COMMAND_MODULES = [
     "distance",
     "compare",
     "examples",
-    "barycenter",
     "attack",
     "twoafc",
 ]
