@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "distance",
     "compare",
     "examples",
+    "barycenter",
     "attack",
     "twoafc",
 ]

@@ -1,0 +1,223 @@
+"""``elpips barycenter IMG...``: the perceptual barycenter (or median) of several images, resumable.
+
+Also the paper's two demonstrations from one image: ``--perturb noise`` (10 copies with Gaussian noise,
+sigma 0.07) and ``--perturb shift`` (10 copies shifted by up to 2 px). Outputs go to ``--out`` (default
+``outputs/barycenter-<time>/``): ``inputs/``, ``l2_mean.png``, ``barycenter.png``, ``snapshots/``,
+``contact_sheet.png``, ``log.json`` and ``checkpoint.pt`` (every file written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from elpips.barycenters import REFERENCE_STEPS, StepInfo, evaluate_objective, noisy_copies, shifted_copies, solve
+from elpips.barycenters.options import check_power, check_refs_per_step, normalized_weights
+from elpips.checkpoint import load_checkpoint
+from elpips.validation import check_images
+from elpips.io import load_image, load_images, save_image, write_json
+
+from .common import add_metric_options, default_run_dir, make_metric, metric_label, positive_int, weights_report
+from .figures import contact_sheet
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "barycenter", help="perceptual barycenter (average) of several images",
+        description="Minimise sum_i w_i d(x, x_i)^p over images x by gradient descent (Adam, the reference's "
+                    "schedule). p=2: barycenter; p=1: median. With --perturb, the inputs are copies of one "
+                    "image with noise or small shifts (the paper's demonstrations).",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMG", help="input images of equal size (or example:NAME)")
+    parser.add_argument("--weights", default=None, metavar="W1,W2,...",
+                        help="non-negative weight per input (normalised to sum 1; default equal)")
+    add_metric_options(parser)
+    parser.add_argument("--power", type=float, default=2.0, help="p: 2 barycenter (default), 1 median")
+    parser.add_argument("--steps", type=nonnegative_int, default=REFERENCE_STEPS,
+                        help=f"Adam steps (default {REFERENCE_STEPS}, the reference's; hours on a CPU)")
+    parser.add_argument("--init", default="noise", metavar="noise|mean|PATH",
+                        help="start from noise 0.5+0.2N(0,1) (reference), the weighted L2 mean, or an image")
+    parser.add_argument("--refs-per-step", default="all", metavar="all|K",
+                        help="inputs compared per step under one shared ensemble sample (default all; 1 is the "
+                             "reference's choice)")
+    parser.add_argument("--samples-per-step", type=positive_int, default=1, help="ensemble samples per step")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=1000,
+                        help="steps between checkpoints and seeded objective estimates (default 1000)")
+    parser.add_argument("--eval-samples", type=positive_int, default=32,
+                        help="ensemble samples of each seeded objective estimate (default 32)")
+    parser.add_argument("--crop", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
+                        help="use this window of every input (quick runs on a small region)")
+    parser.add_argument("--perturb", choices=("noise", "shift"), default=None,
+                        help="make the inputs from ONE image: noisy or shifted copies (paper demonstrations)")
+    parser.add_argument("--count", type=positive_int, default=10, help="--perturb: number of copies (10)")
+    parser.add_argument("--noise-scale", type=float, default=0.07, help="--perturb noise: sigma (0.07)")
+    parser.add_argument("--max-shift", type=int, default=2, help="--perturb shift: largest shift in px (2)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/barycenter-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.set_defaults(handler=run)
+
+
+def nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def parse_weights(text: str | None, count: int) -> list[float] | None:
+    """``"1,2,3"`` -> ``[1.0, 2.0, 3.0]`` (``count`` of them, checked by the solver)."""
+    if text is None:
+        return None
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--weights must be comma-separated numbers, got {text!r}") from None
+    if len(weights) != count:
+        raise ValueError(f"--weights gives {len(weights)} weights for {count} input images")
+    return weights
+
+
+def parse_crop(text: str | None, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """``"TOP,LEFT,HEIGHT,WIDTH"`` checked against an ``height x width`` image."""
+    if text is None:
+        return None
+    try:
+        top, left, crop_h, crop_w = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--crop must be TOP,LEFT,HEIGHT,WIDTH (four integers), got {text!r}") from None
+    if min(top, left) < 0 or min(crop_h, crop_w) < 1 or top + crop_h > height or left + crop_w > width:
+        raise ValueError(f"--crop {text} does not fit in the {height}x{width} (height x width) images")
+    return top, left, crop_h, crop_w
+
+
+def cropped(images: torch.Tensor, crop: tuple[int, int, int, int] | None) -> torch.Tensor:
+    if crop is None:
+        return images
+    top, left, height, width = crop
+    return images[..., top:top + height, left:left + width].contiguous()
+
+
+def snapshot_steps(steps: int) -> set[int]:
+    """Log-spaced steps 1, 2, 5, 10, 20, 50, ... up to ``steps``, plus ``steps``."""
+    marks, decade = set(), 1
+    while decade <= steps:
+        marks.update(m * decade for m in (1, 2, 5) if m * decade <= steps)
+        decade *= 10
+    return marks | ({steps} if steps else set())
+
+
+def resolve_seed(args: argparse.Namespace, checkpoint: Path) -> int:
+    """``--seed``; on ``--resume`` without it, the checkpoint's; else a fresh one (recorded in log.json)."""
+    if args.seed is not None:
+        return args.seed
+    if args.resume:
+        return int(load_checkpoint(checkpoint)["settings"]["seed"])
+    return secrets.randbelow(2**31)
+
+
+def make_inputs(args: argparse.Namespace, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    """``(inputs [N,3,H,W], original [1,3,H,W] or None, description)`` from the files or ``--perturb``."""
+    if args.perturb is None:
+        if len(args.images) < 2:
+            raise ValueError("a barycenter needs at least 2 images (or one image with --perturb noise|shift)")
+        images = load_images(args.images)
+        return cropped(images, parse_crop(args.crop, *images.shape[-2:])), None, {"images": args.images}
+    if len(args.images) != 1:
+        raise ValueError(f"--perturb makes the inputs from one image, got {len(args.images)}")
+    image = load_image(args.images[0])
+    image = cropped(image, parse_crop(args.crop, *image.shape[-2:]))
+    generator = torch.Generator().manual_seed(seed + 1_000_003)  # a stream apart from the solver's
+    if args.perturb == "noise":
+        copies = noisy_copies(image, args.count, args.noise_scale, generator)
+        details: dict[str, Any] = {"noise_scale": args.noise_scale}
+    else:
+        copies, shifts = shifted_copies(image, args.count, args.max_shift, generator)
+        details = {"max_shift": args.max_shift, "shifts_dy_dx": shifts.tolist()}
+    return copies, image, {"images": args.images, "perturb": args.perturb, "count": args.count, **details}
+
+
+def init_option(args: argparse.Namespace) -> str | torch.Tensor:
+    if args.init in ("noise", "mean"):
+        return args.init
+    image = load_image(args.init)
+    return cropped(image, parse_crop(args.crop, *image.shape[-2:]))
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    out = Path(args.out) if args.out else default_run_dir("barycenter")
+    checkpoint = out / CHECKPOINT_NAME
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out DIR (the folder of the run to continue)")
+    if args.resume and not checkpoint.is_file():
+        raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
+    if not args.resume and checkpoint.exists():
+        raise ValueError(f"'{out}' already holds a run: pass --resume to continue it, or choose another --out")
+    seed = resolve_seed(args, checkpoint)
+    inputs, original, source = make_inputs(args, seed)
+    weights = parse_weights(args.weights, inputs.shape[0])
+    normalized = normalized_weights(weights, inputs.shape[0]).float()
+    check_power(args.power)
+    check_refs_per_step(args.refs_per_step, inputs.shape[0])
+    init = init_option(args)
+    metric = make_metric(args)
+    check_images(inputs, "input images", metric.min_size)
+
+    for index, image in enumerate(inputs):
+        save_image(out / "inputs" / f"input_{index + 1:02d}.png", image)
+    if original is not None:
+        save_image(out / "original.png", original)
+    l2_mean = torch.einsum("n,nchw->chw", normalized, inputs).unsqueeze(0).clamp(0, 1)
+    save_image(out / "l2_mean.png", l2_mean)
+
+    marks = snapshot_steps(args.steps)
+
+    def on_step(info: StepInfo) -> None:
+        if info.step in marks:
+            save_image(out / "snapshots" / f"step_{info.step:06d}.png", info.image)
+
+    try:
+        result = solve(inputs, weights, metric=metric, power=args.power, steps=args.steps, init=init,
+                       refs_per_step=args.refs_per_step, samples_per_step=args.samples_per_step, generator=seed,
+                       callback=on_step, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
+                       resume=args.resume, eval_samples=args.eval_samples, progress=sys.stderr.isatty())
+    except KeyboardInterrupt:
+        print(f"interrupted: continue with the same command plus --resume --out {out}", file=sys.stderr)
+        raise
+
+    save_image(out / "barycenter.png", result.image)
+    label = f"{metric.name} p={args.power:g}" + ("" if metric.calibrated else " (random net)")
+    save_image(out / "contact_sheet.png", contact_sheet(inputs, l2_mean, result.image, label, original))
+    mean_evaluation = evaluate_objective(metric, l2_mean.to(metric.device), inputs.to(metric.device),
+                                         torch.tensor(result.settings["weights"], device=metric.device),
+                                         args.power, args.eval_samples, result.settings["eval_seed"])
+    start, end = result.evaluations[0], result.evaluations[-1]
+    log = {
+        "command": "barycenter",
+        "inputs": source,
+        "seed": seed,
+        "settings": result.settings,
+        **weights_report(metric),
+        "objective": {"start": start.objective, "end": end.objective, "l2_mean": mean_evaluation.objective,
+                      "eval_samples": end.samples},
+        "history": result.history,
+        "evaluations": [entry.as_dict() for entry in result.evaluations],
+        "resumed_from_step": result.resumed_from,
+        "timings": {**result.timings, "wall_seconds_this_session": time.perf_counter() - started},
+        "outputs": ["inputs/", "l2_mean.png", "barycenter.png", "snapshots/", "contact_sheet.png", "log.json",
+                    CHECKPOINT_NAME] + (["original.png"] if original is not None else []),
+    }
+    write_json(out / "log.json", log)
+    print(f"{metric_label(metric)} barycenter of {inputs.shape[0]} images, p={args.power:g}, "
+          f"{result.state['step']} steps: objective {start.objective:.4g} -> {end.objective:.4g} "
+          f"(L2 mean: {mean_evaluation.objective:.4g})")
+    print(f"wrote {out}/barycenter.png, contact_sheet.png, log.json")
+    return 0
