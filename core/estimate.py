@@ -26,6 +26,10 @@ class Estimate:
     samples: int
     draws: torch.Tensor | None = None
 
+    def __iter__(self):
+        """Unpacks as ``mean, half_width, samples = metric.estimate(x, y)``."""
+        return iter((self.mean, self.half_width, self.samples))
+
 
 def summarize(draws: torch.Tensor) -> Estimate:
     """Mean and 95% half-width of ``draws`` ``[k, ...]`` (k samples along dim 0)."""

@@ -116,6 +116,8 @@ def test_estimate_stops_on_its_bounds(random_metric, images):
     torch.testing.assert_close(estimate.mean, estimate.draws.mean(0))
     capped = metric.estimate(x, y, abs_tol=1e-9, rel_tol=1e-9, max_samples=15, batch=10)
     assert capped.samples == 15
+    mean, half_width, samples = capped
+    assert samples == 15 and torch.equal(mean, capped.mean) and torch.equal(half_width, capped.half_width)
     deterministic = random_metric("lpips-vgg").estimate(x, y)
     assert deterministic.samples == 1 and deterministic.half_width.item() == 0
 
