@@ -71,7 +71,7 @@ def evaluate_objective(
     else:
         if not getattr(metric, "is_stochastic", True):
             samples = 1
-        totals = torch.zeros(references.shape[0], dtype=torch.float64, device=x.device)
+        totals = torch.zeros(references.shape[0], dtype=torch.float64)  # CPU float64: MPS has no float64
         generator = torch.Generator().manual_seed(int(seed))
         height, width = x.shape[-2:]
         done = 0
@@ -82,11 +82,11 @@ def evaluate_objective(
             for start in range(0, references.shape[0], chunk_size):
                 grouped = references[start:start + chunk_size].unsqueeze(1).expand(-1, draws, -1, -1, -1)
                 distances = metric.distance_between(x_features, metric.features(grouped, sample))  # [c, draws]
-                totals[start:start + chunk_size] += distances.double().sum(dim=1)
+                totals[start:start + chunk_size] += distances.sum(dim=1).cpu().double()
             done += draws
         totals = totals / samples
-    objective = float((weights.to(totals) * totals.pow(power)).sum())
-    return Evaluation(step=step, objective=objective, distances=totals.cpu().tolist(), samples=samples)
+    objective = float((weights.detach().cpu().double() * totals.pow(power)).sum())
+    return Evaluation(step=step, objective=objective, distances=totals.tolist(), samples=samples)
 
 
 def _plain_distances(metric: Any, x: torch.Tensor, references: torch.Tensor, samples: int,
@@ -95,7 +95,7 @@ def _plain_distances(metric: Any, x: torch.Tensor, references: torch.Tensor, sam
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         count = references.shape[0]
-        total = torch.zeros(count, dtype=torch.float64, device=x.device)
+        total = torch.zeros(count, dtype=torch.float64)
         for _ in range(samples):
-            total += metric(x.expand(count, -1, -1, -1), references).double()
+            total += metric(x.expand(count, -1, -1, -1), references).detach().cpu().double()
     return total / samples
