@@ -1,1 +1,34 @@
-"""Discrete perceptual geodesics between images (solver to come)."""
+"""Discrete perceptual geodesics: paths ``x_0 = A, x_1 .. x_{K-1}, x_K = B`` (through more keyframes if given)
+whose interior frames minimise ``sum_k d(x_k, x_{k+1})^2`` under E-LPIPS, LPIPS or L2.
+
+    >>> from elpips.geodesics import solve
+    >>> result = solve([a, b], frames=10, metric=elpips.Metric("elpips-vgg"), steps=500)
+    >>> result.frames.shape                       # [10, 3, H, W], a and b unchanged at both ends
+"""
+
+from .energy import PathEvaluation, evaluate_path, path_step
+from .levels import Level, level_starts, plan_levels, time_ladder
+from .path import (downscale, free_mask, keyframe_indices, linear_path, resample_path, segment_intervals,
+                   subdivide, upscale_path)
+from .solver import GeodesicResult, StepInfo, solve
+
+__all__ = [
+    "GeodesicResult",
+    "Level",
+    "PathEvaluation",
+    "StepInfo",
+    "downscale",
+    "evaluate_path",
+    "free_mask",
+    "keyframe_indices",
+    "level_starts",
+    "linear_path",
+    "path_step",
+    "plan_levels",
+    "resample_path",
+    "segment_intervals",
+    "solve",
+    "subdivide",
+    "time_ladder",
+    "upscale_path",
+]

@@ -1,0 +1,170 @@
+"""The path energy ``E = sum_k d(x_k, x_{k+1})^2`` under one shared ensemble sample, and its gradient.
+
+One step computes every frame's features once under the same sample (transform and dropout masks), takes
+the ``K`` adjacent distances from them and backpropagates, in chunks of consecutive interior frames so that
+memory is bounded by the chunk size, not by ``K``:
+
+* keyframe features (endpoints and intermediate keyframes) are computed once, without a graph;
+* a chunk of interior frames ``i..j`` is computed with a graph; its neighbours ``i-1`` and ``j+1`` enter as
+  constants (frame ``i-1``'s features are carried, detached, from the previous chunk; frame ``j+1``'s are
+  computed without a graph, one extra forward pass per chunk boundary);
+* the chunk's loss is ``sum_{k=i-1..j} d(x_k, x_{k+1})^2``. Each boundary pair is thus differentiated once from
+  each side, so the accumulated gradient equals the gradient of ``E`` exactly.
+
+Cost per step with one chunk: ``K+1`` forward and ``K-1`` backward passes (versus ``2K`` forward and
+``2(K-1)`` backward passes when each pair is evaluated on its own).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from elpips import EnsembleSample, Features, Metric
+
+
+def _tiled(frames: torch.Tensor, samples: int) -> torch.Tensor:
+    """``[G, 3, H, W]`` -> ``[G, samples, 3, H, W]`` (a view; gradients flow back to ``frames``)."""
+    return frames.unsqueeze(1).expand(-1, samples, -1, -1, -1)
+
+
+def _stack(parts: list[Features]) -> Features:
+    """Concatenate feature sets ``[G_i, N, ...]`` along the group dimension, tap by tap."""
+    return [torch.cat(taps) for taps in zip(*parts)]
+
+
+def _select(features: Features, index: int) -> Features:
+    """One group ``[1, N, ...]`` of a feature set, detached."""
+    return [tap[index:index + 1].detach() for tap in features]
+
+
+def _runs(free: list[bool], chunk_size: int) -> list[tuple[int, int]]:
+    """Inclusive ``(i, j)`` ranges of consecutive free frames, split into chunks of at most ``chunk_size``."""
+    chunks, k = [], 0
+    while k < len(free):
+        if not free[k]:
+            k += 1
+            continue
+        start = k
+        while k < len(free) and free[k] and k - start < chunk_size:
+            k += 1
+        chunks.append((start, k - 1))
+    return chunks
+
+
+def path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: torch.Tensor | None,
+              sample: EnsembleSample, samples: int = 1, chunk_size: int = 8,
+              backward: bool = True) -> torch.Tensor:
+    """Energy terms of one step and (if ``backward``) their gradient, accumulated into ``variable.grad``.
+
+    Args:
+        metric: the distance; its features are taken under ``sample``.
+        path: ``[K+1, 3, H, W]`` in [0, 1], the current frames (interior rows are read from ``variable``).
+        free: ``[K+1]`` bool, ``True`` at interior frames (endpoints must be ``False``).
+        variable: ``[M, 3, H, W]`` leaf tensor holding the ``M = free.sum()`` interior frames in path order, or
+            ``None`` to use ``path`` as it is (no gradient).
+        sample: one ensemble sample for a batch of ``samples`` images (``metric.sample(samples, H, W)``).
+        samples: copies of every frame in the batch (each copy sees its own transform of the sample).
+        chunk_size: at most this many interior frames carry a graph at once.
+        backward: accumulate ``dE/dvariable``; with ``False`` nothing builds a graph.
+
+    Returns:
+        ``[K, samples]`` float32 distances ``d(x_k, x_{k+1})`` (detached); ``E = (d ** 2).mean(1).sum()``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    flags = [bool(v) for v in free.tolist()]
+    if flags[0] or flags[-1]:
+        raise ValueError("the first and last frames of a path are keyframes and cannot be free")
+    total = len(flags)
+    position = torch.cumsum(free.long(), 0) - 1  # row of frame k in ``variable``
+    fixed_index = [k for k in range(total) if not flags[k]]
+    with torch.no_grad():
+        fixed = metric.features(_tiled(path[fixed_index], samples), sample)
+    fixed_features = {k: _select(fixed, n) for n, k in enumerate(fixed_index)}
+    distances = torch.zeros(total - 1, samples, device=path.device)
+
+    for k in range(total - 1):  # pairs of adjacent keyframes (segments without interior frames)
+        if not flags[k] and not flags[k + 1]:
+            distances[k] = metric.distance_between(fixed_features[k], fixed_features[k + 1])[0]
+
+    def frames_of(i: int, j: int, grad: bool) -> torch.Tensor:
+        """Frames ``i..j`` (all interior when ``variable`` is given), with or without a graph."""
+        if variable is None:
+            return path[i:j + 1]
+        first = int(position[i])
+        rows = variable[first:first + j - i + 1]
+        return rows if grad else rows.detach()
+
+    carried: Features | None = None
+    for i, j in _runs(flags, chunk_size):
+        grad = backward and variable is not None
+        left = fixed_features[i - 1] if not flags[i - 1] else carried
+        if flags[j + 1]:
+            with torch.no_grad():
+                right = metric.features(_tiled(frames_of(j + 1, j + 1, False), samples), sample)
+        else:
+            right = fixed_features[j + 1]
+        with torch.enable_grad() if grad else torch.no_grad():
+            chunk = metric.features(_tiled(frames_of(i, j, grad), samples), sample)
+            sequence = _stack([left, chunk, right])
+            pair = metric.distance_between([tap[:-1] for tap in sequence], [tap[1:] for tap in sequence])
+            if grad:
+                pair.square().mean(dim=1).sum().backward()
+        distances[i - 1:j + 1] = pair.detach()
+        carried = _select(chunk, chunk[0].shape[0] - 1)
+    return distances
+
+
+@dataclass
+class PathEvaluation:
+    """Many-sample distances along a path.
+
+    Attributes:
+        distances: ``[K]`` mean distance of each adjacent pair (E-LPIPS: the ensemble expectation estimate).
+        half_widths: ``[K]`` 95% confidence half-widths of those means (0 for deterministic metrics).
+        energy: ``sum_k distances_k^2``, the path energy under the metric.
+        samples: ensemble samples used (1 for LPIPS and L2).
+    """
+
+    distances: torch.Tensor
+    half_widths: torch.Tensor
+    energy: float
+    samples: int
+
+    @property
+    def length(self) -> float:
+        """``sum_k d_k``: the path's length under the metric."""
+        return float(self.distances.sum())
+
+
+@torch.no_grad()
+def evaluate_path(metric: Metric, path: torch.Tensor, samples: int = 32, generator: torch.Generator | None = None,
+                  batch: int = 4, chunk_size: int = 8) -> PathEvaluation:
+    """Estimate every adjacent distance of ``path`` ``[K+1, 3, H, W]`` with ``samples`` ensemble samples,
+    each shared by all frames (``batch`` samples per forward pass, ``chunk_size`` frames at a time)."""
+    if samples < 1 or batch < 1:
+        raise ValueError(f"samples and batch must be >= 1, got {samples} and {batch}")
+    if path.shape[0] < 2:
+        raise ValueError(f"a path needs at least 2 frames, got {path.shape[0]}")
+    if not metric.is_stochastic:
+        samples = 1
+    height, width = path.shape[-2:]
+    fixed = torch.zeros(path.shape[0], dtype=torch.bool)
+    fixed[1:-1] = True  # treat interior frames as "free" only for chunking; nothing builds a graph
+    draws = []
+    remaining = samples
+    while remaining > 0:
+        count = min(batch, remaining)
+        sample = metric.sample(count, height, width, generator)
+        draws.append(path_step(metric, path, fixed, None, sample, count, chunk_size, backward=False))
+        remaining -= count
+    values = torch.cat(draws, dim=1).double()  # [K, samples]
+    mean = values.mean(dim=1)
+    if samples > 1:
+        half = 1.96 * values.std(dim=1, unbiased=True) / math.sqrt(samples)
+    else:
+        half = torch.zeros_like(mean)
+    return PathEvaluation(mean.float().cpu(), half.float().cpu(), float((mean**2).sum()), samples)
