@@ -1,6 +1,7 @@
 """2AFC agreement with human judgements on BAPPS (Zhang et al. 2018), the LPIPS project's dataset.
 
-Layout read (the LPIPS project's ``scripts/download_dataset.sh`` unpacks it so)::
+Layout read (``scripts/download_dataset.sh`` or ``download_dataset_valonly.sh`` of the LPIPS project,
+https://github.com/richzhang/PerceptualSimilarity, unpack it so under ``dataset/``)::
 
     DATA/2afc/<split>/<category>/ref/NNNNNN.png     reference patch
                                  p0/NNNNNN.png      distortion 0
@@ -26,7 +27,8 @@ from .metric import Metric
 
 DISTORTIONS = ("ref", "p0", "p1")
 BAPPS_HINT = ("expected the BAPPS layout DIR/2afc/<split>/<category>/{ref,p0,p1}/NNNNNN.png and "
-              "judge/NNNNNN.npy (get it with the LPIPS project's scripts/download_dataset.sh)")
+              "judge/NNNNNN.npy (get it with scripts/download_dataset_valonly.sh of "
+              "https://github.com/richzhang/PerceptualSimilarity, then pass its dataset/ folder)")
 
 
 class DatasetError(ValueError):

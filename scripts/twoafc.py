@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "2afc", help="agreement with human judgements on the BAPPS 2AFC data",
         description="Score a metric on BAPPS 2AFC triplets: per triplet (d0<d1)(1-h) + (d1<d0)h + (d0=d1)/2, "
                     "h = fraction of humans preferring p1. DIR holds 2afc/<split>/<category>/{ref,p0,p1,judge}/ "
-                    "(the LPIPS project's scripts/download_dataset.sh downloads it).",
+                    "(scripts/download_dataset_valonly.sh of github.com/richzhang/PerceptualSimilarity downloads it into "
+                    "dataset/).",
     )
     parser.add_argument("--data", required=True, metavar="DIR", help="BAPPS dataset folder (containing 2afc/)")
     parser.add_argument("--split", default="val", help="split folder under 2afc/ (default val)")
