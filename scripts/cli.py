@@ -22,6 +22,9 @@ COMMAND_MODULES = [
     "barycenter",
     "attack",
     "twoafc",
+    "geodesic",
+    "export",
+    "bench",
 ]
 
 EXIT_USAGE = 2

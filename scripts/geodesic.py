@@ -1,0 +1,218 @@
+"""``elpips geodesic A B [C ...]``: solve a discrete geodesic (a perceptual spline through more keyframes) and
+write every export into a run directory; ``--compare`` solves the same path under other metrics too."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from elpips import METRIC_NAMES, Metric, get_config
+from elpips.geodesics import GeodesicResult, StepInfo, evaluate_path, linear_path, segment_intervals, solve
+from elpips.geodesics.solver import DEFAULT_BASE_RATE
+from elpips.io import load_images, write_json
+from elpips.schedules import reference_learning_rate
+
+from .common import default_run_dir, positive_int, progress_bar, weights_report
+from .export import LOG, add_export_options, render_run, settings_from
+from .exports import frames_to_uint8
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "geodesic", help="perceptual geodesic (interpolation / morph) between images",
+        description="Find the path A = x_0, ..., x_K = B minimising sum_k d(x_k, x_{k+1})^2 and export frames, "
+                    "scanline plots, GIF/MP4 animations and an index.html viewer. With more images the path "
+                    "passes through each of them.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="keyframes A B [C ...] (or example:NAME)")
+    parser.add_argument("--frames", type=int, default=10, help="frames on the path, keyframes included (10)")
+    parser.add_argument("--steps", type=int, default=500, help="optimisation steps, all stages together (500)")
+    parser.add_argument("--metric", default="elpips-vgg", choices=METRIC_NAMES, help="distance (elpips-vgg)")
+    parser.add_argument("--backbone-weights", default="imagenet", metavar="imagenet|PATH|random",
+                        help="'imagenet' (torchvision cache / download), a state-dict file, or 'random[:SEED]' "
+                             "(uncalibrated, for smoke tests)")
+    parser.add_argument("--compare", default="", metavar="M1,M2",
+                        help="also solve under these metrics (e.g. lpips-vgg,l2) and draw comparison.png")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the ensemble sampling (default: random, "
+                                                                  "written to log.json)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    parser.add_argument("--out", default=None, help="run directory (default outputs/geodesic-DATE-TIME)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
+    parser.add_argument("--lr", type=float, default=DEFAULT_BASE_RATE,
+                        help=f"base learning rate of the decaying schedule ({DEFAULT_BASE_RATE})")
+    parser.add_argument("--no-coarse-to-fine", dest="coarse_to_fine", action="store_false",
+                        help="optimise all frames from the start instead of subdividing")
+    parser.add_argument("--spatial", action="store_true", help="solve the coarse stages at half resolution")
+    parser.add_argument("--samples", type=positive_int, default=16,
+                        help="ensemble samples for the reported distances (16)")
+    parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk (8)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (25)")
+    add_export_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def compare_names(text: str, main: str) -> list[str]:
+    """``"lpips-vgg, l2"`` -> ``["lpips-vgg", "l2"]``; unknown or repeated names are errors."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in METRIC_NAMES:
+            raise ValueError(f"--compare: unknown metric {name!r}; choose from: {', '.join(METRIC_NAMES)}")
+    if len(set(names)) != len(names) or main in names:
+        raise ValueError(f"--compare lists a metric twice (or the main metric {main})")
+    return names
+
+
+def check_arguments(args: argparse.Namespace) -> list[str]:
+    """Cheap checks before any weights are loaded; returns the compared metrics."""
+    compared = compare_names(args.compare, args.metric)
+    segment_intervals(args.frames, len(args.images))
+    if args.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    if args.row is not None and args.row < 0:
+        raise ValueError(f"--row must be >= 0, got {args.row}")
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out DIR (the run to continue)")
+    return compared
+
+
+class Progress:
+    """tqdm bar (energy, stage, ETA) on a terminal; a line every ~10% of the steps otherwise."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label = label
+        self.bar = progress_bar(label, total)
+        self.bar.unit = "step"
+        self.every = max(1, total // 10)
+        self.started = time.perf_counter()
+        self.first_step: int | None = None
+
+    def __call__(self, info: StepInfo) -> None:
+        if self.first_step is None:  # a resumed run starts late: its ETA counts only the steps run now
+            self.first_step = info.step - 1
+            self.bar.n = self.bar.last_print_n = self.first_step
+        self.bar.update(info.step - self.bar.n)
+        self.bar.set_postfix(energy=f"{info.energy:.4g}", stage=f"{info.level + 1}/{info.num_levels}",
+                             frames=info.frames, refresh=False)
+        if self.bar.disable and (info.step % self.every == 0 or info.step == info.total_steps):
+            elapsed = time.perf_counter() - self.started
+            eta = elapsed / (info.step - self.first_step) * (info.total_steps - info.step)
+            print(f"{self.label}: step {info.step}/{info.total_steps}, energy {info.energy:.4g}, stage "
+                  f"{info.level + 1}/{info.num_levels} ({info.frames} frames), ETA {eta:.0f} s", file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: Path, seed: int,
+              must_resume: bool) -> tuple[dict, torch.Tensor]:
+    """Solve under metric ``name`` with its checkpoint in ``run_dir``; returns its log (without exports) and
+    the frames ``[K+1, 3, H, W]``. With ``--resume`` a run whose checkpoint is missing starts afresh, unless
+    ``must_resume``."""
+    checkpoint = run_dir / CHECKPOINT
+    resume = args.resume and checkpoint.is_file()
+    if args.resume and must_resume and not resume:
+        raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
+    metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device, seed=seed)
+    if not metric.calibrated:
+        print(f"note: {metric.weights_info.description}", file=sys.stderr)
+    keys = keys.to(metric.device)
+    progress = Progress(name, args.steps)
+    base = args.lr
+    started = time.perf_counter()
+    try:
+        result = solve(keys, frames=args.frames, metric=metric, steps=args.steps,
+                       schedule=lambda step: reference_learning_rate(step, base),
+                       coarse_to_fine=args.coarse_to_fine, spatial=args.spatial,
+                       generator=torch.Generator().manual_seed(seed), callback=progress, checkpoint=checkpoint,
+                       checkpoint_every=args.checkpoint_every, resume=resume, chunk_size=args.chunk,
+                       eval_samples=args.samples, eval_generator=torch.Generator().manual_seed(seed + 1))
+    finally:
+        progress.close()
+    solve_seconds = time.perf_counter() - started
+    # the linear blend under the same seeded samples as the solved path's distances: a paired comparison
+    linear = evaluate_path(metric, linear_path(keys, result.intervals), args.samples,
+                           torch.Generator().manual_seed(seed + 1), chunk_size=args.chunk)
+    return summarize(args, metric, result, linear.energy, seed, solve_seconds), result.frames
+
+
+def summarize(args: argparse.Namespace, metric: Metric, result: GeodesicResult, linear_energy: float, seed: int,
+              solve_seconds: float) -> dict:
+    """The run's ``log.json`` content (exports are added by :func:`render_run`)."""
+    return {
+        "kind": "geodesic",
+        "command": " ".join(["elpips", *sys.argv[1:]]) if sys.argv else "elpips geodesic",
+        "keyframes": list(args.images),
+        "size": list(result.frames.shape[-2:]),
+        "frames": int(result.frames.shape[0]),
+        "intervals": list(result.intervals),
+        "keyframe_indices": result.keyframe_indices,
+        "steps": args.steps,
+        "seed": seed,
+        "device": str(metric.device),
+        "weights": weights_report(metric),
+        "solver": {
+            "schedule": f"{args.lr} / (1 + 0.02 t'^0.75), t' = sqrt(100^2 + t^2) - 100",
+            "coarse_to_fine": args.coarse_to_fine, "spatial": args.spatial, "chunk_size": args.chunk,
+            "levels": [{"frames": level.frames, "intervals": list(level.intervals), "scale": level.scale,
+                        "steps": level.steps} for level in result.levels],
+        },
+        "energy_history": result.energy_history,
+        "result": {
+            "energy": result.energy, "linear_energy": linear_energy, "samples": result.samples,
+            "distances": result.distances.tolist(), "half_widths": result.half_widths.tolist(),
+            "speed_spread": result.speed_spread(), "length": float(result.distances.sum()),
+        },
+        "timings": {"solve_s": round(solve_seconds, 3), "step_s_mean": round(result.step_seconds, 4),
+                    "resumed_from_step": result.resumed_from},
+    }
+
+
+def report(log: dict, label: str) -> str:
+    """Two lines of summary for stdout."""
+    result = log["result"]
+    spread = ", ".join(f"{100 * s:.1f}%" for s in result["speed_spread"])
+    distances = " ".join(f"{d:.4g}" for d in result["distances"])
+    return (f"{label}: energy {result['energy']:.5g} (linear blend {result['linear_energy']:.5g}, "
+            f"{result['samples']} samples), speed spread per segment {spread}, {log['timings']['solve_s']:.1f} s\n"
+            f"  distances: {distances}")
+
+
+def run(args: argparse.Namespace) -> int:
+    compared = check_arguments(args)
+    run_dir = Path(args.out) if args.out else default_run_dir("geodesic")
+    seed = args.seed
+    if seed is None and args.resume and (run_dir / LOG).is_file():
+        seed = json.loads((run_dir / LOG).read_text(encoding="utf-8")).get("seed")
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    keys = load_images(args.images, max(get_config(name).min_size for name in [args.metric, *compared]))
+    settings = settings_from(args).resolved(*keys.shape[-2:])
+    main_log, main_frames = solve_one(args, args.metric, keys, run_dir, seed, must_resume=True)
+    main_log["compare"] = [{"metric": name, "dir": f"compare/{name}"} for name in compared]
+    runs = [(main_log, main_frames)]
+    for entry in main_log["compare"]:
+        runs.append(solve_one(args, entry["metric"], keys, run_dir / entry["dir"], seed, must_resume=False))
+    started = time.perf_counter()
+    arrays = [(log, frames_to_uint8(frames)) for log, frames in runs]
+    render_run(run_dir, main_log, arrays[0][1], settings, arrays[1:])
+    main_log["timings"]["export_s"] = round(time.perf_counter() - started, 3)
+    write_json(run_dir / LOG, main_log)
+    for log, _ in runs:
+        name = log["weights"]["metric"]
+        print(report(log, name if log["weights"]["calibrated"] else f"{name} [UNCALIBRATED: random backbone]"))
+    files = main_log["files"]
+    print(f"wrote {run_dir}/: frames/ ({len(files['frames'])} PNGs), "
+          + ", ".join(name for key, name in files.items() if key != "frames") + ", index.html, log.json")
+    return 0
