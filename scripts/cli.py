@@ -24,7 +24,6 @@ COMMAND_MODULES = [
     "twoafc",
     "geodesic",
     "export",
-    "bench",
 ]
 
 EXIT_USAGE = 2
