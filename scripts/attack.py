@@ -2,8 +2,8 @@
 
 Writes into ``--out`` (default ``outputs/attack-<kind>-<time>``): ``attacked-<metric>.png`` (8-bit; the attacks
 round their results onto the 8-bit grid within the budget / constraint, so the files hold exactly what was
-measured), ``figure.png`` (one row per metric: source, [anchor,
-target,] attacked, per-pixel L2 difference on a shared scale) and ``results.json``. Every reported distance is
+measured), ``figure.png`` (one row per metric: source, [anchor, target,] attacked, per-pixel L2 difference on a
+shared scale) and ``results.json``. Every reported distance is
 re-estimated after the attack with fresh ensemble samples from a separate generator.
 """
 
@@ -22,8 +22,8 @@ from elpips import get_config
 from elpips.io import ImageLoadError, load_image, load_images, save_image, write_json
 from elpips.robustness import EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2, mean_pairwise_distance
 
-from .common import add_metric_options, default_run_dir, make_metric, metric_label, positive_int, progress_bar, \
-    weights_report
+from .common import (add_metric_options, default_run_dir, make_metric, metric_label, positive_int, progress_bar,
+                     weights_report)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
