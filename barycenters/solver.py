@@ -178,7 +178,7 @@ def solve(
             result is bit-identical to an uninterrupted run.
         eval_every: steps between seeded evaluations (default ``checkpoint_every``); also at start and end.
         eval_samples, eval_seed: draws and seed of those evaluations (the same draws every time).
-        log_every: steps between history entries (default ``max(1, steps // 1000)``).
+        log_every: steps between history entries (default ``max(1, steps // 1000)``; on resume, the run's).
         chunk_size: references per forward pass (bounds memory for large ``N``).
         progress: show a tqdm bar (objective, ETA) on stderr.
 
@@ -195,6 +195,8 @@ def solve(
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     eval_every = check_positive_int(checkpoint_every if eval_every is None else eval_every, "eval_every")
     eval_samples = check_positive_int(eval_samples, "eval_samples")
+    if log_every is None and resume and checkpoint is not None and os.path.isfile(checkpoint):
+        log_every = load_checkpoint(checkpoint)["settings"].get("log_every")  # keep the run's spacing
     log_every = check_positive_int(max(1, steps // 1000) if log_every is None else log_every, "log_every")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     if resume and checkpoint is None:
@@ -214,7 +216,8 @@ def solve(
         "samples_per_step": samples_per_step, "lr": lr_description,
         "init": init if isinstance(init, str) else "image", "steps": steps, "seed": generator.initial_seed(),
         "eval_samples": eval_samples, "eval_seed": eval_seed, "eval_every": eval_every,
-        "checkpoint_every": checkpoint_every, "chunk_size": chunk_size, "device": str(run_device),
+        "checkpoint_every": checkpoint_every, "log_every": log_every, "chunk_size": chunk_size,
+        "device": str(run_device),
         "images_sha256": images_digest(images),
     }
 

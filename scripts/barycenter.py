@@ -168,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
     check_power(args.power)
     check_refs_per_step(args.refs_per_step, inputs.shape[0])
     init = init_option(args)
+    if isinstance(init, torch.Tensor) and init.shape[-2:] != inputs.shape[-2:]:
+        raise ValueError(f"init image {args.init} is {init.shape[-2]}x{init.shape[-1]}, the inputs are "
+                         f"{inputs.shape[-2]}x{inputs.shape[-1]} (height x width)")
     metric = make_metric(args)
     check_images(inputs, "input images", metric.min_size)
 
@@ -194,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         raise
 
     save_image(out / "barycenter.png", result.image)
-    label = f"{metric.name} p={args.power:g}" + ("" if metric.calibrated else " (random net)")
+    label = metric.name + ("" if args.power == 2 else f" p={args.power:g}") + ("" if metric.calibrated else " (random)")
     save_image(out / "contact_sheet.png", contact_sheet(inputs, l2_mean, result.image, label, original))
     mean_evaluation = evaluate_objective(metric, l2_mean.to(metric.device), inputs.to(metric.device),
                                          torch.tensor(result.settings["weights"], device=metric.device),

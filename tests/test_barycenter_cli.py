@@ -100,15 +100,18 @@ def test_cli_resume_continues_to_the_uninterrupted_result(inputs, tmp_path):
     (["{a}", "--perturb", "shift", "--max-shift", "40"], "too large"),
     (["{tiny}", "{tiny}", "--metric", "elpips-vgg"], "at least 16x16"),
     (["{a}", "{b}", "--init", "{tall}"], "init image"),
+    (["{a}", "{b}", "--init", "blurry"], "no such file"),
     (["{a}", "{b}", "--resume"], "needs --out"),
 ])
 def test_cli_bad_input_fails_cleanly(inputs, tmp_path, capsys, args, message):
     metric = [] if "--metric" in args else ["--metric", "l2"]
-    argv = ["barycenter", *[a.format(**inputs) for a in args], *metric, "--backbone-weights", "random",
+    out = [] if "--resume" in args else ["--out", str(tmp_path / "out")]
+    argv = ["barycenter", *[a.format(**inputs) for a in args], *metric, *out, "--backbone-weights", "random",
             "--steps", "1", "--seed", "0"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("elpips barycenter: error:") and message in err[-1]
+    assert not (tmp_path / "out").exists()  # bad input writes nothing
 
 
 def test_cli_refuses_to_overwrite_or_resume_nothing(inputs, tmp_path, capsys):

@@ -158,7 +158,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(random_metric, image
     assert torch.equal(resumed.image, full.image)
     assert resumed.history == full.history
     assert [e.as_dict() for e in resumed.evaluations] == [e.as_dict() for e in full.evaluations]
-    assert torch.equal(resumed.state["optimizer"]["state"][0]["exp_avg"], full.state["optimizer"]["state"][0]["exp_avg"])
+    moments = [run.state["optimizer"]["state"][0]["exp_avg"] for run in (resumed, full)]
+    assert torch.equal(*moments)
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
