@@ -144,6 +144,13 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.round(array * 255).astype(np.uint8)
 
 
+def _default_file_mode() -> int:
+    """``0o666`` less the process umask (what ``open(path, "w")`` would have given)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, else deleted."""
@@ -157,6 +164,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise OutputWriteError(f"cannot write to '{target.parent}': {error.strerror or error}") from None
     try:
         yield Path(temporary)
+        os.chmod(temporary, _default_file_mode())  # mkstemp creates 0600; outputs get the usual umask mode
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -9,7 +9,6 @@ import torch
 
 import elpips
 
-torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
 @functools.lru_cache(maxsize=None)

@@ -86,6 +86,9 @@ def test_atomic_writes_leave_no_partial_file(tmp_path):
     with pytest.raises(TypeError):
         write_json(tmp_path / "out" / "bad.json", {"a": object()})
     assert sorted(os.listdir(tmp_path / "out")) == ["image.png", "log.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def run_cli(capsys, *argv):
