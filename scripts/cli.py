@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "twoafc",
     "geodesic",
     "export",
+    "bench",
 ]
 
 EXIT_USAGE = 2
