@@ -226,7 +226,7 @@ def geodesic_shared_step(metric: Metric, path: torch.Tensor, samples: int, chunk
         if use_package:
             from elpips.geodesics import path_step
 
-            path_step(metric, path, free, variable, sample, samples, chunk_size or frames)
+            path_step(metric, path, free, variable, sample, samples=samples, chunk_size=chunk_size or frames)
         else:
             _inline_path_step(metric, path, variable, sample, samples)
 
