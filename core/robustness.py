@@ -363,7 +363,7 @@ def attack_a1(
     step_size: float = 0.05,
     threshold_samples: int = 64,
     check_samples: int = 64,
-    line_search_points: int = 16,
+    line_search_points: int = 8,
     batch: int = 4,
     generator: torch.Generator | None = None,
     progress: Progress | None = None,

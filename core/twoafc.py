@@ -109,6 +109,20 @@ def list_categories(data_dir: str | os.PathLike, split: str = "val") -> list[str
     return names
 
 
+def choose_categories(data_dir: str | os.PathLike, split: str = "val",
+                      categories: Sequence[str] | None = None) -> list[str]:
+    """``categories`` checked against the split's folders (all of them when ``None`` or empty)."""
+    available = list_categories(data_dir, split)
+    chosen = list(available if not categories else categories)
+    unknown = [name for name in chosen if name not in available]
+    if unknown:
+        raise DatasetError(f"no category {', '.join(map(repr, unknown))} in split {split!r} "
+                           f"(found: {', '.join(available)})")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError("categories are listed more than once")
+    return chosen
+
+
 def list_triplets(data_dir: str | os.PathLike, split: str, category: str, limit: int | None = None) -> list[Triplet]:
     """The triplets of one category, sorted by id (the first ``limit`` if given); checks every file exists."""
     folder = split_dir(data_dir, split) / category
@@ -202,14 +216,7 @@ def evaluate_2afc(metric: Metric, data_dir: str | os.PathLike, split: str = "val
     ``limit`` caps the triplets per category (quick runs). :class:`DatasetError` (a ``ValueError``) names the
     folder or file when the data is missing or malformed.
     """
-    available = list_categories(data_dir, split)
-    chosen = list(available if not categories else categories)
-    unknown = [name for name in chosen if name not in available]
-    if unknown:
-        raise DatasetError(f"no category {', '.join(map(repr, unknown))} in split {split!r} "
-                           f"(found: {', '.join(available)})")
-    if len(set(chosen)) != len(chosen):
-        raise ValueError("categories are listed more than once")
+    chosen = choose_categories(data_dir, split, categories)
     listed = {name: list_triplets(data_dir, split, name, limit) for name in chosen}
     scores = {name: score_triplets(metric, triplets, samples, batch_size, generator, progress)
               for name, triplets in listed.items()}
@@ -221,7 +228,7 @@ def evaluate_2afc(metric: Metric, data_dir: str | os.PathLike, split: str = "val
 def count_triplets(data_dir: str | os.PathLike, split: str = "val", categories: Sequence[str] | None = None,
                    limit: int | None = None) -> int:
     """How many triplets :func:`evaluate_2afc` will score (for a progress bar's total)."""
-    names = categories or list_categories(data_dir, split)
+    names = choose_categories(data_dir, split, categories)
     total = 0
     for name in names:
         judge = split_dir(data_dir, split) / name / "judge"

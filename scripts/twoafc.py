@@ -8,7 +8,7 @@ import json
 import torch
 
 from elpips.io import write_json
-from elpips.twoafc import count_triplets, evaluate_2afc, list_categories
+from elpips.twoafc import choose_categories, count_triplets, evaluate_2afc
 
 from .common import add_metric_options, make_metric, metric_label, positive_int, progress_bar, weights_report
 
@@ -47,7 +47,7 @@ def _categories(values: list[str] | None) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     categories = _categories(args.categories)
-    list_categories(args.data, args.split)  # a missing or malformed folder fails before the metric loads
+    choose_categories(args.data, args.split, categories)  # bad data or names fail before the metric loads
     metric = make_metric(args)
     generator = torch.Generator()
     if args.seed is None:

@@ -141,6 +141,7 @@ def test_cli_table_with_categories(bapps, capsys):
     (["--data", "{tmp}"], "has no 2afc/ folder"),
     (["--data", "{bapps}", "--categories", "cnn"], "no category 'cnn'"),
     (["--data", "{bapps}", "--split", "train"], "no split 'train'"),
+    (["--data", "{bapps}", "--categories", "agree", "agree"], "listed more than once"),
 ])
 def test_cli_bad_data_exits_2_with_one_line(bapps, tmp_path, capsys, args, fragment):
     paths = {"missing": str(tmp_path / "nowhere"), "tmp": str(tmp_path), "bapps": str(bapps)}
