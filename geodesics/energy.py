@@ -161,7 +161,7 @@ def evaluate_path(metric: Metric, path: torch.Tensor, samples: int = 32, generat
         sample = metric.sample(count, height, width, generator)
         draws.append(path_step(metric, path, fixed, None, sample, count, chunk_size, backward=False))
         remaining -= count
-    values = torch.cat(draws, dim=1).double()  # [K, samples]
+    values = torch.cat(draws, dim=1).cpu().double()  # [K, samples]; on the CPU: MPS has no float64
     mean = values.mean(dim=1)
     if samples > 1:
         half = 1.96 * values.std(dim=1, unbiased=True) / math.sqrt(samples)

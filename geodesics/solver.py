@@ -158,7 +158,7 @@ def _check_init(init: str | torch.Tensor, keys: torch.Tensor, intervals: tuple[i
 def _fingerprint(metric: Metric, keys: torch.Tensor, levels: list[Level], samples_per_step: int,
                  init: torch.Tensor | None) -> dict:
     """What a checkpoint must agree on to be resumed."""
-    keys64 = keys.detach().double().cpu()
+    keys64 = keys.detach().cpu().double()  # MPS has no float64
     return {
         "metric": metric.name,
         "backbone_weights": metric.weights_info.source,
@@ -167,7 +167,7 @@ def _fingerprint(metric: Metric, keys: torch.Tensor, levels: list[Level], sample
         "keyframes_square_sum": round(float(keys64.square().sum()), 6),
         "levels": [[list(level.intervals), level.scale, level.steps] for level in levels],
         "samples_per_step": samples_per_step,
-        "init": "linear" if init is None else round(float(init.double().sum()), 6),
+        "init": "linear" if init is None else round(float(init.detach().cpu().double().sum()), 6),
     }
 
 

@@ -152,7 +152,7 @@ def summarize(args: argparse.Namespace, metric: Metric, result: GeodesicResult, 
     """The run's ``log.json`` content (exports are added by :func:`render_run`)."""
     return {
         "kind": "geodesic",
-        "command": " ".join(["elpips", *sys.argv[1:]]) if sys.argv else "elpips geodesic",
+        "options": {key: value for key, value in vars(args).items() if key != "handler"},
         "keyframes": list(args.images),
         "size": list(result.frames.shape[-2:]),
         "frames": int(result.frames.shape[0]),
