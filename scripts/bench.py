@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Time E-LPIPS against bare VGG16 features and the lpips package, shared-feature barycenter "
                     "and geodesic steps against naive per-pair steps, geodesic scaling and peak memory, and "
                     "the variance of stratified vs independent sampling. Paired medians on a seeded random "
-                    "backbone (timings do not depend on weight values). Default run: about 10 minutes on 2 CPU "
-                    "cores; --quick: about 1 minute.",
+                    "backbone (timings do not depend on weight values). Default run: 2.5-4 minutes on 2 shared "
+                    "CPU cores with one thread; --quick: under 1 minute.",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="images per single call and ensemble samples per solver step (default 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per comparison (default 5; quick 3)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own). On a shared, loaded machine "
-                             "--threads 1 avoids threads waiting for each other and gives steadier ratios")
+                        help="torch intra-op threads (default 1 on the CPU: steady ratios on a shared machine, "
+                             "where threads wait for each other; 0: torch's default)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.set_defaults(handler=run)
 
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     load, cpus = load_average(), os.cpu_count() or 1
     if load is not None and load[0] > cpus:
         print(f"note: load average {load[0]:.1f} on {cpus} CPUs: timings are inflated (ratios are paired)"
-              + ("; --threads 1 steadies them" if plan.threads is None else ""), file=sys.stderr)
+              + ("; --threads 1 steadies them" if plan.threads != 1 and plan.device == "cpu" else ""),
+              file=sys.stderr)
     with tqdm(total=section_count(plan), desc="bench", unit="section", file=sys.stderr, leave=False,
               disable=not sys.stderr.isatty()) as bar:
         rounds = [0]

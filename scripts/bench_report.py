@@ -79,13 +79,18 @@ def _memory(record: dict) -> list[str]:
     return lines + (_table(["K", "chunk size", "step peak"], rows) if rows else [])
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return "" if not bounds else f" (95% interval {bounds[0]:.2f}-{bounds[1]:.2f})"
+
+
 def _variance(record: dict) -> list[str]:
     v = record["variance"]
     rows = [["stratified batch", f"{v['std_stratified']:.5f}", _ms(v["time_stratified_s"])],
             ["independent singles", f"{v['std_independent']:.5f}", _ms(v["time_independent_s"])]]
     return [f"## Variance per unit compute (n = {v['n']}, {v['trials']} trials, {v['size']} px)", ""] + _table(
         ["estimator", "std of the estimate", "time"], rows) + [
-        f"Variance ratio {v['variance_ratio']:.2f}, time ratio {v['time_ratio']:.2f}: efficiency gain "
+        f"Variance ratio {v['variance_ratio']:.2f}{_interval(v.get('variance_ratio_ci95'))}, time ratio "
+        f"{v['time_ratio']:.2f}: efficiency gain "
         f"**{v['efficiency_gain']:.1f}x** for stratified batches (single-sample std {v['std_single_sample']:.5f}; "
         f"independent mean expected {v['std_independent_expected']:.5f}).", ""]
 

@@ -42,7 +42,10 @@ class BenchPlan:
     ``batch`` is the number of images per call in the single-call comparison and the number of ensemble samples
     per step in the solver steps; ``repeats`` timed rounds follow ``warmup`` untimed ones in every comparison
     (``single_repeats``, three times as many, in the cheap single-call comparison).
-    ``threads``: torch's intra-op threads for the run (``None``: leave torch's default).
+    ``threads``: torch's intra-op threads for the run (``None``: leave torch's default). :func:`make_plan` makes
+    it 1 on the CPU: on a shared machine, threads of one operator wait for each other whenever another process
+    holds a core, which slows the many small operators of E-LPIPS far more than large convolutions (measured on
+    2 loaded cores: E-LPIPS/VGG 1.65-2.64 with 2 threads, 1.39-1.54 with 1; runs 3-5x longer).
     """
 
     quick: bool = False
@@ -74,6 +77,8 @@ def make_plan(quick: bool = False, device: str | None = None, size: int | None =
               repeats: int | None = None, threads: int | None = None) -> BenchPlan:
     """The default (or ``quick``) plan with the command-line overrides; ``ValueError`` for bad values.
 
+    ``threads``: ``None`` -> 1 on the CPU, torch's default elsewhere; ``0`` -> torch's default.
+
     ``size`` sets every size of the run (single calls, solver steps, memory, variance) except the resolution
     sweep, which always covers its listed sizes.
     """
@@ -83,8 +88,8 @@ def make_plan(quick: bool = False, device: str | None = None, size: int | None =
         raise ValueError(f"--batch must be at least 1, got {batch}")
     if repeats is not None and repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {repeats}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {threads}")
+    if threads is not None and threads < 0:
+        raise ValueError(f"--threads must be 0 (torch's default) or more, got {threads}")
     resolved = resolve_device(device or "cpu")
     if quick:
         plan = BenchPlan(quick=True, size=64, solver_size=32, repeats=3, single_repeats=9, geodesic_frames=(8,),
@@ -93,7 +98,10 @@ def make_plan(quick: bool = False, device: str | None = None, size: int | None =
     else:
         plan = BenchPlan()
     plan.device = str(resolved)
-    plan.threads = threads
+    if threads is None:
+        plan.threads = 1 if resolved.type == "cpu" else None
+    else:
+        plan.threads = threads or None
     if size is not None:
         plan.size = plan.solver_size = plan.variance_size = size
     if batch is not None:

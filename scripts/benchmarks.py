@@ -281,6 +281,17 @@ def measure_geodesic_scaling(metric: Metric, configurations: list[tuple[int, int
 
 
 # -- item 6 ------------------------------------------------------------------------------------------------------
+def _variance_ratio_interval(std_a: float, std_b: float, trials: int) -> list[float] | None:
+    """95% interval of ``var_a / var_b`` from two samples of ``trials`` values each (F distribution)."""
+    if trials < 3 or std_b <= 0:
+        return None
+    from scipy.stats import f
+
+    ratio = std_a**2 / std_b**2
+    degrees = trials - 1
+    return [ratio / f.ppf(0.975, degrees, degrees), ratio / f.ppf(0.025, degrees, degrees)]
+
+
 def measure_variance(metric: Metric, size: int, n: int, trials: int, warmup: int, tick: Tick = _no_tick) -> dict:
     """Spread of the ``n``-sample estimate of d(cat, dog): one stratified batch vs ``n`` independent draws.
 
@@ -316,6 +327,7 @@ def measure_variance(metric: Metric, size: int, n: int, trials: int, warmup: int
         "std_single_sample": single_std, "std_independent_expected": single_std / n ** 0.5,
         "time_stratified_s": seconds["stratified"], "time_independent_s": seconds["independent"],
         "variance_ratio": std["independent"] ** 2 / max(std["stratified"] ** 2, 1e-30),
+        "variance_ratio_ci95": _variance_ratio_interval(std["independent"], std["stratified"], trials),
         "time_ratio": seconds["independent"] / seconds["stratified"],
         "efficiency_gain": gain,
         "timings": {name: summarize(values) for name, values in times.items()},

@@ -61,7 +61,7 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
 
 
 @pytest.mark.parametrize("option", [["--size", "16"], ["--batch", "0"], ["--repeats", "0"],
-                                    ["--threads", "0"], ["--device", "nope"]])
+                                    ["--threads", "-1"], ["--device", "nope"]])
 def test_bad_options_exit_2(option, tmp_path, capsys):
     assert main(["bench", *option, "--out", str(tmp_path)]) == 2
     assert "elpips bench: error:" in capsys.readouterr().err
@@ -74,6 +74,7 @@ def test_quick_plan_is_smaller_than_default():
     assert default.references == 10 and default.geodesic_frames == (8, 16)
     assert default.scaling_frames == (4, 8, 16) and default.scaling_sizes == (64, 128, 256)
     assert make_plan(size=48).solver_size == 48
+    assert make_plan().threads == 1 and make_plan(threads=0).threads is None and make_plan(threads=2).threads == 2
 
 
 def test_memory_probe_reports_step_peak(one_thread):
