@@ -304,7 +304,9 @@ def solve(
             raise ValueError(f"'{checkpoint}' is not a geodesic checkpoint")
         differing = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
         if differing:
-            raise ValueError(f"checkpoint '{checkpoint}' was written with other settings ({', '.join(differing)})")
+            raise ValueError(f"checkpoint '{checkpoint}' was written with other settings ({', '.join(differing)} "
+                             "differ): resuming needs the same keyframes, metric, frames, steps and "
+                             "coarse-to-fine options")
         current, first_step, history = int(state["level"]), int(state["step"]), list(state["energy_history"])
         path = state["path"].to(metric.device)
         stage = _Stage(levels[current], keys, path)
