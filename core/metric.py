@@ -230,14 +230,14 @@ class Metric(nn.Module):
         return images.to(self.device)
 
     def sample_distances(self, x: torch.Tensor, y: torch.Tensor, n: int = 1,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+                         generator: torch.Generator | None = None, dropout: bool | None = None) -> torch.Tensor:
         """``[n, N]`` distances of ``n`` ensemble samples (one stratified batch of ``n * N``); unchecked inputs."""
         batch, _, height, width = x.shape
         if not self.config.ensemble:
             return self.distance_between(self.features(x), self.features(y)).unsqueeze(0).expand(n, batch)
         tiled_x = x.repeat(n, 1, 1, 1)
         tiled_y = y.repeat(n, 1, 1, 1)
-        sample = self.sample(n * batch, height, width, generator)
+        sample = self.sample(n * batch, height, width, generator, dropout)
         distances = self.distance_between(self.features(tiled_x, sample), self.features(tiled_y, sample))
         return distances.reshape(n, batch)
 
@@ -267,20 +267,13 @@ class Metric(nn.Module):
         x = self._checked(x, "x")
         y = self._checked(y, "y")
         check_same_shape(x, y)
-        if transform is None and dropout is None:
-            return self.sample_distances(x, y, n, generator).mean(dim=0)
-        if not self.config.ensemble:
-            return self.distance_between(self.features(x), self.features(y))
-        if transform is None:
-            sample = self.sample(x.shape[0] * n, *x.shape[-2:], generator=generator, dropout=dropout)
-            x, y = x.repeat(n, 1, 1, 1), y.repeat(n, 1, 1, 1)
-        else:
-            if n != 1:
-                raise ValueError("a fixed transform is one sample: use n=1")
-            self._check_scaled_size(*x.shape[-2:], transform.scale_level)
-            sample = self.sample_for(transform, dropout, generator)
-        distances = self.distance_between(self.features(x, sample), self.features(y, sample))
-        return distances.reshape(n, -1).mean(dim=0)
+        if transform is None or not self.config.ensemble:
+            return self.sample_distances(x, y, n, generator, dropout).mean(dim=0)
+        if n != 1:
+            raise ValueError("a fixed transform is one sample: use n=1")
+        self._check_scaled_size(*x.shape[-2:], transform.scale_level)
+        sample = self.sample_for(transform, dropout, generator)
+        return self.distance_between(self.features(x, sample), self.features(y, sample))
 
     def _stack_candidates(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor]):
         if isinstance(candidates, torch.Tensor) and candidates.dim() == 5:
