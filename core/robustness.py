@@ -435,8 +435,17 @@ def attack_a1(
 
 
 # -- evaluation with fresh samples ----------------------------------------------------------------------------------
+class _ReportRows:
+    """``row(i)``: image ``i`` of a report whose fields are ``[N]`` tensors (and an int sample count)."""
+
+    def row(self, index: int = 0) -> dict[str, float | int]:
+        """Image ``index`` as a JSON-ready dict."""
+        return {name: (value if isinstance(value, int) else float(value[index]))
+                for name, value in vars(self).items()}
+
+
 @dataclass
-class A1Report:
+class A1Report(_ReportRows):
     """Fresh many-sample evaluation of an A1 result; every field ``[N]`` (float64).
 
     Attributes:
@@ -460,14 +469,9 @@ class A1Report:
     rms_change: torch.Tensor
     samples: int
 
-    def row(self, index: int = 0) -> dict[str, float | int]:
-        """Image ``index`` as a JSON-ready dict."""
-        return {name: (value if isinstance(value, int) else float(value[index]))
-                for name, value in vars(self).items()}
-
 
 @dataclass
-class A2Report:
+class A2Report(_ReportRows):
     """Fresh many-sample evaluation of an A2 result; every field ``[N]`` (float64).
 
     Attributes:
@@ -487,11 +491,6 @@ class A2Report:
     rms_change: torch.Tensor
     l2_change: torch.Tensor
     samples: int
-
-    def row(self, index: int = 0) -> dict[str, float | int]:
-        """Image ``index`` as a JSON-ready dict."""
-        return {name: (value if isinstance(value, int) else float(value[index]))
-                for name, value in vars(self).items()}
 
 
 def _paired_estimate(metric: Metric, source: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
