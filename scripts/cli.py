@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "geodesic",
     "export",
     "bench",
+    "train_example",
+    "batch",
 ]
 
 EXIT_USAGE = 2
