@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .backbones import SqueezeNetFeatures, VGG16Features
+from .backbones.common import parameters_to_buffers
 from .configs import MetricConfig, get_config
 from .devices import resolve_device
-from .distance import normalize_channels, rms_distance, scale_input, weighted_distance
+from .distance import normalize_channels, rms_distance, scale_input, tap_distance, weighted_distance
 from .dropout import DEFAULT_KEEP_PROBABILITY, DropoutMasks
 from .estimate import Estimate, sequential_estimate
 from .transforms import TransformRecord, apply_transform, default_num_scales, sample_transform, scaled_size
@@ -32,6 +34,23 @@ from .weights import WeightsInfo, load_backbone_weights, load_linear_weights
 
 Features = list[torch.Tensor]
 """Normalised taps, each ``[..., N, C_l, h_l, w_l]`` (L2: the images themselves, one entry)."""
+
+Reduction = Literal["none", "mean", "sum"]
+REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return reduction
+
+
+def _reduce(distances: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return distances.mean()
+    if reduction == "sum":
+        return distances.sum()
+    return distances
 
 
 @dataclass
@@ -51,6 +70,11 @@ def _new_backbone(config: MetricConfig) -> nn.Module | None:
     return None
 
 
+def _normalized(tap: torch.Tensor) -> torch.Tensor:
+    """Unit-normalised channels in float32 (float64 stays float64; autocast's bf16/fp16 taps are upcast)."""
+    return normalize_channels(tap if tap.dtype in (torch.float32, torch.float64) else tap.float())
+
+
 class Metric(nn.Module):
     """A perceptual distance: E-LPIPS (``elpips-vgg``, ``elpips-squeeze``), LPIPS (``lpips-vgg``,
     ``lpips-squeeze``) or plain RMS (``l2``).
@@ -65,8 +89,30 @@ class Metric(nn.Module):
         seed: seeds the ensemble sampling (``None``: nondeterministic).
         num_scales: E-LPIPS scale levels; ``None``: ``clamp(min(H, W) // 64, 1, 8)`` per image size.
         dropout_keep: dropout keep probability (reference: 0.99).
+        reduction: what :meth:`forward` returns: ``"none"`` (default, ``[N]`` per image), ``"mean"`` or ``"sum"``
+            (a scalar); ``forward(..., reduction=...)`` overrides it for one call.
+        checkpoint_activations: recompute the network's activations in the backward pass instead of keeping
+            them (``torch.utils.checkpoint``, one segment per tap, normalisation and tap distance included).
+            Used only when autograd needs it (grad enabled and an input requires grad); trades about one extra
+            forward pass for a smaller peak memory (large images, large batches). Gradients are unchanged: the
+            dropout masks of a sample are cached, so the recomputation sees the same masks.
 
-    Weights never receive gradients: the module's parameters are frozen.
+    Using it as a training loss::
+
+        metric = elpips.Metric("elpips-vgg", reduction="mean")
+        loss = metric(model(noisy), clean)          # scalar; n=1 sample per step is the reference's practice
+        loss.backward()
+
+    The network and linear weights are frozen and stored as buffers (the state-dict keys are torchvision's), so
+    ``metric.parameters()`` is empty: an optimiser built from ``model.parameters()`` of a model that holds the
+    metric as a submodule never contains them, and no gradient is ever computed for them. Inputs must be in
+    ``[0, 1]`` (checked: clamp the model's output, e.g. ``output.clamp(0, 1)``, or use a sigmoid).
+
+    Autocast (``torch.autocast``, bf16 on the CPU, fp16/bf16 on CUDA) runs the network in low precision and
+    the normalisation and distances in float32; the result is float32. Under ``DistributedDataParallel`` wrap
+    only the trainable model, compute the metric on its output on every rank (give each rank its own ``seed``
+    for independent ensemble samples). ``torch.compile`` of a training step that calls the metric works, but
+    the per-sample Python work (transform sampling, input checks, dropout hook) splits the graph into pieces.
     """
 
     def __init__(
@@ -78,16 +124,21 @@ class Metric(nn.Module):
         seed: int | None = None,
         num_scales: int | None = None,
         dropout_keep: float = DEFAULT_KEEP_PROBABILITY,
+        reduction: Reduction = "none",
+        checkpoint_activations: bool = False,
     ) -> None:
         super().__init__()
         self.config = get_config(name)
         self.num_scales = num_scales
         self.dropout_keep = dropout_keep
+        self.reduction = _check_reduction(reduction)
+        self.checkpoint_activations = bool(checkpoint_activations)
         self.backbone = _new_backbone(self.config)
         self.weights_info = WeightsInfo("none", "no network weights (pixel distance)", True)
         self.linear_weights_source = "none"
         if self.backbone is not None:
             self.weights_info = load_backbone_weights(self.backbone, self.config.backbone, backbone_weights)
+            parameters_to_buffers(self.backbone)  # frozen: never in an optimiser, same state-dict keys
             self._load_linear(linear_weights)
         self.generator = torch.Generator()
         if seed is None:
@@ -147,7 +198,9 @@ class Metric(nn.Module):
         return self.config.min_size
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, weights={self.weights_info.description!r}"
+        extra = f", reduction={self.reduction!r}" if self.reduction != "none" else ""
+        extra += ", checkpoint_activations=True" if self.checkpoint_activations else ""
+        return f"name={self.name!r}, weights={self.weights_info.description!r}{extra}"
 
     # -- solver layer ---------------------------------------------------------------------------------------------
     def sample(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
@@ -196,7 +249,17 @@ class Metric(nn.Module):
         if self.backbone is None:
             return [images]
         grouped = images.dim() == 5
-        x = images if grouped else images.unsqueeze(0)
+        flat, dropout, groups, batch = self._network_input(images if grouped else images.unsqueeze(0), sample)
+        taps = self.backbone(flat, dropout)
+        result = []
+        for tap in taps:
+            normalized = _normalized(tap)
+            shape = (groups, batch, *normalized.shape[1:]) if grouped else (batch, *normalized.shape[1:])
+            result.append(normalized.reshape(shape))
+        return result
+
+    def _network_input(self, x: torch.Tensor, sample: EnsembleSample | None):
+        """``[G, N, 3, H, W]`` -> the transformed, scaled ``[G*N, 3, h, w]`` batch and its dropout hook."""
         groups, batch = x.shape[:2]
         dropout = None
         if self.config.ensemble:
@@ -209,14 +272,38 @@ class Metric(nn.Module):
                 def dropout(inputs: torch.Tensor, layer: int) -> torch.Tensor:
                     return masks(inputs, layer, groups)
 
-        flat = scale_input(x.reshape(groups * batch, *x.shape[2:]))
-        taps = self.backbone(flat, dropout)
-        result = []
-        for tap in taps:
-            normalized = normalize_channels(tap if tap.dtype in (torch.float32, torch.float64) else tap.float())
-            shape = (groups, batch, *normalized.shape[1:]) if grouped else (batch, *normalized.shape[1:])
-            result.append(normalized.reshape(shape))
-        return result
+        return scale_input(x.reshape(groups * batch, *x.shape[2:])), dropout, groups, batch
+
+    def _checkpointing(self, *inputs: torch.Tensor) -> bool:
+        """Whether this evaluation recomputes activations in the backward pass (see ``checkpoint_activations``)."""
+        return (self.checkpoint_activations and self.backbone is not None and torch.is_grad_enabled()
+                and any(tensor.requires_grad for tensor in inputs))
+
+    def _checkpointed_distances(self, groups_images: torch.Tensor, sample: EnsembleSample | None) -> torch.Tensor:
+        """Distances ``[G-1, N]`` from groups ``0..G-2`` of ``[G, N, 3, H, W]`` to the last group, one
+        checkpointed segment per tap (network stage, normalisation and tap distance): only the raw taps are kept
+        for the backward pass. Equal to ``distance_between(features(group), features(last))``."""
+        flat, dropout, groups, batch = self._network_input(groups_images, sample)
+        weights = self.linear_weights
+
+        def segment(h: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+            tap = self.backbone.run_stage(stage, h, dropout)
+            normalized = _normalized(tap)
+            normalized = normalized.reshape(groups, batch, *normalized.shape[1:])
+            return tap, tap_distance(normalized[:-1], normalized[-1], weights[stage])
+
+        total = None
+        h = flat
+        for stage in range(self.backbone.num_stages):
+            h, distance = checkpoint(segment, h, stage, use_reentrant=False)
+            total = distance if total is None else total + distance
+        return total
+
+    def _pair_distances(self, x: torch.Tensor, y: torch.Tensor, sample: EnsembleSample | None) -> torch.Tensor:
+        """``[N]`` distances of ``x`` and ``y`` under one ``sample`` (checkpointed when asked for and needed)."""
+        if self._checkpointing(x, y):
+            return self._checkpointed_distances(torch.stack([x, y]), sample)[0]
+        return self.distance_between(self.features(x, sample), self.features(y, sample))
 
     def distance_between(self, features_a: Features, features_b: Features) -> torch.Tensor:
         """Distances from two feature sets (leading dims broadcast), e.g. ``[G, N]`` vs ``[N]`` -> ``[G, N]``."""
@@ -234,12 +321,11 @@ class Metric(nn.Module):
         """``[n, N]`` distances of ``n`` ensemble samples (one stratified batch of ``n * N``); unchecked inputs."""
         batch, _, height, width = x.shape
         if not self.config.ensemble:
-            return self.distance_between(self.features(x), self.features(y)).unsqueeze(0).expand(n, batch)
+            return self._pair_distances(x, y, None).unsqueeze(0).expand(n, batch)
         tiled_x = x.repeat(n, 1, 1, 1)
         tiled_y = y.repeat(n, 1, 1, 1)
         sample = self.sample(n * batch, height, width, generator, dropout)
-        distances = self.distance_between(self.features(tiled_x, sample), self.features(tiled_y, sample))
-        return distances.reshape(n, batch)
+        return self._pair_distances(tiled_x, tiled_y, sample).reshape(n, batch)
 
     def forward(
         self,
@@ -249,31 +335,38 @@ class Metric(nn.Module):
         transform: TransformRecord | None = None,
         dropout: bool | None = None,
         generator: torch.Generator | None = None,
+        *,
+        reduction: Reduction | None = None,
     ) -> torch.Tensor:
         """Distance between image ``i`` of ``x`` and image ``i`` of ``y``.
 
         Args:
-            x, y: float ``[N, 3, H, W]`` in [0, 1]; differentiable with respect to both.
+            x, y: float ``[N, 3, H, W]`` in [0, 1] (checked; on any device, moved to the metric's);
+                differentiable with respect to both.
             n: number of ensemble samples averaged (E-LPIPS; LPIPS and L2 are deterministic).
             transform: evaluate one fixed ensemble sample (a record for ``N`` images) instead of random ones.
             dropout: override dropout (``False`` with ``transform`` gives a deterministic evaluation).
             generator: CPU generator for the sampling (default: the metric's own, seeded by ``seed``).
+            reduction: ``"none"`` / ``"mean"`` / ``"sum"`` for this call (default: the constructor's).
 
         Returns:
-            ``[N]`` distances (mean of ``n`` samples), float32.
+            ``[N]`` distances (mean of ``n`` samples), float32 (float64 for a ``.double()`` metric); a scalar
+            (their mean or sum) with ``reduction="mean"`` / ``"sum"``. Distances are non-negative, 0 for equal
+            images; typical E-LPIPS values between natural images are ~0.01-0.5.
         """
+        reduction = self.reduction if reduction is None else _check_reduction(reduction)
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         x = self._checked(x, "x")
         y = self._checked(y, "y")
         check_same_shape(x, y)
         if transform is None or not self.config.ensemble:
-            return self.sample_distances(x, y, n, generator, dropout).mean(dim=0)
+            return _reduce(self.sample_distances(x, y, n, generator, dropout).mean(dim=0), reduction)
         if n != 1:
             raise ValueError("a fixed transform is one sample: use n=1")
         self._check_scaled_size(*x.shape[-2:], transform.scale_level)
         sample = self.sample_for(transform, dropout, generator)
-        return self.distance_between(self.features(x, sample), self.features(y, sample))
+        return _reduce(self._pair_distances(x, y, sample), reduction)
 
     def _stack_candidates(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor]):
         if isinstance(candidates, torch.Tensor) and candidates.dim() == 5:
@@ -295,6 +388,10 @@ class Metric(nn.Module):
         tiled_reference = reference.repeat(n, 1, 1, 1)
         tiled_candidates = candidates.repeat(1, n, 1, 1, 1)
         sample = self.sample(n * batch, height, width, generator)
+        if self._checkpointing(tiled_reference, tiled_candidates):
+            groups = torch.cat([tiled_candidates, tiled_reference.unsqueeze(0)])
+            distances = self._checkpointed_distances(groups, sample)  # [M, n*N]
+            return distances.reshape(count, n, batch).transpose(0, 1)
         reference_features = self.features(tiled_reference, sample)
         candidate_features = self.features(tiled_candidates, sample)
         distances = self.distance_between(candidate_features, reference_features)  # [M, n*N]

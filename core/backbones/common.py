@@ -28,3 +28,16 @@ def conv_relu(conv: nn.Conv2d, x: torch.Tensor, dropout: DropoutHook | None, ind
     if dropout is not None:
         x = dropout(x, index)
     return torch.relu_(conv(x))  # in place: the convolution's backward does not need its output
+
+
+def parameters_to_buffers(module: nn.Module) -> None:
+    """Turn every parameter of ``module`` (recursively) into a persistent buffer of the same name.
+
+    The state-dict keys stay the same (``features.0.weight`` ...), so loading and saving work as before, but the
+    weights no longer appear in ``module.parameters()``: an optimiser built from a model that holds the metric
+    as a submodule can never pick them up, and nothing ever accumulates gradients in them.
+    """
+    for submodule in module.modules():
+        for name in list(submodule._parameters):
+            parameter = submodule._parameters.pop(name)
+            submodule.register_buffer(name, None if parameter is None else parameter.detach().requires_grad_(False))

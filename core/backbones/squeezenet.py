@@ -46,6 +46,7 @@ class SqueezeNetFeatures(nn.Module):
             Fire(384, 64, 256, 256),
             Fire(512, 64, 256, 256),
         )
+        self._stages, self._conv_numbers = self._stage_plan()
 
     @property
     def tap_channels(self) -> list[int]:
@@ -58,16 +59,36 @@ class SqueezeNetFeatures(nn.Module):
             return index in LPIPS_TAP_LAYERS
         return index == 1 or isinstance(self.features[index], Fire)
 
-    def forward(self, x: torch.Tensor, dropout: DropoutHook | None = None) -> list[torch.Tensor]:
-        """``x``: ``[B, 3, H, W]`` normalised input. Returns the tap activations, shallowest first."""
-        taps: list[torch.Tensor] = [x] if self.taps == "elpips" else []
-        conv_index = 0
+    def _stage_plan(self) -> tuple[list[list[int]], dict[int, int]]:
+        """Indices into ``features`` that each stage runs (the ReLU at index 1 is fused into conv1), and the
+        first convolution number of every convolution or Fire module."""
+        stages: list[list[int]] = [[]] if self.taps == "elpips" else []  # E-LPIPS: the input is tap 0
+        conv_numbers: dict[int, int] = {}
+        current: list[int] = []
+        convs = 0
         for index, layer in enumerate(self.features):
-            if index == 0:
+            if index != 1:
+                current.append(index)
+            if isinstance(layer, (nn.Conv2d, Fire)):
+                conv_numbers[index] = convs
+                convs += 1 if isinstance(layer, nn.Conv2d) else 3
+            if self._is_tap(index):
+                stages.append(current)
+                current = []
+        return stages, conv_numbers
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages, one per tap: stage ``k`` maps tap ``k - 1`` (or the input) to tap ``k``."""
+        return len(self._stages)
+
+    def run_stage(self, stage: int, x: torch.Tensor, dropout: DropoutHook | None = None) -> torch.Tensor:
+        """Tap ``stage`` from tap ``stage - 1`` (stage 0: from the input; E-LPIPS stage 0 is the identity)."""
+        for index in self._stages[stage]:
+            layer = self.features[index]
+            conv_index = self._conv_numbers.get(index)
+            if isinstance(layer, nn.Conv2d):
                 x = conv_relu(layer, x, dropout, conv_index)
-                conv_index += 1
-            elif index == 1:
-                pass  # the ReLU is part of conv_relu above
             elif index in _POOL_INDICES:
                 x = F.max_pool2d(x, 3, 2, ceil_mode=self.ceil_mode)
             else:
@@ -75,7 +96,12 @@ class SqueezeNetFeatures(nn.Module):
                 expand1 = conv_relu(layer.expand1x1, squeezed, dropout, conv_index + 1)
                 expand3 = conv_relu(layer.expand3x3, squeezed, dropout, conv_index + 2)
                 x = torch.cat([expand1, expand3], dim=1)
-                conv_index += 3
-            if self._is_tap(index):
-                taps.append(x)
+        return x
+
+    def forward(self, x: torch.Tensor, dropout: DropoutHook | None = None) -> list[torch.Tensor]:
+        """``x``: ``[B, 3, H, W]`` normalised input. Returns the tap activations, shallowest first."""
+        taps: list[torch.Tensor] = []
+        for stage in range(self.num_stages):
+            x = self.run_stage(stage, x, dropout)
+            taps.append(x)
         return taps

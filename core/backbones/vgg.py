@@ -42,6 +42,7 @@ class VGG16Features(nn.Module):
                 layers += [nn.Conv2d(in_channels, int(item), 3, padding=1), nn.ReLU(inplace=False)]
                 in_channels = int(item)
         self.features = nn.Sequential(*layers)
+        self._stages, self._conv_numbers = self._stage_plan()
 
     @property
     def tap_channels(self) -> list[int]:
@@ -50,18 +51,44 @@ class VGG16Features(nn.Module):
             return [3, *convs]
         return [convs[i] for i in LPIPS_TAP_CONVS]
 
-    def forward(self, x: torch.Tensor, dropout: DropoutHook | None = None) -> list[torch.Tensor]:
-        """``x``: ``[B, 3, H, W]`` normalised input. Returns the tap activations, shallowest first."""
-        taps: list[torch.Tensor] = [x] if self.taps == "elpips" else []
-        conv_index = 0
-        for layer in self.features:
+    def _stage_plan(self) -> tuple[list[list[int]], dict[int, int]]:
+        """Indices into ``features`` that each stage runs (ReLUs are fused into their convolution), and the
+        convolution number of every convolution index."""
+        stages: list[list[int]] = [[]] if self.taps == "elpips" else []  # E-LPIPS: the input is tap 0
+        conv_numbers: dict[int, int] = {}
+        current: list[int] = []
+        for index, layer in enumerate(self.features):
+            if isinstance(layer, nn.ReLU):
+                continue
+            current.append(index)
             if isinstance(layer, nn.Conv2d):
-                x = conv_relu(layer, x, dropout, conv_index)
-                if self.taps == "elpips" or conv_index in LPIPS_TAP_CONVS:
-                    taps.append(x)
-                conv_index += 1
+                conv_numbers[index] = len(conv_numbers)
+                if self.taps == "elpips" or conv_numbers[index] in LPIPS_TAP_CONVS:
+                    stages.append(current)
+                    current = []
+        return stages, conv_numbers
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages, one per tap: stage ``k`` maps tap ``k - 1`` (or the input) to tap ``k``."""
+        return len(self._stages)
+
+    def run_stage(self, stage: int, x: torch.Tensor, dropout: DropoutHook | None = None) -> torch.Tensor:
+        """Tap ``stage`` from tap ``stage - 1`` (stage 0: from the input; E-LPIPS stage 0 is the identity)."""
+        for index in self._stages[stage]:
+            layer = self.features[index]
+            if isinstance(layer, nn.Conv2d):
+                x = conv_relu(layer, x, dropout, self._conv_numbers[index])
             elif isinstance(layer, nn.MaxPool2d):
                 x = F.max_pool2d(x, 2, 2)
-            elif isinstance(layer, nn.AvgPool2d):
+            else:
                 x = F.avg_pool2d(x, 2, 2)
+        return x
+
+    def forward(self, x: torch.Tensor, dropout: DropoutHook | None = None) -> list[torch.Tensor]:
+        """``x``: ``[B, 3, H, W]`` normalised input. Returns the tap activations, shallowest first."""
+        taps: list[torch.Tensor] = []
+        for stage in range(self.num_stages):
+            x = self.run_stage(stage, x, dropout)
+            taps.append(x)
         return taps
