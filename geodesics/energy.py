@@ -56,7 +56,7 @@ def _runs(free: list[bool], chunk_size: int) -> list[tuple[int, int]]:
 
 def path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: torch.Tensor | None,
               sample: EnsembleSample, samples: int = 1, chunk_size: int = 8,
-              backward: bool = True) -> torch.Tensor:
+              backward: bool = True, open_ends: bool = False) -> torch.Tensor:
     """Energy terms of one step and (if ``backward``) their gradient, accumulated into ``variable.grad``.
 
     Args:
@@ -69,6 +69,8 @@ def path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: 
         samples: copies of every frame in the batch (each copy sees its own transform of the sample).
         chunk_size: at most this many interior frames carry a graph at once.
         backward: accumulate ``dE/dvariable``; with ``False`` nothing builds a graph.
+        open_ends: allow free first/last frames (a shard of a longer path, see
+            :mod:`elpips.geodesics.sharded`): only the pairs inside ``path`` count.
 
     Returns:
         ``[K, samples]`` float32 distances ``d(x_k, x_{k+1})`` (detached); ``E = (d ** 2).mean(1).sum()``.
@@ -76,7 +78,7 @@ def path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     flags = [bool(v) for v in free.tolist()]
-    if flags[0] or flags[-1]:
+    if (flags[0] or flags[-1]) and not open_ends:
         raise ValueError("the first and last frames of a path are keyframes and cannot be free")
     total = len(flags)
     position = torch.cumsum(free.long(), 0) - 1  # row of frame k in ``variable``
@@ -101,20 +103,25 @@ def path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: 
     carried: Features | None = None
     for i, j in _runs(flags, chunk_size):
         grad = backward and variable is not None
-        left = fixed_features[i - 1] if not flags[i - 1] else carried
-        if flags[j + 1]:
+        left = None if i == 0 else fixed_features[i - 1] if not flags[i - 1] else carried
+        if j + 1 == total:
+            right = None
+        elif flags[j + 1]:
             with torch.no_grad():
                 right = metric.features(_tiled(frames_of(j + 1, j + 1, False), samples), sample)
         else:
             right = fixed_features[j + 1]
+        first = i if left is None else i - 1
         with torch.enable_grad() if grad else torch.no_grad():
             chunk = metric.features(_tiled(frames_of(i, j, grad), samples), sample)
-            sequence = _stack([left, chunk, right])
+            sequence = _stack([part for part in (left, chunk, right) if part is not None])
+            carried = _select(chunk, chunk[0].shape[0] - 1)
+            if sequence[0].shape[0] < 2:  # a lone free frame with no neighbour: no pair
+                continue
             pair = metric.distance_between([tap[:-1] for tap in sequence], [tap[1:] for tap in sequence])
             if grad:
                 pair.square().mean(dim=1).sum().backward()
-        distances[i - 1:j + 1] = pair.detach()
-        carried = _select(chunk, chunk[0].shape[0] - 1)
+        distances[first:first + pair.shape[0]] = pair.detach()
     return distances
 
 
@@ -142,9 +149,11 @@ class PathEvaluation:
 
 @torch.no_grad()
 def evaluate_path(metric: Metric, path: torch.Tensor, samples: int = 32, generator: torch.Generator | None = None,
-                  batch: int = 4, chunk_size: int = 8) -> PathEvaluation:
+                  batch: int = 4, chunk_size: int = 8, shard=None) -> PathEvaluation:
     """Estimate every adjacent distance of ``path`` ``[K+1, 3, H, W]`` with ``samples`` ensemble samples,
-    each shared by all frames (``batch`` samples per forward pass, ``chunk_size`` frames at a time)."""
+    each shared by all frames (``batch`` samples per forward pass, ``chunk_size`` frames at a time).
+    With a :class:`~elpips.geodesics.sharded.PathShard` every rank evaluates its own pairs (collective; the
+    generators must agree on every rank)."""
     if samples < 1 or batch < 1:
         raise ValueError(f"samples and batch must be >= 1, got {samples} and {batch}")
     if path.shape[0] < 2:
@@ -159,7 +168,13 @@ def evaluate_path(metric: Metric, path: torch.Tensor, samples: int = 32, generat
     while remaining > 0:
         count = min(batch, remaining)
         sample = metric.sample(count, height, width, generator)
-        draws.append(path_step(metric, path, fixed, None, sample, count, chunk_size, backward=False))
+        if shard is None:
+            draws.append(path_step(metric, path, fixed, None, sample, count, chunk_size, backward=False))
+        else:
+            from .sharded import sharded_path_step
+
+            draws.append(sharded_path_step(metric, path, fixed, None, shard, sample, count, chunk_size,
+                                           backward=False))
         remaining -= count
     values = torch.cat(draws, dim=1).cpu().double()  # [K, samples]; on the CPU: MPS has no float64
     mean = values.mean(dim=1)

@@ -18,6 +18,7 @@ import torch
 
 from elpips import Metric
 from elpips.checkpoint import generator_state, load_checkpoint, restore_generator, save_checkpoint
+from elpips.distributed import broadcast_object, is_distributed, is_main_process
 from elpips.schedules import reference_learning_rate
 from elpips.validation import check_images
 
@@ -25,6 +26,7 @@ from .energy import evaluate_path, path_step
 from .levels import Level, level_starts, plan_levels
 from .path import (CLIP_HIGH, CLIP_LOW, downscale, free_mask, keyframe_indices, linear_path, resample_path,
                    segment_intervals, upscale_path)
+from .sharded import PathShard, gather_frames, gather_rows, path_shard, sharded_path_step, single_shard
 
 CHECKPOINT_FORMAT = "elpips-geodesic-1"
 
@@ -172,18 +174,48 @@ def _fingerprint(metric: Metric, keys: torch.Tensor, levels: list[Level], sample
 
 
 class _Stage:
-    """The path at one stage: keyframes at the stage's resolution, the free mask and the Adam variable."""
+    """The path at one stage: the frames, the free mask and the Adam variable (this rank's interior frames;
+    all of them without sharding). Rows of ``base`` outside this rank's block are stale between gathers."""
 
-    def __init__(self, level: Level, keys: torch.Tensor, path: torch.Tensor) -> None:
+    def __init__(self, level: Level, path: torch.Tensor, sharded: bool) -> None:
         self.level = level
         self.free = free_mask(level.intervals)
+        self.shard: PathShard = path_shard(level.frames) if sharded else single_shard(level.frames)
+        self.rows = self.free & self.shard.owned()
+        self.offset = int(self.free[:self.shard.start].sum())  # first owned row of the global variable
         self.base = path.detach().clone()
-        self.variable = path[self.free.to(path.device)].detach().clone().requires_grad_(True)
+        self.variable = path[self.rows.to(path.device)].detach().clone().requires_grad_(True)
+
+    def local_path(self) -> torch.Tensor:
+        full = self.base.clone()
+        full[self.rows.to(full.device)] = self.variable.detach()
+        return full
 
     def path(self) -> torch.Tensor:
-        full = self.base.clone()
-        full[self.free.to(full.device)] = self.variable.detach()
-        return full
+        """The whole current path (collective when sharded)."""
+        return gather_frames(self.local_path(), self.shard)
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
+        """The optimizer state of the whole path's variable (collective when sharded; Adam is elementwise)."""
+        state = optimizer.state_dict()
+        if self.shard.world_size == 1:
+            return state
+        total = int(self.free.sum())
+        for slot in state["state"].values():
+            for key, value in list(slot.items()):
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == self.variable.shape[0]:
+                    slot[key] = gather_rows(value, self.offset, total)
+        return state
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        """Load a whole-path optimizer state (as :meth:`optimizer_state` writes it), keeping this rank's rows."""
+        if self.shard.world_size > 1:
+            total, count = int(self.free.sum()), self.variable.shape[0]
+            for slot in state["state"].values():
+                for key, value in list(slot.items()):
+                    if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == total:
+                        slot[key] = value[self.offset:self.offset + count].clone()
+        optimizer.load_state_dict(state)
 
 
 def _initial_path(level: Level, keys: torch.Tensor, init: torch.Tensor | None,
@@ -237,6 +269,7 @@ def solve(
     eval_samples: int = 32,
     eval_generator: torch.Generator | None = None,
     coarse_fraction: float = 0.5,
+    shard: bool = False,
 ) -> GeodesicResult:
     """A discrete geodesic through ``keyframes``: the path whose interior frames minimise
     ``E = sum_k d(x_k, x_{k+1})^2`` (a perceptual spline through more than two keyframes).
@@ -266,6 +299,11 @@ def solve(
         eval_generator: generator for those samples (default: ``generator``, after the last step); pass a
             freshly seeded one to evaluate other paths under the very same samples.
         coarse_fraction: share of ``steps`` spent in the coarse stages.
+        shard: inside a ``torch.distributed`` process group, split the frames over the ranks (see
+            :mod:`elpips.geodesics.sharded`); every rank must call ``solve`` with the same arguments. The
+            generators start from rank 0's states; only rank 0 writes the checkpoint (keep it on a filesystem
+            every rank can read for ``resume``); the result is the same on every rank. Checkpoints do not depend
+            on the number of ranks.
 
     Returns:
         A :class:`GeodesicResult`; ``frames`` is ``[K+1, 3, H, W]`` on the CPU.
@@ -290,9 +328,14 @@ def solve(
     total = sum(level.steps for level in levels)
     generator = metric.generator if generator is None else generator
     fingerprint = _fingerprint(metric, keys, levels, samples_per_step, initial)
+    sharded = shard and is_distributed()
+    if sharded:  # every rank must draw the very same ensemble samples
+        restore_generator(generator, broadcast_object(generator_state(generator)))
+        if eval_generator is not None:
+            restore_generator(eval_generator, broadcast_object(generator_state(eval_generator)))
 
     current = 0
-    stage = _Stage(levels[0], keys, _initial_path(levels[0], keys, initial, intervals))
+    stage = _Stage(levels[0], _initial_path(levels[0], keys, initial, intervals), sharded)
     optimizer = torch.optim.Adam([stage.variable], lr=learning_rate(0))
     history: list[float] = []
     first_step = 0
@@ -309,17 +352,19 @@ def solve(
                              "coarse-to-fine options")
         current, first_step, history = int(state["level"]), int(state["step"]), list(state["energy_history"])
         path = state["path"].to(metric.device)
-        stage = _Stage(levels[current], keys, path)
+        stage = _Stage(levels[current], path, sharded)
         optimizer = torch.optim.Adam([stage.variable], lr=learning_rate(first_step))
-        optimizer.load_state_dict(state["optimizer"])
+        stage.load_optimizer_state(optimizer, state["optimizer"])
         restore_generator(generator, state["generator"])
 
     def save(done: int) -> None:
-        save_checkpoint(checkpoint, {
-            "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "step": done, "level": current,
-            "path": stage.path().cpu(), "optimizer": optimizer.state_dict(),
-            "generator": generator_state(generator), "energy_history": list(history),
-        })
+        path, optimizer_state = stage.path().cpu(), stage.optimizer_state(optimizer)  # collective
+        if is_main_process():
+            save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "step": done, "level": current,
+                "path": path, "optimizer": optimizer_state,
+                "generator": generator_state(generator), "energy_history": list(history),
+            })
 
     height, width = stage.base.shape[-2:]
     run_seconds = 0.0
@@ -328,7 +373,7 @@ def solve(
         level = max(index for index, start in enumerate(starts) if start <= step)
         if level != current:
             path = _transition(stage.path(), levels[current], levels[level], keys)
-            stage, current = _Stage(levels[level], keys, path), level
+            stage, current = _Stage(levels[level], path, sharded), level
             optimizer = torch.optim.Adam([stage.variable], lr=learning_rate(step))
             height, width = stage.base.shape[-2:]
         rate = float(learning_rate(step))
@@ -336,8 +381,8 @@ def solve(
             group["lr"] = rate
         optimizer.zero_grad(set_to_none=True)
         sample = metric.sample(samples_per_step, height, width, generator)
-        distances = path_step(metric, stage.base, stage.free, stage.variable, sample, samples_per_step,
-                              chunk_size)
+        distances = sharded_path_step(metric, stage.base, stage.free, stage.variable, stage.shard, sample,
+                                      samples_per_step, chunk_size)
         optimizer.step()
         with torch.no_grad():
             stage.variable.clamp_(CLIP_LOW, CLIP_HIGH)
@@ -355,7 +400,7 @@ def solve(
         path = _transition(path, levels[current], levels[-1], keys)
     path[keyframe_indices(intervals)] = keys
     evaluation = evaluate_path(metric, path, eval_samples, generator if eval_generator is None else eval_generator,
-                               chunk_size=chunk_size)
+                               chunk_size=chunk_size, shard=path_shard(path.shape[0]) if sharded else None)
     ran = total - first_step
     return GeodesicResult(
         frames=path.detach().cpu(), keyframe_indices=keyframe_indices(intervals), intervals=intervals,
