@@ -13,7 +13,10 @@ from pathlib import Path
 import torch
 
 from elpips import METRIC_NAMES, Metric, get_config
+from elpips.distributed import (broadcast_object, is_distributed, is_main_process, launched_by_torchrun,
+                                process_group)
 from elpips.geodesics import GeodesicResult, StepInfo, evaluate_path, linear_path, segment_intervals, solve
+from elpips.geodesics.sharded import path_shard
 from elpips.geodesics.solver import DEFAULT_BASE_RATE
 from elpips.io import load_images, write_json
 from elpips.schedules import reference_learning_rate
@@ -30,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "geodesic", help="perceptual geodesic (interpolation / morph) between images",
         description="Find the path A = x_0, ..., x_K = B minimising sum_k d(x_k, x_{k+1})^2 and export frames, "
                     "scanline plots, GIF/MP4 animations and an index.html viewer. With more images the path "
-                    "passes through each of them.",
+                    "passes through each of them. Under torchrun (torchrun --nproc-per-node=G -m elpips geodesic "
+                    "...) the frames are split over the G processes; rank 0 writes the outputs.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="keyframes A B [C ...] (or example:NAME)")
     parser.add_argument("--frames", type=int, default=10, help="frames on the path, keyframes included (10)")
@@ -125,10 +129,11 @@ def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: 
     if args.resume and must_resume and not resume:
         raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
     metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device, seed=seed)
-    if not metric.calibrated:
+    if not metric.calibrated and is_main_process():
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     keys = keys.to(metric.device)
-    progress = Progress(name, args.steps)
+    progress = Progress(name, args.steps if is_main_process() else 0)
+    sharded = is_distributed()
     base = args.lr
     started = time.perf_counter()
     try:
@@ -137,13 +142,15 @@ def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: 
                        coarse_to_fine=args.coarse_to_fine, spatial=args.spatial,
                        generator=torch.Generator().manual_seed(seed), callback=progress, checkpoint=checkpoint,
                        checkpoint_every=args.checkpoint_every, resume=resume, chunk_size=args.chunk,
-                       eval_samples=args.samples, eval_generator=torch.Generator().manual_seed(seed + 1))
+                       eval_samples=args.samples, eval_generator=torch.Generator().manual_seed(seed + 1),
+                       shard=sharded)
     finally:
         progress.close()
     solve_seconds = time.perf_counter() - started
     # the linear blend under the same seeded samples as the solved path's distances: a paired comparison
-    linear = evaluate_path(metric, linear_path(keys, result.intervals), args.samples,
-                           torch.Generator().manual_seed(seed + 1), chunk_size=args.chunk)
+    linear_frames = linear_path(keys, result.intervals)
+    linear = evaluate_path(metric, linear_frames, args.samples, torch.Generator().manual_seed(seed + 1),
+                           chunk_size=args.chunk, shard=path_shard(linear_frames.shape[0]) if sharded else None)
     return summarize(args, metric, result, linear.energy, seed, solve_seconds), result.frames
 
 
@@ -161,6 +168,7 @@ def summarize(args: argparse.Namespace, metric: Metric, result: GeodesicResult, 
         "steps": args.steps,
         "seed": seed,
         "device": str(metric.device),
+        "processes": torch.distributed.get_world_size() if is_distributed() else 1,
         "weights": weights_report(metric),
         "solver": {
             "schedule": f"{args.lr} / (1 + 0.02 t'^0.75), t' = sqrt(100^2 + t^2) - 100",
@@ -190,6 +198,16 @@ def report(log: dict, label: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Solve and export. Launched by torchrun, the processes join one group and shard the path; inside a
+    group that is already running (``elpips batch``), this is one job of one rank and runs unsharded."""
+    if launched_by_torchrun() and not torch.distributed.is_initialized():
+        with process_group(args.device) as device:
+            args.device = str(device)
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     compared = check_arguments(args)
     run_dir = Path(args.out) if args.out else default_run_dir("geodesic")
     seed = args.seed
@@ -197,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         seed = json.loads((run_dir / LOG).read_text(encoding="utf-8")).get("seed")
     if seed is None:
         seed = secrets.randbelow(2**31)
+    run_dir, seed = broadcast_object((run_dir, seed))  # every rank: rank 0's folder (a timestamp) and seed
     keys = load_images(args.images, max(get_config(name).min_size for name in [args.metric, *compared]))
     settings = settings_from(args).resolved(*keys.shape[-2:])
     main_log, main_frames = solve_one(args, args.metric, keys, run_dir, seed, must_resume=True)
@@ -204,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
     runs = [(main_log, main_frames)]
     for entry in main_log["compare"]:
         runs.append(solve_one(args, entry["metric"], keys, run_dir / entry["dir"], seed, must_resume=False))
+    if not is_main_process():
+        return 0
     started = time.perf_counter()
     arrays = [(log, frames_to_uint8(frames)) for log, frames in runs]
     render_run(run_dir, main_log, arrays[0][1], settings, arrays[1:])

@@ -3,6 +3,7 @@ gradient, a short coarse-to-fine solve, and a checkpoint written by the sharded 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -14,6 +15,8 @@ from elpips import Metric
 from elpips.distributed import process_group
 from elpips.geodesics import free_mask, linear_path, path_step, solve
 from elpips.geodesics.sharded import gather_rows, path_shard, sharded_path_step
+from elpips.io import save_image
+from elpips.scripts.cli import main
 
 SIZE = 32
 FRAMES = 6
@@ -67,10 +70,18 @@ def _solve(checkpoint=None, resume=False, stop_after=None, shard=False):
                  callback=callback, shard=shard)
 
 
-def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+def _cli_arguments(folder: str, out: str) -> list[str]:
+    return ["geodesic", os.path.join(folder, "a.png"), os.path.join(folder, "b.png"), "--frames", "5",
+            "--steps", "2", "--samples", "2", "--backbone-weights", "random:3", "--seed", "4", "--device", "cpu",
+            "--no-coarse-to-fine", "--out", os.path.join(folder, out)]
+
+
+def _worker(rank: int, world_size: int, ports: tuple[int, int], folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    assert main(_cli_arguments(folder, "cli-sharded")) == 0  # joins and leaves its own process group
+    os.environ["MASTER_PORT"] = str(ports[1])
     with process_group("cpu"):
         distances, grad = _one_step(path_shard(FRAMES))
         result = _solve(shard=True)
@@ -92,7 +103,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def sharded_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sharded")
-    mp.spawn(_worker, args=(2, _free_port(), str(folder)), nprocs=2, join=True)
+    keys = _keyframes()
+    save_image(folder / "a.png", keys[:1])
+    save_image(folder / "b.png", keys[1:])
+    mp.spawn(_worker, args=(2, (_free_port(), _free_port()), str(folder)), nprocs=2, join=True)
     return folder, [torch.load(folder / f"rank{rank}.pt") for rank in range(2)]
 
 
@@ -139,3 +153,17 @@ def test_sharded_checkpoint_resumes_in_one_process(sharded_run):
     resumed = _solve(checkpoint=folder / "interrupted.pt", resume=True)
     assert resumed.resumed_from == 2
     _assert_paths_agree(resumed.frames, ranks[0]["frames"])
+
+
+def test_cli_under_torchrun_shards_and_rank_0_writes(sharded_run):
+    folder, _ = sharded_run
+    sharded = json.loads((folder / "cli-sharded" / "log.json").read_text())
+    assert sharded["processes"] == 2
+    assert len(list((folder / "cli-sharded" / "frames").glob("*.png"))) == 5
+    assert main(_cli_arguments(str(folder), "cli-single")) == 0
+    single = json.loads((folder / "cli-single" / "log.json").read_text())
+    assert single["processes"] == 1
+    torch.testing.assert_close(torch.tensor(sharded["energy_history"]), torch.tensor(single["energy_history"]),
+                               rtol=1e-4, atol=0)
+    torch.testing.assert_close(torch.tensor(sharded["result"]["distances"]),
+                               torch.tensor(single["result"]["distances"]), rtol=1e-3, atol=0)
