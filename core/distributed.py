@@ -20,20 +20,44 @@ import torch.distributed as dist
 DEFAULT_TIMEOUT = timedelta(hours=24)
 """Collective timeout: a rank may wait this long at a barrier while others finish long jobs."""
 
+_local_depth = 0
+"""How many :func:`local_scope` blocks are open in this process (> 0: act as a single process)."""
+
+
+@contextlib.contextmanager
+def local_scope() -> Iterator[None]:
+    """Inside the block this process acts as if it were alone, whatever the launch: :func:`launched_by_torchrun`
+    and :func:`is_distributed` are ``False``, :func:`rank_and_world` is ``(0, 1)``, collectives are no-ops and
+    :func:`process_group` joins nothing. For work one rank does by itself (a job of ``elpips batch``), so that
+    code written to shard (``elpips geodesic``) runs whole on this rank instead. The group stays initialised."""
+    global _local_depth
+    _local_depth += 1
+    try:
+        yield
+    finally:
+        _local_depth -= 1
+
+
+def in_local_scope() -> bool:
+    """``True`` inside :func:`local_scope`."""
+    return _local_depth > 0
+
 
 def launched_by_torchrun() -> bool:
-    """``True`` when the environment describes a multi-process launch (``WORLD_SIZE`` > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """``True`` when the environment describes a multi-process launch (``WORLD_SIZE`` > 1), outside
+    :func:`local_scope`."""
+    return not in_local_scope() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def is_distributed() -> bool:
-    """``True`` inside an initialised process group with more than one rank."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """``True`` inside an initialised process group with more than one rank (and outside :func:`local_scope`)."""
+    return (not in_local_scope() and dist.is_available() and dist.is_initialized()
+            and dist.get_world_size() > 1)
 
 
 def rank_and_world() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` without a process group."""
-    if dist.is_available() and dist.is_initialized():
+    """``(rank, world_size)``; ``(0, 1)`` without a process group or inside :func:`local_scope`."""
+    if not in_local_scope() and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
