@@ -10,11 +10,16 @@ https://github.com/richzhang/PerceptualSimilarity, unpack it so under ``dataset/
 
 Score of one triplet (as in the LPIPS project): ``(d0 < d1)(1 - h) + (d1 < d0) h + (d0 = d1) / 2`` with
 ``d_i = d(ref, p_i)``. E-LPIPS distances of p0 and p1 use the same ensemble samples (``Metric.compare``).
+
+Under ``torchrun`` the chunks of triplets are shared out between ranks and the scores summed with an
+all-reduce; the result equals the single-process one (see :func:`evaluate_2afc`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from . import distributed
 from .io import ImageLoadError, load_image
 from .metric import Metric
 
@@ -55,12 +61,14 @@ class TwoAFCResult:
         counts: triplets scored per category.
         mean: unweighted mean of the category scores (as the LPIPS paper's tables average them).
         scores: per-triplet scores per category (``[T]`` float64).
+        seed: the seed of the ensemble samples (see :func:`evaluate_2afc`).
     """
 
     categories: dict[str, float]
     counts: dict[str, int]
     mean: float
     scores: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    seed: int | None = None
 
     @property
     def triplets(self) -> int:
@@ -183,10 +191,20 @@ def _stack(items):
     return torch.cat(ref), torch.cat(p0), torch.cat(p1), torch.tensor(judge, dtype=torch.float64)
 
 
+def chunk_seed(seed: int, category: str, chunk: int) -> int:
+    """Seed of the ensemble samples of chunk ``chunk`` (triplets ``chunk * batch_size ...``) of ``category``:
+    a hash of the three, so each chunk's samples are the same whichever process scores it, in whatever order,
+    and do not depend on which other categories are scored."""
+    digest = hashlib.sha256(f"elpips-2afc/{int(seed)}/{category}/{int(chunk)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
 def score_triplets(metric: Metric, triplets: Sequence[Triplet], samples: int = 32, batch_size: int = 50,
                    generator: torch.Generator | None = None,
                    progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """``[T]`` 2AFC scores of ``triplets`` under ``metric``.
+    """``[T]`` 2AFC scores of ``triplets`` under ``metric``, in batches of ``batch_size`` drawing ensemble
+    samples from one ``generator`` in order (default: the metric's). :func:`evaluate_2afc` calls it once per
+    chunk with the chunk's own generator.
 
     Args:
         samples: E-LPIPS ensemble samples per distance, shared by p0 and p1 (ignored by LPIPS and L2).
@@ -207,22 +225,97 @@ def score_triplets(metric: Metric, triplets: Sequence[Triplet], samples: int = 3
     return torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Triplets ``[start, stop)`` of category ``category`` (its ``index``-th chunk), scored as one unit."""
+
+    category: str
+    index: int
+    start: int
+    stop: int
+
+
+def plan_chunks(counts: dict[str, int], batch_size: int) -> list[Chunk]:
+    """Every category's triplets cut into consecutive chunks of ``batch_size`` (the last may be shorter), in
+    category order: the units that are seeded, and shared out between ranks, one by one."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be a positive integer")
+    return [Chunk(name, index, start, min(start + batch_size, count))
+            for name, count in counts.items() for index, start in enumerate(range(0, count, batch_size))]
+
+
+def my_chunks(chunks: list[Chunk]) -> list[Chunk]:
+    """This rank's share of ``chunks`` (round robin; all of them without a process group)."""
+    return distributed.round_robin(chunks, *distributed.rank_and_world())
+
+
+def agreed_seed(seed: int | None, generator: torch.Generator | None = None) -> int:
+    """``seed``, else one drawn from ``generator`` (else at random); with a process group, rank 0's value."""
+    if seed is None:
+        if generator is not None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        else:
+            seed = secrets.randbelow(2**62)
+    return int(distributed.broadcast_object(int(seed)))
+
+
 def evaluate_2afc(metric: Metric, data_dir: str | os.PathLike, split: str = "val",
                   categories: Sequence[str] | None = None, samples: int = 32, limit: int | None = None,
                   batch_size: int = 50, generator: torch.Generator | None = None,
-                  progress: Callable[[int], None] | None = None) -> TwoAFCResult:
+                  progress: Callable[[int], None] | None = None, seed: int | None = None) -> TwoAFCResult:
     """Score ``metric`` on the BAPPS 2AFC ``split`` (all categories unless ``categories`` names some).
 
     ``limit`` caps the triplets per category (quick runs). :class:`DatasetError` (a ``ValueError``) names the
     folder or file when the data is missing or malformed.
+
+    Each chunk of ``batch_size`` consecutive triplets of a category draws its E-LPIPS samples from its own
+    generator seeded by :func:`chunk_seed` ``(seed, category, chunk)``; ``seed`` defaults to a number drawn from
+    ``generator`` (else from the metric's own generator, seeded by its ``seed``). The result thus depends on ``(seed, batch_size, samples)`` only, not on
+    how the chunks are spread over processes: inside a ``torch.distributed`` process group (``torchrun``) every
+    rank scores its round-robin share of the chunks, a per-triplet score vector (zeros elsewhere) is summed
+    over ranks, and every rank returns the single-process result. Call it on every rank with the same
+    arguments; ``seed`` and the scores are rank 0's. ``progress`` counts this rank's triplets only.
     """
     chosen = choose_categories(data_dir, split, categories)
     listed = {name: list_triplets(data_dir, split, name, limit) for name in chosen}
-    scores = {name: score_triplets(metric, triplets, samples, batch_size, generator, progress)
-              for name, triplets in listed.items()}
+    seed = agreed_seed(seed, generator if generator is not None else metric.generator)
+    chunks = plan_chunks({name: len(triplets) for name, triplets in listed.items()}, batch_size)
+    offsets, total = {}, 0
+    for name, triplets in listed.items():
+        offsets[name], total = total, total + len(triplets)
+    flat = torch.zeros(total, dtype=torch.float64)
+    failure = None
+    try:
+        for chunk in my_chunks(chunks):
+            chunk_generator = torch.Generator().manual_seed(chunk_seed(seed, chunk.category, chunk.index))
+            values = score_triplets(metric, listed[chunk.category][chunk.start:chunk.stop], samples, batch_size,
+                                    chunk_generator, progress)
+            start = offsets[chunk.category] + chunk.start
+            flat[start:start + len(values)] = values
+    except Exception as error:  # reported on every rank below instead of leaving the others waiting
+        if not distributed.is_distributed():
+            raise
+        failure = error
+    if distributed.is_distributed():
+        reports = distributed.gather_objects(None if failure is None else str(failure))
+        if failure is not None:
+            raise failure
+        failed = [(rank, message) for rank, message in enumerate(reports) if message is not None]
+        if failed:
+            raise ValueError(f"rank {failed[0][0]} failed: {failed[0][1]}")
+        flat = distributed.all_reduce_sum(flat)
+    scores = {name: flat[offsets[name]:offsets[name] + len(triplets)].clone() for name, triplets in listed.items()}
     means = {name: float(values.mean()) for name, values in scores.items()}
     return TwoAFCResult(means, {name: len(values) for name, values in scores.items()},
-                        float(np.mean(list(means.values()))), scores)
+                        float(np.mean(list(means.values()))), scores, seed)
+
+
+def my_triplet_count(data_dir: str | os.PathLike, split: str = "val", categories: Sequence[str] | None = None,
+                     limit: int | None = None, batch_size: int = 50) -> int:
+    """How many triplets this rank scores in :func:`evaluate_2afc` (its progress bar's total)."""
+    counts = {name: count_triplets(data_dir, split, [name], limit)
+              for name in choose_categories(data_dir, split, categories)}
+    return sum(chunk.stop - chunk.start for chunk in my_chunks(plan_chunks(counts, batch_size)))
 
 
 def count_triplets(data_dir: str | os.PathLike, split: str = "val", categories: Sequence[str] | None = None,
