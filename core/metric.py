@@ -279,30 +279,48 @@ class Metric(nn.Module):
         return (self.checkpoint_activations and self.backbone is not None and torch.is_grad_enabled()
                 and any(tensor.requires_grad for tensor in inputs))
 
-    def _checkpointed_distances(self, groups_images: torch.Tensor, sample: EnsembleSample | None) -> torch.Tensor:
-        """Distances ``[G-1, N]`` from groups ``0..G-2`` of ``[G, N, 3, H, W]`` to the last group, one
-        checkpointed segment per tap (network stage, normalisation and tap distance): only the raw taps are kept
-        for the backward pass. Equal to ``distance_between(features(group), features(last))``."""
+    def _checkpointed_distances(self, variables: torch.Tensor, reference: torch.Tensor,
+                                sample: EnsembleSample | None) -> torch.Tensor:
+        """Distances ``[G, N]`` from each group of ``variables`` ``[G, N, 3, H, W]`` to ``reference``
+        ``[N, 3, H, W]``, equal to ``distance_between(features(variables), features(reference))``.
+
+        One checkpointed segment per tap (network stage, normalisation, tap distance): the backward pass keeps
+        only the raw taps of the variables and recomputes the rest. A reference that needs no gradient has its
+        normalised taps computed once without a graph (the usual loss case: only the model's output is
+        differentiated); one that does is treated as one more group and differentiated through as well.
+        """
+        if reference.requires_grad:
+            return self._checkpointed_group_distances(torch.cat([variables, reference.unsqueeze(0)]), None, sample)
+        return self._checkpointed_group_distances(variables, self.features(reference, sample), sample)
+
+    def _checkpointed_group_distances(self, groups_images: torch.Tensor, reference_features: Features | None,
+                                      sample: EnsembleSample | None) -> torch.Tensor:
+        """See :meth:`_checkpointed_distances`; without ``reference_features`` the last group is the reference."""
         flat, dropout, groups, batch = self._network_input(groups_images, sample)
         weights = self.linear_weights
 
-        def segment(h: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def segment(h: torch.Tensor, stage: int, reference_tap: torch.Tensor | None):
             tap = self.backbone.run_stage(stage, h, dropout)
             normalized = _normalized(tap)
             normalized = normalized.reshape(groups, batch, *normalized.shape[1:])
-            return tap, tap_distance(normalized[:-1], normalized[-1], weights[stage])
+            if reference_tap is None:
+                return tap, tap_distance(normalized[:-1], normalized[-1], weights[stage])
+            return tap, tap_distance(normalized, reference_tap, weights[stage])
 
         total = None
         h = flat
         for stage in range(self.backbone.num_stages):
-            h, distance = checkpoint(segment, h, stage, use_reentrant=False)
+            reference_tap = None if reference_features is None else reference_features[stage]
+            h, distance = checkpoint(segment, h, stage, reference_tap, use_reentrant=False)
             total = distance if total is None else total + distance
         return total
 
     def _pair_distances(self, x: torch.Tensor, y: torch.Tensor, sample: EnsembleSample | None) -> torch.Tensor:
         """``[N]`` distances of ``x`` and ``y`` under one ``sample`` (checkpointed when asked for and needed)."""
         if self._checkpointing(x, y):
-            return self._checkpointed_distances(torch.stack([x, y]), sample)[0]
+            if y.requires_grad and not x.requires_grad:  # distances are symmetric in x and y: x is the variable
+                x, y = y, x
+            return self._checkpointed_distances(x.unsqueeze(0), y, sample)[0]
         return self.distance_between(self.features(x, sample), self.features(y, sample))
 
     def distance_between(self, features_a: Features, features_b: Features) -> torch.Tensor:
@@ -389,8 +407,7 @@ class Metric(nn.Module):
         tiled_candidates = candidates.repeat(1, n, 1, 1, 1)
         sample = self.sample(n * batch, height, width, generator)
         if self._checkpointing(tiled_reference, tiled_candidates):
-            groups = torch.cat([tiled_candidates, tiled_reference.unsqueeze(0)])
-            distances = self._checkpointed_distances(groups, sample)  # [M, n*N]
+            distances = self._checkpointed_distances(tiled_candidates, tiled_reference, sample)  # [M, n*N]
             return distances.reshape(count, n, batch).transpose(0, 1)
         reference_features = self.features(tiled_reference, sample)
         candidate_features = self.features(tiled_candidates, sample)

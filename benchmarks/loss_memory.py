@@ -1,0 +1,129 @@
+"""Peak memory and time of one loss step (forward + backward) with and without ``checkpoint_activations``.
+
+    python benchmarks/loss_memory.py [--size 256] [--batch 1] [--metrics elpips-vgg lpips-vgg] [--repeats 3]
+
+Writes ``outputs/benchmarks/loss_memory.json`` (atomically) and prints a table. CPU only. Every configuration
+runs in a fresh interpreter (one torch thread unless ``--threads``) so configurations do not share allocator
+caches. Two numbers per configuration:
+
+* ``saved_mib``: bytes of the tensors autograd keeps for the backward pass after the forward pass (counted with
+  ``torch.autograd.graph.saved_tensors_hooks``, each storage once): exact and allocator-independent.
+* ``step_peak_mib``: the peak resident-set growth of a forward + backward step above the RSS before it
+  (``VmHWM - VmRSS`` after resetting the kernel's peak mark; glibc made to ``mmap`` large blocks so freed
+  tensors leave the RSS at once), after a warm-up step. Linux only.
+
+The backbone is the seeded random VGG (``backbone_weights="random"``): memory and time do not depend on the
+weights' values, so the numbers hold for the ImageNet weights too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+
+
+def _status_kib(field: str) -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return None
+
+
+def measure(metric_name: str, size: int, batch: int, checkpointing: bool, repeats: int) -> dict:
+    """One configuration, in this process."""
+    import torch
+
+    import elpips
+
+    metric = elpips.Metric(metric_name, backbone_weights="random", device="cpu", seed=0, reduction="mean",
+                           checkpoint_activations=checkpointing)
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(batch, 3, size, size, generator=generator)
+    output = torch.rand(batch, 3, size, size, generator=generator)
+
+    def step() -> float:
+        x = output.clone().requires_grad_(True)  # stands for a model's output
+        loss = metric(x, clean)
+        loss.backward()
+        return float(loss)
+
+    step()  # warm-up
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    x = output.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = metric(x, clean)
+    saved = sum(storages.values()) - x.untyped_storage().nbytes() * (x.untyped_storage().data_ptr() in storages)
+    loss.backward()
+    del loss, x
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    before = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    step()
+    peak = _status_kib("VmHWM")
+    return {"metric": metric_name, "size": size, "batch": batch, "checkpoint_activations": checkpointing,
+            "saved_mib": saved / 2**20, "step_peak_mib": (peak - before) / 1024,
+            "step_seconds_median": sorted(times)[len(times) // 2], "threads": torch.get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--metrics", nargs="+", default=["elpips-vgg", "lpips-vgg"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="outputs/benchmarks/loss_memory.json")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # METRIC,CHECKPOINTING: child process
+    args = parser.parse_args(argv)
+    if args.one is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        name, flag = args.one.split(",")
+        print(json.dumps(measure(name, args.size, args.batch, flag == "1", args.repeats)))
+        return 0
+    rows = []
+    for name in args.metrics:
+        for flag in ("0", "1"):
+            command = [sys.executable, __file__, "--one", f"{name},{flag}", "--size", str(args.size),
+                       "--batch", str(args.batch), "--repeats", str(args.repeats), "--threads", str(args.threads)]
+            environment = {**os.environ, **_MALLOC_ENV, "OMP_NUM_THREADS": str(args.threads)}
+            result = subprocess.run(command, capture_output=True, text=True, env=environment, check=True)
+            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            row = rows[-1]
+            print(f"{name:12s} {args.size}x{args.size} batch {args.batch} checkpoint={row['checkpoint_activations']!s:5s}"
+                  f"  saved {row['saved_mib']:7.1f} MiB  step peak {row['step_peak_mib']:7.1f} MiB"
+                  f"  step {row['step_seconds_median']:.2f} s")
+    for name in args.metrics:
+        plain, checkpointed = [r for r in rows if r["metric"] == name]
+        print(f"{name}: checkpointing keeps {checkpointed['saved_mib'] / plain['saved_mib']:.0%} of the saved "
+              f"activations, peak {checkpointed['step_peak_mib'] / plain['step_peak_mib']:.0%}, time "
+              f"x{checkpointed['step_seconds_median'] / plain['step_seconds_median']:.2f}")
+    from elpips.io import write_json
+
+    write_json(args.out, {"benchmark": "loss step memory (forward + backward), CPU",
+                          "backbone": "random (memory and time do not depend on the weights' values)",
+                          "rows": rows})
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
