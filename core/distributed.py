@@ -86,11 +86,13 @@ def backend_for(device: torch.device) -> str:
 
 @contextlib.contextmanager
 def process_group(device: str | torch.device | None = None,
-                  timeout: timedelta = DEFAULT_TIMEOUT) -> Iterator[torch.device]:
+                  timeout: timedelta = DEFAULT_TIMEOUT, backend: str | None = None) -> Iterator[torch.device]:
     """Join the launch's process group for the duration of a ``with`` block; yields this rank's device.
 
     Without a multi-process launch it does nothing (yields the single process's device). A group that is
-    already initialised (by a caller or a test) is used as it is and left running.
+    already initialised (by a caller or a test) is used as it is and left running. ``backend`` overrides the
+    automatic choice: ``"gloo"`` for commands whose ranks only exchange a few small objects (``elpips batch``),
+    so no NCCL collective waits on the GPU while the other ranks work.
     """
     if not launched_by_torchrun() or (dist.is_available() and dist.is_initialized()):
         yield local_device(device) if launched_by_torchrun() else _single_device(device)
@@ -100,7 +102,7 @@ def process_group(device: str | torch.device | None = None,
     chosen = local_device(device)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
-    dist.init_process_group(backend=backend_for(chosen), timeout=timeout)
+    dist.init_process_group(backend=backend or backend_for(chosen), timeout=timeout)
     try:
         yield chosen
     finally:

@@ -154,7 +154,8 @@ def _read_plan(args: argparse.Namespace, out: Path):
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("outputs") / f"batch-{Path(args.jobs).stem}"
     began = time.perf_counter()
-    with distributed.process_group(args.device) as device:
+    # gloo even on CUDA: the ranks only swap the plan and the result rows (the jobs do not communicate)
+    with distributed.process_group(args.device, backend="gloo") as device:
         rank, world = distributed.rank_and_world()
         plan = distributed.broadcast_object(_read_plan(args, out) if rank == 0 else None)
         if plan[0] == "error":
