@@ -59,18 +59,18 @@ def run(args: argparse.Namespace) -> int:
     with distributed.process_group(args.device) as device:
         if distributed.is_distributed():
             args.device = str(device)
-        metric = make_metric(args) if distributed.is_main_process() else _quiet(make_metric, args)
+        rank, world = distributed.rank_and_world()  # decided inside the group: after it, every rank is "rank 0"
+        metric = make_metric(args) if rank == 0 else _quiet(make_metric, args)
         seed = agreed_seed(args.seed)
-        rank, world = distributed.rank_and_world()
         total = my_triplet_count(args.data, args.split, categories, args.limit, args.batch_size)
         label = f"2afc {metric.name}" + (f" [rank {rank}/{world}]" if world > 1 else "")
         with progress_bar(label, total) as bar:
             bar.unit = "triplet"
-            if not distributed.is_main_process():
+            if rank != 0:
                 bar.disable = True
             result = evaluate_2afc(metric, args.data, args.split, categories, args.samples, args.limit,
                                    args.batch_size, progress=bar.update, seed=seed)
-    if not distributed.is_main_process():
+    if rank != 0:
         return 0
     report = {"metric": metric.name, "categories": result.categories, "mean": result.mean,
               "triplets": result.triplets, "counts": result.counts, "split": args.split,

@@ -187,3 +187,29 @@ def test_chunk_seeds_make_categories_independent(tmp_path):
     both = evaluate_2afc(metric, data, samples=2, batch_size=2, seed=9)
     alone = evaluate_2afc(metric, data, categories=["noise"], samples=2, batch_size=2, seed=9)
     assert torch.equal(both.scores["noise"], alone.scores["noise"])
+
+
+def test_torchrun_2afc_reports_once_with_the_single_process_numbers(tmp_path):
+    """A real ``torchrun`` launch (the group ends before the report: only rank 0 may print)."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        torchrun = shutil.which("torchrun")
+        if torchrun is None:
+            pytest.skip("no torchrun next to this interpreter")
+    data = make_noisy_bapps(tmp_path / "bapps", {"blur": 3, "noise": 2})
+    argv = ["-m", "elpips", "2afc", "--data", str(data), "--metric", "elpips-squeeze", "--backbone-weights", "random",
+            "--samples", "2", "--batch-size", "2", "--seed", "5", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sharded = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node=2", *argv], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert sharded.returncode == 0, sharded.stderr[-2000:]
+    alone = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    report = json.loads(sharded.stdout)  # one JSON document: a second rank printing would break this
+    expected = json.loads(alone.stdout)
+    assert report["processes"] == 2 and expected["processes"] == 1
+    assert report["categories"] == expected["categories"] and report["mean"] == expected["mean"]
