@@ -52,10 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_metric_options(parser, default="elpips-vgg", choices=LOSSES)
     parser.add_argument("--loss", dest="metric", choices=LOSSES, default=argparse.SUPPRESS,
                         help="training loss (default elpips-vgg; --metric is the same option)")
-    parser.add_argument("--steps", type=positive_int, default=150, help="optimiser steps (default 150)")
+    parser.add_argument("--steps", type=positive_int, default=300, help="optimiser steps (default 300)")
     parser.add_argument("--crop", type=positive_int, default=32, help="crop size in pixels (default 32)")
     parser.add_argument("--batch", type=positive_int, default=8, help="crops per step (default 8)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--width", type=positive_int, default=32, help="channels of the CNN (default 32)")
     parser.add_argument("--depth", type=positive_int, default=4, help="convolutions of the CNN (default 4)")
     parser.add_argument("--noise-sigma", type=float, default=0.1,
@@ -63,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--blur-sigma", type=float, default=1.5, help="deblur: Gaussian blur sigma (default 1.5)")
     parser.add_argument("--val-every", type=positive_int, default=None,
                         help="steps between validation evaluations (default: steps / 10)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads of torch (default: torch's choice; 1 is faster on a busy machine)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/train-<loss>-<time>)")
     parser.set_defaults(handler=run)
 
@@ -199,6 +201,8 @@ def samples_sheet(degraded: torch.Tensor, output: torch.Tensor, clean: torch.Ten
 
 def run(args: argparse.Namespace) -> int:
     check_options(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     images = load_training_images(args.images, args.crop)
     loss_metric = make_metric(args)
     device = loss_metric.device
@@ -223,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         "task": args.task, "loss": args.metric, "images": list(args.images), "steps": args.steps,
         "crop": args.crop, "batch": args.batch, "lr": args.lr, "width": args.width, "depth": args.depth,
         "noise_sigma": args.noise_sigma, "blur_sigma": args.blur_sigma if args.task == "deblur" else None,
-        "seed": seed, "device": str(device), "validation_crops": len(val_clean),
+        "seed": seed, "device": str(device), "threads": torch.get_num_threads(), "validation_crops": len(val_clean),
         "validation_elpips_samples": VALIDATION_ELPIPS_SAMPLES,
         "uncalibrated": not calibrated,
         "note": None if calibrated else "random backbone: LPIPS/E-LPIPS losses and distances are NOT perceptual",
