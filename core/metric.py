@@ -108,11 +108,13 @@ class Metric(nn.Module):
     metric as a submodule never contains them, and no gradient is ever computed for them. Inputs must be in
     ``[0, 1]`` (checked: clamp the model's output, e.g. ``output.clamp(0, 1)``, or use a sigmoid).
 
-    Autocast (``torch.autocast``, bf16 on the CPU, fp16/bf16 on CUDA) runs the network in low precision and
+    Autocast (``torch.autocast``; tested with bf16 on the CPU) runs the network in low precision and
     the normalisation and distances in float32; the result is float32. Under ``DistributedDataParallel`` wrap
     only the trainable model, compute the metric on its output on every rank (give each rank its own ``seed``
-    for independent ensemble samples). ``torch.compile`` of a training step that calls the metric works, but
-    the per-sample Python work (transform sampling, input checks, dropout hook) splits the graph into pieces.
+    for independent ensemble samples). ``torch.compile`` of a training step that calls the metric runs, but
+    the data-dependent input checks, the per-call transform sampling (its random scale changes shapes) and the
+    dropout-mask cache split it into many graphs and cause recompilations: on the CPU it compiled for over a
+    minute and then ran slower than eager mode. Compile the model, not the metric.
     """
 
     def __init__(
@@ -370,7 +372,7 @@ class Metric(nn.Module):
         Returns:
             ``[N]`` distances (mean of ``n`` samples), float32 (float64 for a ``.double()`` metric); a scalar
             (their mean or sum) with ``reduction="mean"`` / ``"sum"``. Distances are non-negative, 0 for equal
-            images; typical E-LPIPS values between natural images are ~0.01-0.5.
+            images.
         """
         reduction = self.reduction if reduction is None else _check_reduction(reduction)
         if n < 1:
