@@ -5,8 +5,8 @@
 
 Timed end to end (interpreter start, imports, process group, jobs, summary), as a user would see it. The
 configurations alternate within each repeat so a change of machine load hits them alike; the load average is
-recorded. One process runs with torch's default thread count and with one thread (torchrun gives each of its
-workers OMP_NUM_THREADS=1).
+recorded, and earlier reports in the file are kept under ``earlier_runs``. One process runs with torch's
+default thread count and with one thread (torchrun gives each of its workers OMP_NUM_THREADS=1).
 """
 
 from __future__ import annotations
@@ -74,6 +74,16 @@ def time_once(command: list[str], extra_env: dict, out: Path) -> dict:
             "load_avg_1min_before": round(load, 2)}
 
 
+def earlier_runs(path: Path) -> list[dict]:
+    """The reports already in ``path`` (newest first; machine load varies, so runs are kept, not replaced)."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    older = previous.pop("earlier_runs", [])
+    return [previous, *older]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=6)
@@ -94,7 +104,7 @@ def main() -> None:
                 print(f"repeat {repeat + 1}: {name}: {result['wall_s']:.1f} s (jobs {result['job_s_mean']:.2f} s each, "
                       f"load {result['load_avg_1min_before']})", file=sys.stderr)
     best = {name: min(run["wall_s"] for run in results) for name, results in runs.items()}
-    baseline = best["1 process (default threads)"]
+    baseline = best["1 process, 1 thread"]  # like for like: torchrun gives each worker one thread
     report = {
         "what": f"{args.jobs} geodesic jobs (elpips-vgg random backbone, {args.size}x{args.size} px, 5 frames, "
                 f"{args.steps} steps, 2 samples), end-to-end wall time of `elpips batch`",
@@ -102,13 +112,14 @@ def main() -> None:
                     "note": "CPU only; the machine is shared with other work (see load averages)"},
         "repeats": args.repeats,
         "best_wall_s": best,
-        "speedup_vs_1_process": {name: round(baseline / value, 2) for name, value in best.items()},
+        "speedup_vs_1_process_1_thread": {name: round(baseline / value, 2) for name, value in best.items()},
         "runs": runs,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    report["earlier_runs"] = earlier_runs(Path(args.out))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({"best_wall_s": best, "speedup_vs_1_process": report["speedup_vs_1_process"]}, indent=2))
+    print(json.dumps({"best_wall_s": best, "speedup": report["speedup_vs_1_process_1_thread"]}, indent=2))
     print(f"wrote {args.out}")
 
 
