@@ -219,8 +219,9 @@ def train(args: argparse.Namespace) -> int:
                                  Metric(name, backbone_weights=args.backbone_weights, device=device, seed=args.seed))
                           for name in LOSSES}
     seed = 0 if args.seed is None else args.seed
-    torch.manual_seed(seed)  # the model's initial weights
-    model = ResidualCNN(args.width, args.depth).to(device)
+    with torch.random.fork_rng(devices=[]):  # the model's initial weights, without touching the global RNG
+        torch.manual_seed(seed)
+        model = ResidualCNN(args.width, args.depth).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     degrade = Degradation(args.task, args.noise_sigma, args.blur_sigma)
     data_generator = torch.Generator().manual_seed(seed)
