@@ -83,9 +83,11 @@ def path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: 
     total = len(flags)
     position = torch.cumsum(free.long(), 0) - 1  # row of frame k in ``variable``
     fixed_index = [k for k in range(total) if not flags[k]]
-    with torch.no_grad():
-        fixed = metric.features(_tiled(path[fixed_index], samples), sample)
-    fixed_features = {k: _select(fixed, n) for n, k in enumerate(fixed_index)}
+    fixed_features: dict[int, Features] = {}
+    if fixed_index:  # a middle shard of a sharded path may hold no keyframe at all
+        with torch.no_grad():
+            fixed = metric.features(_tiled(path[fixed_index], samples), sample)
+        fixed_features = {k: _select(fixed, n) for n, k in enumerate(fixed_index)}
     distances = torch.zeros(total - 1, samples, device=path.device)
 
     for k in range(total - 1):  # pairs of adjacent keyframes (segments without interior frames)

@@ -1,5 +1,6 @@
-"""A geodesic sharded over 2 gloo processes equals the single-process solver: one step's distances and
-gradient, a short coarse-to-fine solve, and a checkpoint written by the sharded run resumed in one process."""
+"""A geodesic sharded over 3 gloo processes equals the single-process solver: one step's distances and
+gradient, a short coarse-to-fine solve, and a checkpoint written by the sharded run resumed in one process.
+Three ranks, so that the middle one holds no keyframe (only interior frames, boundaries on both sides)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from elpips.scripts.cli import main
 SIZE = 32
 FRAMES = 6
 STEPS = 4
+RANKS = 3
 
 
 def _keyframes() -> torch.Tensor:
@@ -106,8 +108,8 @@ def sharded_run(tmp_path_factory):
     keys = _keyframes()
     save_image(folder / "a.png", keys[:1])
     save_image(folder / "b.png", keys[1:])
-    mp.spawn(_worker, args=(2, (_free_port(), _free_port()), str(folder)), nprocs=2, join=True)
-    return folder, [torch.load(folder / f"rank{rank}.pt") for rank in range(2)]
+    mp.spawn(_worker, args=(RANKS, (_free_port(), _free_port()), str(folder)), nprocs=RANKS, join=True)
+    return folder, [torch.load(folder / f"rank{rank}.pt") for rank in range(RANKS)]
 
 
 def test_shards_are_contiguous_blocks_covering_the_path():
@@ -130,9 +132,10 @@ def test_sharded_step_equals_single_process_step(sharded_run):
 
 def _assert_paths_agree(frames: torch.Tensor, expected: torch.Tensor) -> None:
     """Adam's first steps are about ``lr * sign(g)``: where a gradient element is ~0, float rounding (other
-    convolution batch sizes) can flip its step. So: almost every pixel equal, none off by more than the steps."""
+    convolution batch sizes) can flip its step. So: almost every pixel equal, none off by more than the steps.
+    (Measured: 1.8% of pixels off by > 1e-4, mean 1e-5; with the boundary gradient dropped: 42-66%, mean 5e-3.)"""
     difference = (frames - expected).abs()
-    assert float((difference > 1e-4).double().mean()) < 0.01
+    assert float((difference > 1e-4).double().mean()) < 0.05
     assert float(difference.max()) <= 2 * 0.01 * STEPS
     assert float(difference.mean()) < 1e-4
 
@@ -145,7 +148,8 @@ def test_sharded_solve_equals_single_process_solve(sharded_run):
         torch.testing.assert_close(torch.tensor(result["history"]), torch.tensor(single.energy_history),
                                    rtol=1e-4, atol=0)
         torch.testing.assert_close(result["eval"], single.distances, rtol=1e-4, atol=0)
-    torch.testing.assert_close(ranks[0]["frames"], ranks[1]["frames"], rtol=0, atol=0)
+    for result in ranks[1:]:
+        torch.testing.assert_close(result["frames"], ranks[0]["frames"], rtol=0, atol=0)
 
 
 def test_sharded_checkpoint_resumes_in_one_process(sharded_run):
@@ -158,7 +162,7 @@ def test_sharded_checkpoint_resumes_in_one_process(sharded_run):
 def test_cli_under_torchrun_shards_and_rank_0_writes(sharded_run):
     folder, _ = sharded_run
     sharded = json.loads((folder / "cli-sharded" / "log.json").read_text())
-    assert sharded["processes"] == 2
+    assert sharded["processes"] == RANKS
     assert len(list((folder / "cli-sharded" / "frames").glob("*.png"))) == 5
     assert main(_cli_arguments(str(folder), "cli-single")) == 0
     single = json.loads((folder / "cli-single" / "log.json").read_text())
