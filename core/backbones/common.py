@@ -41,3 +41,26 @@ def parameters_to_buffers(module: nn.Module) -> None:
         for name in list(submodule._parameters):
             parameter = submodule._parameters.pop(name)
             submodule.register_buffer(name, None if parameter is None else parameter.detach().requires_grad_(False))
+
+
+class StagedBackbone(nn.Module):
+    """A feature network run tap by tap: stage ``k`` maps tap ``k - 1`` (or the input) to tap ``k``, so that a
+    caller can checkpoint stage by stage. Subclasses fill ``self._stages`` and implement :meth:`run_stage`."""
+
+    _stages: list[list[int]]
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages, one per tap."""
+        return len(self._stages)
+
+    def run_stage(self, stage: int, x: torch.Tensor, dropout: DropoutHook | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, dropout: DropoutHook | None = None) -> list[torch.Tensor]:
+        """``x``: ``[B, 3, H, W]`` normalised input. Returns the tap activations, shallowest first."""
+        taps: list[torch.Tensor] = []
+        for stage in range(self.num_stages):
+            x = self.run_stage(stage, x, dropout)
+            taps.append(x)
+        return taps

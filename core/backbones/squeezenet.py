@@ -7,14 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.squeezenet import Fire
 
-from .common import DropoutHook, conv_relu
+from .common import DropoutHook, StagedBackbone, conv_relu
 
 _POOL_INDICES = (2, 5, 8)
 LPIPS_TAP_LAYERS = (1, 4, 7, 9, 10, 11, 12)
 """torchvision ``features`` indices after which LPIPS taps (relu1 ... relu7, as the ``lpips`` package slices)."""
 
 
-class SqueezeNetFeatures(nn.Module):
+class SqueezeNetFeatures(StagedBackbone):
     """SqueezeNet 1.1 ``features``.
 
     Parameter names match torchvision (``features.3.squeeze.weight`` ...).
@@ -77,11 +77,6 @@ class SqueezeNetFeatures(nn.Module):
                 current = []
         return stages, conv_numbers
 
-    @property
-    def num_stages(self) -> int:
-        """Number of stages, one per tap: stage ``k`` maps tap ``k - 1`` (or the input) to tap ``k``."""
-        return len(self._stages)
-
     def run_stage(self, stage: int, x: torch.Tensor, dropout: DropoutHook | None = None) -> torch.Tensor:
         """Tap ``stage`` from tap ``stage - 1`` (stage 0: from the input; E-LPIPS stage 0 is the identity)."""
         for index in self._stages[stage]:
@@ -97,11 +92,3 @@ class SqueezeNetFeatures(nn.Module):
                 expand3 = conv_relu(layer.expand3x3, squeezed, dropout, conv_index + 2)
                 x = torch.cat([expand1, expand3], dim=1)
         return x
-
-    def forward(self, x: torch.Tensor, dropout: DropoutHook | None = None) -> list[torch.Tensor]:
-        """``x``: ``[B, 3, H, W]`` normalised input. Returns the tap activations, shallowest first."""
-        taps: list[torch.Tensor] = []
-        for stage in range(self.num_stages):
-            x = self.run_stage(stage, x, dropout)
-            taps.append(x)
-        return taps

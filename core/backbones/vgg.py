@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import DropoutHook, conv_relu
+from .common import DropoutHook, StagedBackbone, conv_relu
 
 # torchvision's VGG16 "features" configuration: channel counts, "M" = pooling.
 _VGG16_CONFIG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
@@ -14,7 +14,7 @@ LPIPS_TAP_CONVS = (1, 3, 6, 9, 12)
 """Zero-based convolution numbers after which LPIPS taps: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
 
 
-class VGG16Features(nn.Module):
+class VGG16Features(StagedBackbone):
     """VGG16 ``features`` (all 13 convolutions; the last pooling layer is never needed).
 
     Parameter names match torchvision (``features.0.weight`` ...), so a torchvision state dict loads directly.
@@ -68,11 +68,6 @@ class VGG16Features(nn.Module):
                     current = []
         return stages, conv_numbers
 
-    @property
-    def num_stages(self) -> int:
-        """Number of stages, one per tap: stage ``k`` maps tap ``k - 1`` (or the input) to tap ``k``."""
-        return len(self._stages)
-
     def run_stage(self, stage: int, x: torch.Tensor, dropout: DropoutHook | None = None) -> torch.Tensor:
         """Tap ``stage`` from tap ``stage - 1`` (stage 0: from the input; E-LPIPS stage 0 is the identity)."""
         for index in self._stages[stage]:
@@ -84,11 +79,3 @@ class VGG16Features(nn.Module):
             else:
                 x = F.avg_pool2d(x, 2, 2)
         return x
-
-    def forward(self, x: torch.Tensor, dropout: DropoutHook | None = None) -> list[torch.Tensor]:
-        """``x``: ``[B, 3, H, W]`` normalised input. Returns the tap activations, shallowest first."""
-        taps: list[torch.Tensor] = []
-        for stage in range(self.num_stages):
-            x = self.run_stage(stage, x, dropout)
-            taps.append(x)
-        return taps
