@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import traceback
 from pathlib import Path
 
@@ -17,14 +16,9 @@ import torch.multiprocessing as mp
 
 from elpips import distributed
 from elpips.twoafc import evaluate_2afc
+from ranks import free_port, set_rank_environment
 
 WORLD = 2
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def spawn(worker, *args) -> list[dict]:
@@ -39,8 +33,7 @@ def spawn(worker, *args) -> list[dict]:
 
 
 def _child(rank: int, port: int, worker, folder: str, *args) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    set_rank_environment(rank, WORLD, port)
     torch.set_num_threads(1)
     try:
         with distributed.process_group("cpu"):  # the group every call inside uses (and leaves running)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from datetime import timedelta
 
 import imageio.v3 as iio
@@ -15,6 +14,7 @@ from torch import nn
 
 import elpips
 from elpips.scripts.cli import main
+from ranks import free_port
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
@@ -227,12 +227,6 @@ def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         torch.save([p.grad for p in model.module.parameters()], os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        return server.getsockname()[1]
 
 
 def test_ddp_gradient_is_the_mean_of_per_rank_gradients(tmp_path, monkeypatch):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from elpips.geodesics import free_mask, linear_path, path_step, solve
 from elpips.geodesics.sharded import gather_rows, path_shard, sharded_path_step
 from elpips.io import save_image
 from elpips.scripts.cli import main
+from ranks import free_port, set_rank_environment
 
 SIZE = 32
 FRAMES = 6
@@ -79,8 +79,7 @@ def _cli_arguments(folder: str, out: str) -> list[str]:
 
 
 def _worker(rank: int, world_size: int, ports: tuple[int, int], folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    set_rank_environment(rank, world_size, ports[0])
     torch.set_num_threads(1)
     assert main(_cli_arguments(folder, "cli-sharded")) == 0  # joins and leaves its own process group
     os.environ["MASTER_PORT"] = str(ports[1])
@@ -96,19 +95,13 @@ def _worker(rank: int, world_size: int, ports: tuple[int, int], folder: str) -> 
                    os.path.join(folder, f"rank{rank}.pt"))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sharded_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sharded")
     keys = _keyframes()
     save_image(folder / "a.png", keys[:1])
     save_image(folder / "b.png", keys[1:])
-    mp.spawn(_worker, args=(RANKS, (_free_port(), _free_port()), str(folder)), nprocs=RANKS, join=True)
+    mp.spawn(_worker, args=(RANKS, (free_port(), free_port()), str(folder)), nprocs=RANKS, join=True)
     return folder, [torch.load(folder / f"rank{rank}.pt") for rank in range(RANKS)]
 
 
