@@ -4,18 +4,23 @@ whose interior frames minimise ``sum_k d(x_k, x_{k+1})^2`` under E-LPIPS, LPIPS 
     >>> from elpips.geodesics import solve
     >>> result = solve([a, b], frames=10, metric=elpips.Metric("elpips-vgg"), steps=500)
     >>> result.frames.shape                       # [10, 3, H, W], a and b unchanged at both ends
+
+Inside a ``torch.distributed`` process group, ``solve(..., shard=True)`` splits the frames over the ranks
+(:mod:`elpips.geodesics.sharded`).
 """
 
 from .energy import PathEvaluation, evaluate_path, path_step
 from .levels import Level, level_starts, plan_levels, time_ladder
 from .path import (downscale, free_mask, keyframe_indices, linear_path, resample_path, segment_intervals,
                    subdivide, upscale_path)
+from .sharded import PathShard, path_shard, sharded_path_step
 from .solver import GeodesicResult, StepInfo, solve
 
 __all__ = [
     "GeodesicResult",
     "Level",
     "PathEvaluation",
+    "PathShard",
     "StepInfo",
     "downscale",
     "evaluate_path",
@@ -23,10 +28,12 @@ __all__ = [
     "keyframe_indices",
     "level_starts",
     "linear_path",
+    "path_shard",
     "path_step",
     "plan_levels",
     "resample_path",
     "segment_intervals",
+    "sharded_path_step",
     "solve",
     "subdivide",
     "time_ladder",
