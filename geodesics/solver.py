@@ -9,6 +9,7 @@ saved atomically every ``checkpoint_every`` steps, and ``resume=True`` continues
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -200,6 +201,7 @@ class _Stage:
         state = optimizer.state_dict()
         if self.shard.world_size == 1:
             return state
+        state = copy.deepcopy(state)  # state_dict() shares the live per-parameter tensors: never edit those
         total = int(self.free.sum())
         for slot in state["state"].values():
             for key, value in list(slot.items()):

@@ -61,14 +61,14 @@ class _Stop(Exception):
     pass
 
 
-def _solve(checkpoint=None, resume=False, stop_after=None, shard=False):
+def _solve(checkpoint=None, resume=False, stop_after=None, shard=False, checkpoint_every=2):
     def callback(info):
         if stop_after is not None and info.step == stop_after:
             raise _Stop
 
     return solve(_keyframes(), frames=FRAMES, metric=_metric(), steps=STEPS, schedule=0.01,
                  generator=torch.Generator().manual_seed(5), eval_generator=torch.Generator().manual_seed(6),
-                 eval_samples=4, chunk_size=2, checkpoint=checkpoint, checkpoint_every=2, resume=resume,
+                 eval_samples=4, chunk_size=2, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                  callback=callback, shard=shard)
 
 
@@ -85,7 +85,8 @@ def _worker(rank: int, world_size: int, ports: tuple[int, int], folder: str) -> 
     os.environ["MASTER_PORT"] = str(ports[1])
     with process_group("cpu"):
         distances, grad = _one_step(path_shard(FRAMES))
-        result = _solve(shard=True)
+        # a checkpoint after every step: saving mid-stage must leave the optimizer's own state untouched
+        result = _solve(shard=True, checkpoint=os.path.join(folder, "every-step.pt"), checkpoint_every=1)
         try:
             _solve(checkpoint=os.path.join(folder, "interrupted.pt"), stop_after=3, shard=True)
         except _Stop:
