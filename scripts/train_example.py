@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elpips import Metric
-from elpips.io import load_image, save_image, write_json
+from elpips.io import ensure_output_dir, load_image, save_image, write_json
 
 from .common import add_metric_options, default_run_dir, make_metric, positive_int, progress_bar, weights_report
 from .figures import column, labelled, row, tile
@@ -212,13 +212,15 @@ def run(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     images = load_training_images(args.images, args.crop)
+    out = ensure_output_dir(args.out if args.out else default_run_dir(f"train-{args.metric}"))
+    seed = 0 if args.seed is None else args.seed
+    args.seed = seed  # one seed for the model, the data and the loss's ensemble samples: runs repeat exactly
     loss_metric = make_metric(args)
     device = loss_metric.device
     # Validation metrics share the loss metric's backbone weights; the loss metric itself is reused.
     validation_metrics = {name: (loss_metric if name == loss_metric.name else
-                                 Metric(name, backbone_weights=args.backbone_weights, device=device, seed=args.seed))
+                                 Metric(name, backbone_weights=args.backbone_weights, device=device, seed=seed))
                           for name in LOSSES}
-    seed = 0 if args.seed is None else args.seed
     with torch.random.fork_rng(devices=[]):  # the model's initial weights, without touching the global RNG
         torch.manual_seed(seed)
         model = ResidualCNN(args.width, args.depth).to(device)
@@ -229,7 +231,6 @@ def train(args: argparse.Namespace) -> int:
     val_degraded = degrade(val_clean, torch.Generator().manual_seed(seed + 1)).to(device)
     val_clean = val_clean.to(device)
     val_every = args.val_every or max(1, args.steps // 10)
-    out = Path(args.out) if args.out else default_run_dir(f"train-{args.metric}")
     calibrated = all(metric.calibrated for metric in validation_metrics.values())
 
     log: dict = {
