@@ -172,6 +172,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def ensure_output_dir(path: str | os.PathLike) -> Path:
+    """Create folder ``path`` (and parents) and check that files can be written there, before any long work;
+    :class:`OutputWriteError` names the folder otherwise."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputWriteError(f"cannot write to '{folder}': {error.strerror or error}") from None
+    return folder
+
+
 def save_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:
     """Write ``image`` (``[3, H, W]``/``[1, 3, H, W]`` float in [0, 1], or ``[H, W, 3]`` uint8) atomically."""
     array = image if isinstance(image, np.ndarray) else to_uint8(image)

@@ -18,7 +18,7 @@ from elpips.distributed import (broadcast_object, is_distributed, is_main_proces
 from elpips.geodesics import GeodesicResult, StepInfo, evaluate_path, linear_path, segment_intervals, solve
 from elpips.geodesics.sharded import path_shard
 from elpips.geodesics.solver import DEFAULT_BASE_RATE
-from elpips.io import load_images, write_json
+from elpips.io import OutputWriteError, ensure_output_dir, load_images, write_json
 from elpips.schedules import reference_learning_rate
 
 from .common import default_run_dir, positive_int, progress_bar, weights_report
@@ -125,14 +125,14 @@ def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: 
     the frames ``[K+1, 3, H, W]``. With ``--resume`` a run whose checkpoint is missing starts afresh, unless
     ``must_resume``."""
     checkpoint = run_dir / CHECKPOINT
-    resume = args.resume and checkpoint.is_file()
+    resume = broadcast_object(args.resume and checkpoint.is_file())  # rank 0's view of the run folder
     if args.resume and must_resume and not resume:
         raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
     metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device, seed=seed)
     if not metric.calibrated and is_main_process():
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     keys = keys.to(metric.device)
-    progress = Progress(name, args.steps if is_main_process() else 0)
+    progress = Progress(name, args.steps) if is_main_process() else None  # one progress report per run
     sharded = is_distributed()
     base = args.lr
     started = time.perf_counter()
@@ -145,7 +145,8 @@ def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: 
                        eval_samples=args.samples, eval_generator=torch.Generator().manual_seed(seed + 1),
                        shard=sharded)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     solve_seconds = time.perf_counter() - started
     # the linear blend under the same seeded samples as the solved path's distances: a paired comparison
     linear_frames = linear_path(keys, result.intervals)
@@ -215,7 +216,15 @@ def _run(args: argparse.Namespace) -> int:
         seed = json.loads((run_dir / LOG).read_text(encoding="utf-8")).get("seed")
     if seed is None:
         seed = secrets.randbelow(2**31)
-    run_dir, seed = broadcast_object((run_dir, seed))  # every rank: rank 0's folder (a timestamp) and seed
+    problem = None
+    if is_main_process():  # an unusable output folder fails now, on every rank, not after the first steps
+        try:
+            ensure_output_dir(run_dir)
+        except OutputWriteError as error:
+            problem = str(error)
+    run_dir, seed, problem = broadcast_object((run_dir, seed, problem))  # rank 0's folder (a timestamp), seed
+    if problem is not None:
+        raise OutputWriteError(problem)
     keys = load_images(args.images, max(get_config(name).min_size for name in [args.metric, *compared]))
     settings = settings_from(args).resolved(*keys.shape[-2:])
     main_log, main_frames = solve_one(args, args.metric, keys, run_dir, seed, must_resume=True)

@@ -107,6 +107,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(pictures, tmp_path,
     (["{a}", "{b}", "--fps", "0"], "--fps"),
     (["{a}", "{b}", "--resume"], "--resume needs --out"),
     (["{a}", "{b}", "--resume", "--out", "{tmp}/empty"], "no checkpoint"),
+    (["{a}", "{b}", "--out", "{a}/run"], "cannot write to"),  # a folder inside a file: fails before solving
 ])
 def test_bad_geodesic_input_is_one_error_line_and_exit_2(pictures, tmp_path, capsys, arguments, message):
     (a, b, _), odd = pictures
