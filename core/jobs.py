@@ -19,7 +19,8 @@ Keys:
 ``args`` (optional)
     the rest of the subcommand's command line, either as an argv list (strings or numbers), or as an object
     of options: ``{"frames": 6}`` is ``--frames 6``, ``{"spatial": true}`` is ``--spatial`` (``false`` or
-    ``null`` leave the option out), ``{"categories": ["a", "b"]}`` is ``--categories a b``.
+    ``null`` leave the option out), ``{"compare": "l2,lpips-vgg"}`` is ``--compare l2,lpips-vgg``, and a list gives
+    an option several values (``{"opt": ["a", "b"]}`` is ``--opt a b``).
 
 ``--out``, ``--resume`` and ``--device`` are chosen by ``elpips batch`` and may not appear in a job.
 

@@ -20,14 +20,18 @@ import socket
 import sys
 import time
 import traceback
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 
 from elpips import distributed
-from elpips.io import write_json, write_text
+from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
 from elpips.jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
                          summary_table, write_marker)
+
+DEFAULT_TIMEOUT_HOURS = 168.0
+"""A week: the collective timeout under torchrun (the final barrier waits for the slowest rank)."""
 
 RESUMABLE = {"geodesic": "checkpoint.pt", "barycenter": "checkpoint.pt"}
 """Checkpoint file of a command that can continue an interrupted run with ``--resume``."""
@@ -50,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="device of the jobs (default: cuda:LOCAL_RANK under torchrun with CUDA, else the best "
                              "available)")
     parser.add_argument("--dry-run", action="store_true", help="check the file and list the plan; run nothing")
+    parser.add_argument("--timeout-hours", type=float, default=DEFAULT_TIMEOUT_HOURS, metavar="H",
+                        help="how long a rank that has finished its jobs waits for the others before giving up "
+                             f"(default {DEFAULT_TIMEOUT_HOURS:g} h; the jobs are shared out in advance, so the "
+                             "wait is the difference between the ranks' shares)")
     parser.set_defaults(handler=run)
 
 
@@ -101,8 +109,18 @@ def job_argv(job: Job, folder: Path, device: torch.device) -> list[str]:
 
 
 def execute(job: Job, out: Path, device: torch.device, rank: int, world: int) -> dict:
-    """Run one job in this process with its stdout/stderr in its folder; write its marker; return its row."""
+    """Run one job in this process with its stdout/stderr in its folder; write its marker; return its row.
+    A job whose folder cannot be written is a failed row (without a marker: there is nowhere to put it)."""
     folder = job_dir(out, job)
+    try:
+        return _execute(job, folder, device, rank, world)
+    except OSError as failure:
+        error = f"cannot write to '{folder}': {failure.strerror or failure}"
+        return {"id": job.id, "command": job.command, "status": "failed", "rank": rank, "seconds": 0.0,
+                "error": error}
+
+
+def _execute(job: Job, folder: Path, device: torch.device, rank: int, world: int) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     argv = job_argv(job, folder, device)
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
@@ -145,8 +163,13 @@ def _read_plan(args: argparse.Namespace, out: Path):
     """Rank 0's reading of the jobs file: ``("ok", jobs, pending, done)`` or ``("error", message)``."""
     try:
         jobs = read_jobs(args.jobs, check_job)
-        pending, done = pending_jobs(jobs, out)
-    except ValueError as error:
+        if not args.dry_run:
+            ensure_output_dir(out)
+        try:
+            pending, done = pending_jobs(jobs, out)
+        except ValueError as error:  # name the file, as the other jobs-file errors do
+            raise ValueError(f"{args.jobs}, {error}") from None
+    except (ValueError, OutputWriteError) as error:
         return ("error", str(error))
     return ("ok", jobs, pending, done)
 
@@ -155,7 +178,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("outputs") / f"batch-{Path(args.jobs).stem}"
     began = time.perf_counter()
     # gloo even on CUDA: the ranks only swap the plan and the result rows (the jobs do not communicate)
-    with distributed.process_group(args.device, backend="gloo") as device:
+    if not args.timeout_hours > 0:
+        raise ValueError(f"--timeout-hours must be > 0, got {args.timeout_hours}")
+    timeout = timedelta(hours=args.timeout_hours)
+    with distributed.process_group(args.device, backend="gloo", timeout=timeout) as device:
         rank, world = distributed.rank_and_world()
         plan = distributed.broadcast_object(_read_plan(args, out) if rank == 0 else None)
         if plan[0] == "error":

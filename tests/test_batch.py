@@ -124,6 +124,29 @@ def test_marker_with_other_arguments_is_an_error(tmp_path, capsys):
     assert "job 'x' is marked done" in capsys.readouterr().err
 
 
+def test_unwritable_out_is_one_error_before_any_work(tmp_path, capsys):
+    a, b, _ = write_images(tmp_path)
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [distance_job("ab", a, b)])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["batch", str(jobs), "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write to" in err[0]
+
+
+def test_a_job_folder_that_cannot_be_written_is_a_failed_row(tmp_path, capsys):
+    a, b, c = write_images(tmp_path)
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [distance_job("blocked", a, b), distance_job("fine", a, c)])
+    out = tmp_path / "out"
+    (out / "jobs").mkdir(parents=True)
+    (out / "jobs" / "blocked").write_text("a file where the job's folder should be")
+    assert main(["batch", str(jobs), "--out", str(out)]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {row["id"]: row for row in summary["jobs"]}
+    assert rows["fine"]["status"] == "done"
+    assert rows["blocked"]["status"] == "failed" and "cannot write to" in rows["blocked"]["error"]
+
+
 # -- running, resuming, failing ------------------------------------------------------------------------------------
 def test_run_resume_redo_and_failure_in_one_process(tmp_path, capsys):
     a, b, c = write_images(tmp_path)
