@@ -1,6 +1,7 @@
 """Shared dropout masks for one ensemble sample (spec section 3, "Dropout").
 
-Before every convolution the input is multiplied by ``m / keep``, ``m ~ Bernoulli(keep)``, elementwise. The
+Before every convolution the input is multiplied by ``m / keep``, ``m ~ Bernoulli(keep)``, elementwise (drawn
+as geometric gaps between the dropped elements: :func:`dropped_positions`). The
 mask has the shape of one batch ``[N, C, H, W]`` and is shared by every group of images that takes part in the
 same distance evaluation (x, y, candidates, path frames): image ``i`` of every group sees the same mask.
 
@@ -10,9 +11,40 @@ several forward passes (say, references without a graph and then x with one) see
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 DEFAULT_KEEP_PROBABILITY = 0.99
+
+
+def dropped_positions(count: int, drop_probability: float, generator: torch.Generator,
+                      first_draw: int | None = None) -> torch.Tensor:
+    """Indices in ``0..count-1`` of the dropped elements of ``count`` i.i.d. Bernoulli(``drop_probability``)
+    trials, drawn as geometric gaps between drops.
+
+    In a sequence of independent trials the gaps between successes are independent ``Geometric(p)`` variables,
+    so this is exactly the distribution of ``bernoulli_`` masks, but it draws about ``count * p`` random numbers
+    instead of ``count`` (10x faster for the 1% drop rate of E-LPIPS). ``first_draw`` (tests) sets how many gaps
+    the first round draws; further rounds continue after the last drop (the process is memoryless).
+
+    Returns:
+        ``[D]`` long tensor on the generator's device, increasing.
+    """
+    if not 0.0 < drop_probability < 1.0:
+        raise ValueError(f"drop_probability must be in (0, 1), got {drop_probability}")
+    device = generator.device
+    parts, start = [], 0
+    while True:
+        expected = (count - start) * drop_probability
+        draws = first_draw if first_draw is not None and not parts else int(expected + 6 * math.sqrt(expected) + 16)
+        gaps = torch.empty(draws, dtype=torch.long, device=device).geometric_(drop_probability, generator=generator)
+        positions = gaps.cumsum_(0).add_(start - 1)  # the drops' 1-based trial numbers, as 0-based indices
+        inside = positions[positions < count]
+        parts.append(inside)
+        if inside.numel() < draws:  # the last gap ran past the end: every trial has been decided
+            return torch.cat(parts) if len(parts) > 1 else inside
+        start = int(positions[-1]) + 1
 
 
 class DropoutMasks:
@@ -42,8 +74,10 @@ class DropoutMasks:
         cached = self._masks.get(layer)
         if cached is None:
             generator = self._generator_for(device)
-            cached = torch.empty(shape, device=device).bernoulli_(self.keep_probability, generator=generator)
-            cached.mul_(1.0 / self.keep_probability)
+            cached = torch.full(shape, 1.0 / self.keep_probability, device=device)
+            if self.keep_probability < 1.0:
+                dropped = dropped_positions(cached.numel(), 1.0 - self.keep_probability, generator)
+                cached.view(-1).index_fill_(0, dropped, 0.0)
             self._masks[layer] = cached
         elif cached.shape != shape:
             raise ValueError(

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from elpips.dropout import DropoutMasks
+from elpips.dropout import DropoutMasks, dropped_positions
 
 
 def test_keep_rate_and_scaling():
@@ -47,3 +47,18 @@ def test_metric_dropout_shared_between_x_and_y(random_metric, images):
     sample_b.transform = sample_a.transform
     independent = metric.distance_between(metric.features(x, sample_a), metric.features(x, sample_b))
     assert (independent > 0).all()
+
+
+@pytest.mark.parametrize("first_draw", [None, 7])  # 7: many rounds, each continuing after the last drop
+def test_dropped_positions_are_iid_bernoulli(first_draw):
+    """Drops drawn as geometric gaps: the count is Binomial(n, p), every position equally likely, and
+    neighbouring elements independent (pairs of drops at rate p^2)."""
+    count, p = 200_000, 0.01
+    generator = torch.Generator().manual_seed(3)
+    dropped = dropped_positions(count, p, generator, first_draw=first_draw)
+    assert bool((dropped[1:] > dropped[:-1]).all()) and int(dropped[0]) >= 0 and int(dropped[-1]) < count
+    assert stats.binomtest(dropped.numel(), count, p).pvalue > 1e-3
+    blocks = torch.bincount(dropped // (count // 20), minlength=20)  # uniform over 20 equal blocks
+    assert stats.chisquare(blocks.numpy()).pvalue > 1e-3
+    adjacent = int((dropped[1:] - dropped[:-1] == 1).sum())  # drops at i and i+1
+    assert stats.binomtest(adjacent, count - 1, p * p).pvalue > 1e-3
