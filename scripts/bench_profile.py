@@ -17,7 +17,7 @@ CATEGORIES: list[tuple[str, re.Pattern]] = [
     ("convolution", re.compile(r"conv|mkldnn|cudnn|gemm", re.I)),
     ("relu", re.compile(r"relu|threshold|clamp_min", re.I)),
     ("pooling", re.compile(r"pool", re.I)),
-    ("dropout masks", re.compile(r"bernoulli|uniform|random", re.I)),
+    ("dropout masks", re.compile(r"bernoulli|geometric|index_fill|uniform|random", re.I)),
     ("normalisation", re.compile(r"norm", re.I)),
     ("transform (gather, pad, index)", re.compile(r"gather|scatter|pad|reflection|index|flip|permute|transpose",
                                                   re.I)),
