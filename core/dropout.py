@@ -1,7 +1,7 @@
 """Shared dropout masks for one ensemble sample (spec section 3, "Dropout").
 
-Before every convolution the input is multiplied by ``m / keep``, ``m ~ Bernoulli(keep)``, elementwise (drawn
-as geometric gaps between the dropped elements: :func:`dropped_positions`). The
+Before every convolution the input is multiplied by ``m / keep``, ``m ~ Bernoulli(keep)``, elementwise (on the
+CPU drawn as geometric gaps between the dropped elements, :func:`dropped_positions`; elsewhere by ``bernoulli_``). The
 mask has the shape of one batch ``[N, C, H, W]`` and is shared by every group of images that takes part in the
 same distance evaluation (x, y, candidates, path frames): image ``i`` of every group sees the same mask.
 
@@ -16,6 +16,10 @@ import math
 import torch
 
 DEFAULT_KEEP_PROBABILITY = 0.99
+
+GAP_METHOD_DEVICES = ("cpu",)
+"""Device types whose masks are drawn as geometric gaps (~1% of the random numbers). On a GPU ``bernoulli_`` is one
+fast kernel, and the gap method's data-dependent length would make the host wait for the device at every layer."""
 
 
 def dropped_positions(count: int, drop_probability: float, generator: torch.Generator,
@@ -74,10 +78,14 @@ class DropoutMasks:
         cached = self._masks.get(layer)
         if cached is None:
             generator = self._generator_for(device)
-            cached = torch.full(shape, 1.0 / self.keep_probability, device=device)
-            if self.keep_probability < 1.0:
-                dropped = dropped_positions(cached.numel(), 1.0 - self.keep_probability, generator)
-                cached.view(-1).index_fill_(0, dropped, 0.0)
+            if device.type in GAP_METHOD_DEVICES:
+                cached = torch.full(shape, 1.0 / self.keep_probability, device=device)
+                if self.keep_probability < 1.0:
+                    dropped = dropped_positions(cached.numel(), 1.0 - self.keep_probability, generator)
+                    cached.view(-1).index_fill_(0, dropped, 0.0)
+            else:
+                cached = torch.empty(shape, device=device).bernoulli_(self.keep_probability, generator=generator)
+                cached.mul_(1.0 / self.keep_probability)
             self._masks[layer] = cached
         elif cached.shape != shape:
             raise ValueError(

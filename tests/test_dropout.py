@@ -9,7 +9,9 @@ from scipy import stats
 from elpips.dropout import DropoutMasks, dropped_positions
 
 
-def test_keep_rate_and_scaling():
+@pytest.mark.parametrize("gap_devices", [("cpu",), ()])  # (): the bernoulli_ path GPUs take
+def test_keep_rate_and_scaling(gap_devices, monkeypatch):
+    monkeypatch.setattr("elpips.dropout.GAP_METHOD_DEVICES", gap_devices)
     masks = DropoutMasks(seed=0)
     mask = masks.mask(0, torch.Size((4, 64, 32, 32)), torch.device("cpu"), torch.float32)
     kept = int((mask > 0).sum())
