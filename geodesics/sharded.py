@@ -96,10 +96,9 @@ def sharded_path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, va
     Returns:
         ``[K, samples]`` detached distances of the whole path, identical on every rank.
     """
-    distances = torch.zeros(shard.frames - 1, samples, device=path.device)
     if shard.world_size == 1:
-        distances += path_step(metric, path, free, variable, sample, samples, chunk_size, backward)
-        return distances
+        return path_step(metric, path, free, variable, sample, samples, chunk_size, backward)
+    distances = torch.zeros(shard.frames - 1, samples, device=path.device)
     backward = backward and variable is not None
     start, stop = shard.start, shard.stop
     local_free = free[start:stop]
@@ -138,9 +137,7 @@ def gather_frames(local_path: torch.Tensor, shard: PathShard) -> torch.Tensor:
     """The whole ``[K+1, 3, H, W]`` path on every rank from each rank's owned rows of ``local_path``."""
     if shard.world_size == 1:
         return local_path
-    contribution = torch.zeros_like(local_path)
-    contribution[shard.start:shard.stop] = local_path[shard.start:shard.stop]
-    return all_reduce_sum(contribution)
+    return gather_rows(local_path[shard.start:shard.stop], shard.start, shard.frames)
 
 
 def gather_rows(local_rows: torch.Tensor, offset: int, total: int) -> torch.Tensor:
