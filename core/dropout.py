@@ -3,7 +3,9 @@
 Before every convolution the input is multiplied by ``m / keep``, ``m ~ Bernoulli(keep)``, elementwise (on the
 CPU drawn as geometric gaps between the dropped elements, :func:`dropped_positions`; elsewhere by ``bernoulli_``). The
 mask has the shape of one batch ``[N, C, H, W]`` and is shared by every group of images that takes part in the
-same distance evaluation (x, y, candidates, path frames): image ``i`` of every group sees the same mask.
+same distance evaluation (x, y, candidates, path frames): image ``i`` of every group sees the same mask. The random
+numbers fill it channel fastest (channels-last order) in every memory layout, so a seed gives the same masks
+whether the network runs channels-last or not.
 
 A :class:`DropoutMasks` object draws each layer's mask the first time that layer asks for it and keeps it, so
 several forward passes (say, references without a graph and then x with one) see identical masks.
@@ -73,31 +75,53 @@ class DropoutMasks:
             self._generator.manual_seed(self.seed)
         return self._generator
 
-    def mask(self, layer: int, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """The mask (already divided by ``keep``) for convolution number ``layer``, shape ``shape``."""
+    def mask(self, layer: int, shape: torch.Size, device: torch.device, dtype: torch.dtype,
+             memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        """The mask (already divided by ``keep``) for convolution number ``layer``, shape ``shape``
+        ``[N, C, H, W]``, in ``memory_format`` (``torch.channels_last`` or the default).
+
+        The random numbers fill the mask in channels-last order (channel fastest) whatever the layout asked
+        for, so a sample's masks, and hence its distances, do not depend on the memory layout the network runs in.
+        """
         cached = self._masks.get(layer)
         if cached is None:
-            generator = self._generator_for(device)
-            if device.type in GAP_METHOD_DEVICES:
-                cached = torch.full(shape, 1.0 / self.keep_probability, device=device)
-                if self.keep_probability < 1.0:
-                    dropped = dropped_positions(cached.numel(), 1.0 - self.keep_probability, generator)
-                    cached.view(-1).index_fill_(0, dropped, 0.0)
-            else:
-                cached = torch.empty(shape, device=device).bernoulli_(self.keep_probability, generator=generator)
-                cached.mul_(1.0 / self.keep_probability)
-            self._masks[layer] = cached
+            cached = self._draw(shape, device)
+            self._masks[layer] = cached = cached.contiguous(memory_format=memory_format)
         elif cached.shape != shape:
             raise ValueError(
                 f"dropout mask for layer {layer} was drawn for shape {tuple(cached.shape)}, now asked for "
                 f"{tuple(shape)}: every forward pass of one sample must use the same batch and image size"
             )
-        return cached.to(device=device, dtype=dtype)
+        return cached.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
+
+    def _draw(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        """A fresh ``[N, C, H, W]`` mask whose storage is ``[N, H, W, C]`` (channels-last strides)."""
+        batch, channels, height, width = shape
+        storage_shape = (batch, height, width, channels)
+        generator = self._generator_for(device)
+        if device.type in GAP_METHOD_DEVICES:
+            storage = torch.full(storage_shape, 1.0 / self.keep_probability, device=device)
+            if self.keep_probability < 1.0:
+                dropped = dropped_positions(storage.numel(), 1.0 - self.keep_probability, generator)
+                storage.view(-1).index_fill_(0, dropped, 0.0)
+        else:
+            storage = torch.empty(storage_shape, device=device).bernoulli_(self.keep_probability,
+                                                                            generator=generator)
+            storage.mul_(1.0 / self.keep_probability)
+        return storage.permute(0, 3, 1, 2)
 
     def __call__(self, inputs: torch.Tensor, layer: int, groups: int) -> torch.Tensor:
-        """Multiply ``inputs`` ``[G*N, C, H, W]`` by layer ``layer``'s mask, shared over the ``G`` groups."""
+        """Multiply ``inputs`` ``[G*N, C, H, W]`` by layer ``layer``'s mask, shared over the ``G`` groups.
+
+        The mask takes the memory layout of ``inputs`` (channels-last or the default), so the product is one
+        vectorised pass and its gradient keeps that layout.
+        """
         batch = inputs.shape[0] // groups
         shape = torch.Size((batch, *inputs.shape[1:]))
-        mask = self.mask(layer, shape, inputs.device, inputs.dtype)
+        layout = torch.channels_last if inputs.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        mask = self.mask(layer, shape, inputs.device, inputs.dtype, layout)
+        if groups == 1:  # no reshape: a 5-D view with size-1 dims can give the gradient odd strides
+            return inputs * mask
         grouped = inputs.reshape(groups, *shape) * mask
         return grouped.reshape(inputs.shape)
