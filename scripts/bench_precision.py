@@ -27,11 +27,11 @@ def _context(mode: str, device: torch.device) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
-def channels_last_copy(metric: Metric) -> Metric:
-    """A second metric with ``metric``'s weights, its backbone in channels-last memory format."""
-    twin = Metric(metric.name, backbone_weights="random", device=metric.device, num_scales=metric.num_scales)
+def layout_copy(metric: Metric, channels_last: bool) -> Metric:
+    """A second metric with ``metric``'s weights that runs its network in the given memory layout."""
+    twin = Metric(metric.name, backbone_weights="random", device=metric.device, num_scales=metric.num_scales,
+                  channels_last=channels_last)
     twin.load_state_dict(metric.state_dict())
-    twin.backbone.to(memory_format=torch.channels_last)
     return twin
 
 
@@ -50,12 +50,14 @@ def measure_precision(metric: Metric, size: int, batch: int, samples: int, repea
     generator = torch.Generator().manual_seed(0)
     sample = metric.sample(samples * batch, size, size, generator)
     tiled_x, tiled_y = x0.repeat(samples, 1, 1, 1), y.repeat(samples, 1, 1, 1)
-    models = {"float32": metric}
+    # The float32 reference (and autocast) runs in the default layout, so that channels-last is compared with it
+    # also where channels-last is the metric's own default (the CPU).
+    models = {"float32": layout_copy(metric, channels_last=False)}
     if "channels_last" in modes:
-        models["channels_last"] = channels_last_copy(metric)
+        models["channels_last"] = layout_copy(metric, channels_last=True)
 
     def model_for(mode: str) -> Metric:
-        return models.get(mode, metric)
+        return models.get(mode, models["float32"])
 
     def layout(images: torch.Tensor, mode: str) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if mode == "channels_last" else images

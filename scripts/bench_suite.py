@@ -218,6 +218,10 @@ def definitions(plan: BenchPlan) -> dict[str, str]:
                                   "frozen weights) forward+backward on x plus a no-grad forward on y, same size",
         "elpips_vs_vgg_features_padded": "the same, VGG on images padded by 7 px (the size E-LPIPS's offset step "
                                          "feeds the network): E-LPIPS's overhead beyond its convolutions",
+        "elpips_vs_vgg_features_channels_last": "the same, VGG in channels-last memory format (input and weights): "
+                                                "the like-for-like ratio where E-LPIPS itself runs channels-last "
+                                                "(its default on the CPU); the goal is stated against the plain "
+                                                "torchvision layout above",
         "elpips_vs_lpips": "time of the E-LPIPS side / time of the lpips package's LPIPS-VGG "
                            "peer(x, y, normalize=True).sum().backward() (same backbone weights)",
         "barycenter_speedup": f"time of a naive step ({plan.references} calls metric(x, r_i, n={b}), each "

@@ -124,12 +124,14 @@ def measure_single(metric: Metric, size: int, batch: int, repeats: int, warmup: 
         x = x0.clone().requires_grad_(True)
         metric(x, y).sum().backward()
 
-    def vgg_side(source: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
+    vgg_channels_last = vgg_features_like(metric).to(memory_format=torch.channels_last)
+
+    def vgg_side(source: torch.Tensor, target: torch.Tensor, network: nn.Module = vgg) -> Callable[[], None]:
         def run() -> None:
             x = source.clone().requires_grad_(True)
             with torch.no_grad():
-                vgg(target)
-            vgg(x).sum().backward()
+                network(target)
+            network(x).sum().backward()
         return run
 
     def lpips_side() -> None:
@@ -137,11 +139,16 @@ def measure_single(metric: Metric, size: int, batch: int, repeats: int, warmup: 
         peer(x, y, normalize=True).sum().backward()
 
     sides = {"elpips": elpips_side, "vgg_features": vgg_side(x0, y),
-             "vgg_features_padded": vgg_side(x0_padded, y_padded), "lpips": lpips_side}
+             "vgg_features_padded": vgg_side(x0_padded, y_padded),
+             "vgg_features_channels_last": vgg_side(x0.contiguous(memory_format=torch.channels_last),
+                                                    y.contiguous(memory_format=torch.channels_last),
+                                                    vgg_channels_last),
+             "lpips": lpips_side}
     times = paired_timings(sides, repeats, warmup, device, tick)
     result = _with_ratios(times, {
         "elpips_vs_vgg_features": ("elpips", "vgg_features"),
         "elpips_vs_vgg_features_padded": ("elpips", "vgg_features_padded"),
+        "elpips_vs_vgg_features_channels_last": ("elpips", "vgg_features_channels_last"),
         "elpips_vs_lpips": ("elpips", "lpips"),
     })
     result.update(size=size, batch=batch, repeats=repeats,
