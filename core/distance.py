@@ -33,13 +33,16 @@ class _NormalizeChannels(torch.autograd.Function):
 
     (the chain rule through ``n``; the last term is 0 where ``n = 0``). Autograd's own backward of the
     same expression makes about eight full-size passes over the tap (square, sum, reciprocal and product
-    rules); this one makes four (a product, a channel sum, a product and a fused multiply-add), and keeps
-    the memory layout of ``f`` (channels-last stays channels-last).
+    rules); this one makes four (a product, a channel sum, a product and an in-place fused multiply-add), and
+    keeps the memory layout of ``f`` (channels-last stays channels-last).
     """
 
     @staticmethod
     def forward(ctx, features: torch.Tensor) -> torch.Tensor:
-        norm = features.square().sum(dim=-3, keepdim=True).sqrt_()
+        if features.is_contiguous(memory_format=torch.channels_last):  # channels adjacent: one fused pass
+            norm = torch.linalg.vector_norm(features, dim=-3, keepdim=True)
+        else:  # strided channels: vector_norm is 6x slower here than a square and a sum (CPU, 128 px)
+            norm = features.square().sum(dim=-3, keepdim=True).sqrt_()
         reciprocal = (norm + NORMALIZE_EPS).reciprocal_()
         ctx.save_for_backward(features, norm, reciprocal)
         return features * reciprocal
@@ -50,7 +53,7 @@ class _NormalizeChannels(torch.autograd.Function):
         features, norm, reciprocal = ctx.saved_tensors
         projection = (grad * features).sum(dim=-3, keepdim=True)
         scale = torch.where(norm > 0, projection * reciprocal.square() / norm, 0.0)
-        return torch.addcmul(grad * reciprocal, features, scale, value=-1.0)
+        return (grad * reciprocal).addcmul_(features, scale, value=-1.0)
 
 
 def _safe_sqrt(values: torch.Tensor) -> torch.Tensor:
