@@ -117,6 +117,115 @@ def weighted_distance(
     return total
 
 
+def adjacent_tap_distances(sequence: torch.Tensor, left: torch.Tensor | None, right: torch.Tensor | None,
+                           weight: torch.Tensor) -> torch.Tensor:
+    """:func:`tap_distance` of every adjacent pair in ``left, sequence[0], ..., sequence[G-1], right``.
+
+    Args:
+        sequence: ``[G, N, C, h, w]`` normalised taps of ``G`` consecutive groups (a path's frames).
+        left, right: ``[1, N, C, h, w]`` neighbours before and after the sequence, or ``None``.
+        weight: ``[C]``.
+
+    Returns:
+        ``[P, N]`` with ``P = G - 1 + (left given) + (right given)``, pairs in sequence order. Differentiable once
+        in all three tensors. Equal to slicing the concatenated sequence and calling :func:`tap_distance`, but
+        the gradient of ``sequence`` is assembled in one tensor of its own memory layout: autograd's slicing
+        backward would allocate a zero tensor in the default layout per slice (two per tap here).
+    """
+    with torch.autocast(device_type=sequence.device.type, enabled=False):
+        return _AdjacentTapDistances.apply(sequence, left, right, weight.to(sequence.dtype))
+
+
+def _weighted_square_mean(diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``mean_pixels(sum_c w_c diff_c^2)`` over ``[..., C, h, w]``."""
+    return (diff.square().sum(dim=(-2, -1)) * weight).sum(dim=-1) / (diff.shape[-1] * diff.shape[-2])
+
+
+def _zeros_with_layout(shape: torch.Size, strides: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Zeros of ``shape`` with ``strides`` when those describe a dense tensor (as ``torch.zeros_like`` would
+    keep them), else contiguous; ``like`` gives dtype and device."""
+    order = sorted(range(len(shape)), key=lambda dim: strides[dim])
+    expected, dense = 1, True
+    for dim in order:
+        if shape[dim] != 1 and strides[dim] != expected:
+            dense = False
+            break
+        expected *= shape[dim]
+    if not dense:
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+    return torch.empty_strided(shape, strides, dtype=like.dtype, device=like.device).zero_()
+
+
+class _AdjacentTapDistances(torch.autograd.Function):
+    """Pair differences ``x_{k+1} - x_k`` as three pieces (left pair, interior pairs, right pair); the backward
+    scatters ``2 w_c diff g / (h w)`` onto both members of every pair."""
+
+    @staticmethod
+    def forward(ctx, sequence, left, right, weight):
+        pieces = []
+        if left is not None:
+            pieces.append(sequence[:1] - left)
+        if sequence.shape[0] > 1:
+            pieces.append(sequence[1:] - sequence[:-1])
+        if right is not None:
+            pieces.append(right - sequence[-1:])
+        ctx.save_for_backward(weight, *pieces)
+        ctx.has_ends = (left is not None, right is not None)
+        ctx.sequence_layout = (sequence.shape, sequence.stride())
+        if not pieces:
+            return sequence.new_zeros(0, sequence.shape[1])
+        return torch.cat([_weighted_square_mean(piece, weight) for piece in pieces])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        weight, *pieces = ctx.saved_tensors
+        has_left, has_right = ctx.has_ends
+        groups = ctx.sequence_layout[0][0]
+        offsets, start = [], 0
+        for piece in pieces:
+            offsets.append((start, start + piece.shape[0]))
+            start += piece.shape[0]
+        grads = []
+        for piece, (low, high) in zip(pieces, offsets):
+            coefficient = grad[low:high].unsqueeze(-1) * weight * (2.0 / (piece.shape[-1] * piece.shape[-2]))
+            grads.append(piece * coefficient[..., None, None])
+        grad_sequence = grad_left = grad_right = None
+        if ctx.needs_input_grad[0]:
+            shape, strides = ctx.sequence_layout
+            grad_sequence = _zeros_with_layout(shape, strides, weight)
+        queue = list(grads)
+        if has_left:
+            piece_grad = queue.pop(0)
+            if grad_sequence is not None:
+                grad_sequence[:1] += piece_grad
+            if ctx.needs_input_grad[1]:
+                grad_left = -piece_grad
+        if groups > 1:
+            piece_grad = queue.pop(0)
+            if grad_sequence is not None:
+                grad_sequence[1:] += piece_grad
+                grad_sequence[:-1] -= piece_grad
+        if has_right:
+            piece_grad = queue.pop(0)
+            if grad_sequence is not None:
+                grad_sequence[-1:] -= piece_grad
+            if ctx.needs_input_grad[2]:
+                grad_right = piece_grad
+        return grad_sequence, grad_left, grad_right, None
+
+
+def weighted_adjacent_distances(sequence: list[torch.Tensor], left: list[torch.Tensor] | None,
+                                right: list[torch.Tensor] | None, weights: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over taps of :func:`adjacent_tap_distances`: ``[P, N]``."""
+    total = None
+    for index, (tap, weight) in enumerate(zip(sequence, weights)):
+        distances = adjacent_tap_distances(tap, None if left is None else left[index],
+                                           None if right is None else right[index], weight)
+        total = distances if total is None else total + distances
+    return total
+
+
 def rms_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Root-mean-square difference over ``[..., C, H, W]``; gradient 0 (not NaN) where ``a == b``."""
     return _safe_sqrt((a - b).square().mean(dim=(-3, -2, -1)))

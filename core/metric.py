@@ -25,7 +25,8 @@ from .backbones import SqueezeNetFeatures, VGG16Features
 from .backbones.common import parameters_to_buffers
 from .configs import MetricConfig, get_config
 from .devices import resolve_device
-from .distance import normalize_channels, rms_distance, scale_input, tap_distance, weighted_distance
+from .distance import (normalize_channels, rms_distance, scale_input, tap_distance, weighted_adjacent_distances,
+                       weighted_distance)
 from .dropout import DEFAULT_KEEP_PROBABILITY, DropoutMasks
 from .estimate import Estimate, sequential_estimate
 from .transforms import TransformRecord, apply_transform, default_num_scales, sample_transform, scaled_size
@@ -360,6 +361,25 @@ class Metric(nn.Module):
         if self.backbone is None:
             return rms_distance(features_a[0], features_b[0])
         return weighted_distance(features_a, features_b, self.linear_weights)
+
+    def adjacent_distances(self, sequence: Features, left: Features | None = None,
+                           right: Features | None = None) -> torch.Tensor:
+        """Distances of the adjacent pairs in ``left, sequence[0], ..., sequence[G-1], right`` (a path's frames).
+
+        Args:
+            sequence: features ``[G, N, ...]`` of ``G`` consecutive groups.
+            left, right: features ``[1, N, ...]`` of the neighbours before and after, or ``None``.
+
+        Returns:
+            ``[P, N]``, ``P = G - 1`` plus one per neighbour given, in path order; the same values as
+            :meth:`distance_between` on shifted slices of the concatenated sequence, with a cheaper backward
+            (one gradient tensor per tap, in the taps' own memory layout).
+        """
+        if self.backbone is None:
+            parts = [part for part in (left, sequence, right) if part is not None]
+            frames = torch.cat([part[0] for part in parts])
+            return rms_distance(frames[1:], frames[:-1])
+        return weighted_adjacent_distances(sequence, left, right, self.linear_weights)
 
     # -- everyday calls ----------------------------------------------------------------------------------------
     def _checked(self, images: torch.Tensor, name: str) -> torch.Tensor:

@@ -30,11 +30,6 @@ def _tiled(frames: torch.Tensor, samples: int) -> torch.Tensor:
     return frames.unsqueeze(1).expand(-1, samples, -1, -1, -1)
 
 
-def _stack(parts: list[Features]) -> Features:
-    """Concatenate feature sets ``[G_i, N, ...]`` along the group dimension, tap by tap."""
-    return [torch.cat(taps) for taps in zip(*parts)]
-
-
 def _select(features: Features, index: int) -> Features:
     """One group ``[1, N, ...]`` of a feature set, detached."""
     return [tap[index:index + 1].detach() for tap in features]
@@ -116,11 +111,10 @@ def path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: 
         first = i if left is None else i - 1
         with torch.enable_grad() if grad else torch.no_grad():
             chunk = metric.features(_tiled(frames_of(i, j, grad), samples), sample)
-            sequence = _stack([part for part in (left, chunk, right) if part is not None])
             carried = _select(chunk, chunk[0].shape[0] - 1)
-            if sequence[0].shape[0] < 2:  # a lone free frame with no neighbour: no pair
+            pair = metric.adjacent_distances(chunk, left, right)
+            if pair.shape[0] == 0:  # a lone free frame with no neighbour: no pair
                 continue
-            pair = metric.distance_between([tap[:-1] for tap in sequence], [tap[1:] for tap in sequence])
             if grad:
                 pair.square().mean(dim=1).sum().backward()
         distances[first:first + pair.shape[0]] = pair.detach()

@@ -133,3 +133,47 @@ def test_channels_last_equals_default_layout(images, name):
     # distances are compared.
     if name.startswith("elpips"):
         assert ((g_cl - g_plain).norm() / g_plain.norm()).item() < 1e-3
+
+
+@pytest.mark.parametrize("groups,with_left,with_right", [(4, True, True), (3, False, True), (3, True, False),
+                                                        (2, False, False), (1, True, True), (1, True, False)])
+@pytest.mark.parametrize("layout", ["default", "channels_last"])
+def test_adjacent_tap_distances_match_slices_of_the_sequence(groups, with_left, with_right, layout):
+    generator = torch.Generator().manual_seed(4)
+
+    def tap(count: int) -> torch.Tensor:
+        values = torch.randn(count * 2, 5, 4, 3, generator=generator, dtype=torch.float64)
+        if layout == "channels_last":
+            values = values.contiguous(memory_format=CHANNELS_LAST)
+        return values.reshape(count, 2, 5, 4, 3).requires_grad_(True)  # [G, N, C, h, w]
+
+    sequence = tap(groups)
+    left = tap(1) if with_left else None
+    right = tap(1) if with_right else None
+    weight = torch.rand(5, generator=generator, dtype=torch.float64)
+    ours = elpips.distance.adjacent_tap_distances(sequence, left, right, weight)
+    frames = torch.cat([part for part in (left, sequence, right) if part is not None])
+    expected = tap_distance(frames[:-1], frames[1:], weight)
+    assert ours.shape == expected.shape == (groups - 1 + with_left + with_right, 2)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=0)
+    inputs = [t for t in (sequence, left, right) if t is not None]
+    upstream = torch.randn(ours.shape, generator=generator, dtype=torch.float64)
+    ours_grads = torch.autograd.grad((ours * upstream).sum(), inputs)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), inputs)
+    for got, want in zip(ours_grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)
+    assert ours_grads[0].stride() == sequence.stride()  # the gradient keeps the taps' layout
+
+
+@pytest.mark.parametrize("name", ["elpips-vgg", "l2"])
+def test_metric_adjacent_distances_equal_distance_between(random_metric, images, name):
+    metric = random_metric(name)
+    frames = images(5, 32, 32, seed=8)
+    sample = metric.sample(1, 32, 32)
+    features = metric.features(frames.unsqueeze(1), sample)  # [5, 1, ...] per tap
+    sequence = [tap[1:4] for tap in features]
+    left, right = [tap[:1] for tap in features], [tap[4:] for tap in features]
+    ours = metric.adjacent_distances(sequence, left, right)
+    expected = metric.distance_between([tap[:-1] for tap in features], [tap[1:] for tap in features])
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=0)
+    assert metric.adjacent_distances([tap[:1] for tap in features]).shape == (0, 1)
