@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "geodesic",
     "export",
     "bench",
+    "device_check",
     "train_example",
     "batch",
 ]
