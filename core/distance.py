@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 INPUT_SHIFT = (-0.030, -0.088, -0.188)
 INPUT_SCALE = (0.458, 0.448, 0.450)
 NORMALIZE_EPS = 1e-10
+
+FIRST_ORDER_MESSAGE = (
+    "E-LPIPS's fast backward passes are first order: to differentiate a gradient again (create_graph=True), "
+    "create the metric with Metric(..., higher_order_gradients=True)"
+)
+
+
+def _first_order_only() -> None:
+    """Raise in a hand-written backward that is asked to build a graph (``create_graph=True``): its result
+    would be a constant, and second derivatives through it silently zero."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(FIRST_ORDER_MESSAGE)
 
 
 def scale_input(images: torch.Tensor) -> torch.Tensor:
@@ -17,13 +28,18 @@ def scale_input(images: torch.Tensor) -> torch.Tensor:
     return (images * 2 - 1 - shift) / scale
 
 
-def normalize_channels(features: torch.Tensor) -> torch.Tensor:
+def normalize_channels(features: torch.Tensor, fused: bool = True) -> torch.Tensor:
     """Unit-normalise every pixel's feature vector: ``f / (||f||_2 + 1e-10)`` over dim -3 (channels).
 
-    ``features``: ``[..., C, h, w]``, any memory layout (the result keeps it). Differentiable once (a custom
-    backward: see :class:`_NormalizeChannels`); finite (not NaN) at a pixel whose features are all 0.
+    ``features``: ``[..., C, h, w]``, any memory layout (the result keeps it); the gradient is finite (not NaN)
+    at a pixel whose features are all 0. ``fused=True``: a hand-written first-order backward
+    (:class:`_NormalizeChannels`); ``False``: plain autograd operations (slower; differentiable any number of
+    times, and usable under ``torch.func`` transforms).
     """
-    return _NormalizeChannels.apply(features)
+    if fused:
+        return _NormalizeChannels.apply(features)
+    norm = _safe_sqrt(features.square().sum(dim=-3, keepdim=True))
+    return features * (1.0 / (norm + NORMALIZE_EPS))
 
 
 class _NormalizeChannels(torch.autograd.Function):
@@ -48,8 +64,8 @@ class _NormalizeChannels(torch.autograd.Function):
         return features * reciprocal
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        _first_order_only()
         features, norm, reciprocal = ctx.saved_tensors
         projection = (grad * features).sum(dim=-3, keepdim=True)
         scale = torch.where(norm > 0, projection * reciprocal.square() / norm, 0.0)
@@ -66,14 +82,18 @@ def _safe_sqrt(values: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.sqrt(safe), torch.zeros_like(values))
 
 
-def tap_distance(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def tap_distance(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, fused: bool = True) -> torch.Tensor:
     """``mean_pixels( sum_c w_c (a - b)^2 )`` for normalised taps ``[..., C, h, w]``; returns ``[...]``.
 
-    Leading dims broadcast (``[G, N, C, h, w]`` against ``[N, C, h, w]``); ``weight``: ``[C]``. Differentiable
-    once in ``a`` and ``b`` (:class:`_TapDistance`). Always computed in float32 or float64 (also under autocast).
+    Leading dims broadcast (``[G, N, C, h, w]`` against ``[N, C, h, w]``); ``weight``: ``[C]``. Computed with
+    autocast off (the taps are float32 or float64). ``fused=True``: a hand-written first-order backward
+    (:class:`_TapDistance`); ``False``: plain autograd operations (see :func:`normalize_channels`).
     """
     with torch.autocast(device_type=a.device.type, enabled=False):
-        return _TapDistance.apply(a, b, weight.to(a.dtype))
+        if fused:
+            return _TapDistance.apply(a, b, weight.to(a.dtype))
+        # mean_pixels(sum_c w_c s_c) == sum_c w_c mean_pixels(s_c): one reduction pass, then a tiny dot product.
+        return (a - b).square().mean(dim=(-2, -1)) @ weight.to(a.dtype)
 
 
 class _TapDistance(torch.autograd.Function):
@@ -93,8 +113,8 @@ class _TapDistance(torch.autograd.Function):
         return (per_channel * weight).sum(dim=-1) / pixels
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
+        _first_order_only()
         diff, weight = ctx.saved_tensors
         a_shape, b_shape = ctx.input_shapes
         coefficient = grad.unsqueeze(-1) * weight * (2.0 / (diff.shape[-1] * diff.shape[-2]))
@@ -107,18 +127,17 @@ class _TapDistance(torch.autograd.Function):
         return grad_a, grad_b, None
 
 
-def weighted_distance(
-    features_a: list[torch.Tensor], features_b: list[torch.Tensor], weights: list[torch.Tensor]
-) -> torch.Tensor:
+def weighted_distance(features_a: list[torch.Tensor], features_b: list[torch.Tensor], weights: list[torch.Tensor],
+                      fused: bool = True) -> torch.Tensor:
     """Sum over taps of :func:`tap_distance`; leading dims broadcast (``[G, N]`` vs ``[N]`` etc.)."""
-    total = tap_distance(features_a[0], features_b[0], weights[0])
+    total = tap_distance(features_a[0], features_b[0], weights[0], fused)
     for a, b, w in zip(features_a[1:], features_b[1:], weights[1:]):
-        total = total + tap_distance(a, b, w)
+        total = total + tap_distance(a, b, w, fused)
     return total
 
 
 def adjacent_tap_distances(sequence: torch.Tensor, left: torch.Tensor | None, right: torch.Tensor | None,
-                           weight: torch.Tensor) -> torch.Tensor:
+                           weight: torch.Tensor, fused: bool = True) -> torch.Tensor:
     """:func:`tap_distance` of every adjacent pair in ``left, sequence[0], ..., sequence[G-1], right``.
 
     Args:
@@ -127,11 +146,18 @@ def adjacent_tap_distances(sequence: torch.Tensor, left: torch.Tensor | None, ri
         weight: ``[C]``.
 
     Returns:
-        ``[P, N]`` with ``P = G - 1 + (left given) + (right given)``, pairs in sequence order. Differentiable once
-        in all three tensors. Equal to slicing the concatenated sequence and calling :func:`tap_distance`, but
-        the gradient of ``sequence`` is assembled in one tensor of its own memory layout: autograd's slicing
-        backward would allocate a zero tensor in the default layout per slice (two per tap here).
+        ``[P, N]`` with ``P = G - 1 + (left given) + (right given)`` (``G >= 1``), pairs in sequence order.
+        Differentiable in all three tensors (first order only with ``fused=True``); ``left`` and ``right`` must
+        have the sequence's ``N`` (no broadcasting). Equal to slicing the concatenated sequence and calling
+        :func:`tap_distance`, but the gradient of ``sequence`` is assembled in one tensor of its own memory
+        layout: autograd's slicing backward would allocate a zero tensor in the default layout per slice (two
+        per tap here).
+        ``fused=False`` computes exactly that slicing with plain autograd operations (see
+        :func:`normalize_channels`).
     """
+    if not fused:
+        frames = torch.cat([part for part in (left, sequence, right) if part is not None])
+        return tap_distance(frames[1:], frames[:-1], weight, fused=False)
     with torch.autocast(device_type=sequence.device.type, enabled=False):
         return _AdjacentTapDistances.apply(sequence, left, right, weight.to(sequence.dtype))
 
@@ -177,8 +203,8 @@ class _AdjacentTapDistances(torch.autograd.Function):
         return torch.cat([_weighted_square_mean(piece, weight) for piece in pieces])
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
+        _first_order_only()
         weight, *pieces = ctx.saved_tensors
         has_left, has_right = ctx.has_ends
         groups = ctx.sequence_layout[0][0]
@@ -216,12 +242,13 @@ class _AdjacentTapDistances(torch.autograd.Function):
 
 
 def weighted_adjacent_distances(sequence: list[torch.Tensor], left: list[torch.Tensor] | None,
-                                right: list[torch.Tensor] | None, weights: list[torch.Tensor]) -> torch.Tensor:
+                                right: list[torch.Tensor] | None, weights: list[torch.Tensor],
+                                fused: bool = True) -> torch.Tensor:
     """Sum over taps of :func:`adjacent_tap_distances`: ``[P, N]``."""
     total = None
     for index, (tap, weight) in enumerate(zip(sequence, weights)):
         distances = adjacent_tap_distances(tap, None if left is None else left[index],
-                                           None if right is None else right[index], weight)
+                                           None if right is None else right[index], weight, fused)
         total = distances if total is None else total + distances
     return total
 

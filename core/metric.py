@@ -76,9 +76,34 @@ def _new_backbone(config: MetricConfig) -> nn.Module | None:
     return None
 
 
-def _normalized(tap: torch.Tensor) -> torch.Tensor:
+def _normalized(tap: torch.Tensor, fused: bool = True) -> torch.Tensor:
     """Unit-normalised channels in float32 (float64 stays float64; autocast's bf16/fp16 taps are upcast)."""
-    return normalize_channels(tap if tap.dtype in (torch.float32, torch.float64) else tap.float())
+    return normalize_channels(tap if tap.dtype in (torch.float32, torch.float64) else tap.float(), fused)
+
+
+class _ToLayout(torch.autograd.Function):
+    """``images`` in memory format ``layout``; the gradient goes back in the layout ``images`` had, so that a
+    caller's default-layout model receives default-layout gradients from a channels-last network (a 3-channel
+    copy either way)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(images: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+        return images.contiguous(memory_format=layout)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        images, _ = inputs
+        ctx.source_layout = (torch.contiguous_format if images.is_contiguous()
+                             else torch.channels_last if images.is_contiguous(memory_format=torch.channels_last)
+                             else torch.preserve_format)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if ctx.source_layout is torch.preserve_format:
+            return grad, None
+        return grad.contiguous(memory_format=ctx.source_layout), None
 
 
 class Metric(nn.Module):
@@ -101,6 +126,8 @@ class Metric(nn.Module):
             (default) picks it on the CPU, where it was measured faster (the convolutions, and the
             normalisation's per-pixel channel sums, read contiguous memory), and the default layout elsewhere.
             Distances do not depend on it beyond float rounding (the dropout masks are the same).
+        higher_order_gradients: use plain autograd operations for the normalisation and distances instead of
+            the default hand-written first-order backward passes (see below).
         checkpoint_activations: recompute the network's activations in the backward pass instead of keeping
             them (``torch.utils.checkpoint``, one segment per tap, normalisation and tap distance included).
             Used only when autograd needs it (grad enabled and an input requires grad); trades about one extra
@@ -118,9 +145,10 @@ class Metric(nn.Module):
     metric as a submodule never contains them, and no gradient is ever computed for them. Inputs must be in
     ``[0, 1]`` (checked: clamp the model's output, e.g. ``output.clamp(0, 1)``, or use a sigmoid).
 
-    Gradients are first order: the normalisation and tap distance have hand-written backward passes (fewer
-    passes over memory), so differentiating a gradient again (``create_graph=True``, a gradient penalty through
-    the metric) raises an error instead of giving a wrong answer.
+    Gradients are first order by default: the normalisation and tap distance have hand-written backward passes
+    (fewer passes over memory), so differentiating a gradient again (``create_graph=True``, a gradient penalty
+    through the metric) raises an error naming ``higher_order_gradients=True``, which switches them to plain
+    autograd operations (slower; any order, ``torch.func`` transforms and forward-mode AD work).
 
     Autocast (``torch.autocast``; tested with bf16 on the CPU) runs the network in low precision and
     the normalisation and distances in float32; the result is float32. Under ``DistributedDataParallel`` wrap
@@ -143,6 +171,7 @@ class Metric(nn.Module):
         reduction: Reduction = "none",
         checkpoint_activations: bool = False,
         channels_last: bool | None = None,
+        higher_order_gradients: bool = False,
     ) -> None:
         super().__init__()
         self.config = get_config(name)
@@ -151,6 +180,7 @@ class Metric(nn.Module):
         self.reduction = _check_reduction(reduction)
         self.checkpoint_activations = bool(checkpoint_activations)
         self.channels_last = None if channels_last is None else bool(channels_last)
+        self.higher_order_gradients = bool(higher_order_gradients)
         self.backbone = _new_backbone(self.config)
         self.weights_info = WeightsInfo("none", "no network weights (pixel distance)", True)
         self.linear_weights_source = "none"
@@ -166,6 +196,8 @@ class Metric(nn.Module):
         self.requires_grad_(False)
         self.eval()
         self.to(resolve_device(device))
+        if self.backbone is not None:
+            self._lay_out_backbone(self.memory_format(self.device))
 
     def _load_linear(self, linear_weights: str | os.PathLike | None) -> None:
         spec = self.config.linear_weights if linear_weights is None else linear_weights
@@ -198,6 +230,11 @@ class Metric(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     @property
+    def _fused(self) -> bool:
+        """Whether the normalisation and distances use the fast first-order backward passes."""
+        return not self.higher_order_gradients
+
+    @property
     def calibrated(self) -> bool:
         """``False`` when the backbone is random: distances are then not perceptual."""
         return self.weights_info.calibrated
@@ -219,6 +256,7 @@ class Metric(nn.Module):
         extra = f", reduction={self.reduction!r}" if self.reduction != "none" else ""
         extra += ", checkpoint_activations=True" if self.checkpoint_activations else ""
         extra += f", channels_last={self.channels_last}" if self.channels_last is not None else ""
+        extra += ", higher_order_gradients=True" if self.higher_order_gradients else ""
         return f"name={self.name!r}, weights={self.weights_info.description!r}{extra}"
 
     # -- solver layer ---------------------------------------------------------------------------------------------
@@ -272,7 +310,7 @@ class Metric(nn.Module):
         taps = self.backbone(flat, dropout)
         result = []
         for tap in taps:
-            normalized = _normalized(tap)
+            normalized = _normalized(tap, self._fused)
             shape = (groups, batch, *normalized.shape[1:]) if grouped else (batch, *normalized.shape[1:])
             result.append(normalized.reshape(shape))
         return result
@@ -294,7 +332,7 @@ class Metric(nn.Module):
         flat = scale_input(x.reshape(groups * batch, *x.shape[2:]))
         layout = self.memory_format(flat.device)
         self._lay_out_backbone(layout)
-        return flat.contiguous(memory_format=layout), dropout, groups, batch
+        return _ToLayout.apply(flat, layout), dropout, groups, batch
 
     def memory_format(self, device: torch.device) -> torch.memory_format:
         """The layout the network runs in on ``device`` (see the ``channels_last`` argument)."""
@@ -305,7 +343,10 @@ class Metric(nn.Module):
         """Store the convolution weights in ``layout`` (once: a no-op while they already are)."""
         first = next(buffer for buffer in self.backbone.buffers() if buffer.dim() == 4)
         if not first.is_contiguous(memory_format=layout):
-            self.backbone.to(memory_format=layout)
+            # Ordinary tensors even when the first call runs under torch.inference_mode(): inference tensors
+            # as weights could never be used in a differentiable call again.
+            with torch.inference_mode(False), torch.no_grad():
+                self.backbone.to(memory_format=layout)
 
     def _checkpointing(self, *inputs: torch.Tensor) -> bool:
         """Whether this evaluation recomputes activations in the backward pass (see ``checkpoint_activations``)."""
@@ -334,11 +375,11 @@ class Metric(nn.Module):
 
         def segment(h: torch.Tensor, stage: int, reference_tap: torch.Tensor | None):
             tap = self.backbone.run_stage(stage, h, dropout)
-            normalized = _normalized(tap)
+            normalized = _normalized(tap, self._fused)
             normalized = normalized.reshape(groups, batch, *normalized.shape[1:])
             if reference_tap is None:
-                return tap, tap_distance(normalized[:-1], normalized[-1], weights[stage])
-            return tap, tap_distance(normalized, reference_tap, weights[stage])
+                return tap, tap_distance(normalized[:-1], normalized[-1], weights[stage], self._fused)
+            return tap, tap_distance(normalized, reference_tap, weights[stage], self._fused)
 
         total = None
         h = flat
@@ -360,7 +401,7 @@ class Metric(nn.Module):
         """Distances from two feature sets (leading dims broadcast), e.g. ``[G, N]`` vs ``[N]`` -> ``[G, N]``."""
         if self.backbone is None:
             return rms_distance(features_a[0], features_b[0])
-        return weighted_distance(features_a, features_b, self.linear_weights)
+        return weighted_distance(features_a, features_b, self.linear_weights, self._fused)
 
     def adjacent_distances(self, sequence: Features, left: Features | None = None,
                            right: Features | None = None) -> torch.Tensor:
@@ -379,7 +420,7 @@ class Metric(nn.Module):
             parts = [part for part in (left, sequence, right) if part is not None]
             frames = torch.cat([part[0] for part in parts])
             return rms_distance(frames[1:], frames[:-1])
-        return weighted_adjacent_distances(sequence, left, right, self.linear_weights)
+        return weighted_adjacent_distances(sequence, left, right, self.linear_weights, self._fused)
 
     # -- everyday calls ----------------------------------------------------------------------------------------
     def _checked(self, images: torch.Tensor, name: str) -> torch.Tensor:

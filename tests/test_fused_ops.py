@@ -81,9 +81,41 @@ def test_double_backward_is_a_clear_error():
     features = torch.rand(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     value = tap_distance(normalize_channels(features), torch.zeros(1, 3, 4, 4, dtype=torch.float64),
                          torch.ones(3, dtype=torch.float64)).sum()
-    (grad,) = torch.autograd.grad(value, features, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
-        grad.sum().backward()
+    with pytest.raises(RuntimeError, match="higher_order_gradients=True"):
+        torch.autograd.grad(value, features, create_graph=True)
+
+
+def test_higher_order_gradients_option(images):
+    """``higher_order_gradients=True``: second derivatives (checked against finite differences of the
+    gradient), ``torch.func.grad``, and the same first-order gradient as the fast path."""
+    metric = elpips.Metric("lpips-squeeze", backbone_weights="random", device="cpu",
+                           higher_order_gradients=True).double()
+    fast = elpips.Metric("lpips-squeeze", backbone_weights="random", device="cpu").double()
+    assert "higher_order_gradients=True" in repr(metric)
+    x = (0.1 + 0.8 * images(1, 18, 17, seed=10)).double().requires_grad_()
+    y = (0.1 + 0.8 * images(1, 18, 17, seed=11)).double()
+    assert torch.autograd.gradgradcheck(lambda a: metric(a, y), (x,), eps=1e-6, atol=1e-4, rtol=1e-3,
+                                        fast_mode=True)
+    (slow_grad,) = torch.autograd.grad(metric(x, y).sum(), x)
+    (fast_grad,) = torch.autograd.grad(fast(x, y).sum(), x)
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-9, atol=1e-14)
+    functional = torch.func.grad(lambda a: metric(a, y).sum())(x.detach())
+    torch.testing.assert_close(functional, slow_grad, rtol=1e-9, atol=1e-14)
+
+
+def test_input_gradient_keeps_the_callers_layout_and_inference_mode_first_call(images):
+    """A channels-last network hands a default-layout caller default-layout gradients, and a first call under
+    ``torch.inference_mode()`` (which lays out the weights) does not spoil later differentiable calls."""
+    metric = elpips.Metric("lpips-vgg", backbone_weights="random", device="cpu", channels_last=False)
+    x, y = images(1, 32, 32, seed=1), images(1, 32, 32, seed=2)
+    metric.channels_last = True
+    with torch.inference_mode():
+        metric(x, y)
+    assert metric.backbone.features[0].weight.is_contiguous(memory_format=CHANNELS_LAST)
+    for name_metric in (metric, elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu")):
+        variable = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(name_metric(variable * 1.0, y).sum(), variable)
+        assert grad.is_contiguous() and grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("gap_devices", [("cpu",), ()])  # (): the bernoulli_ path GPUs take
