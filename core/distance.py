@@ -96,6 +96,19 @@ def tap_distance(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, fused: 
         return (a - b).square().mean(dim=(-2, -1)) @ weight.to(a.dtype)
 
 
+def _weighted_square_mean(diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``mean_pixels(sum_c w_c diff_c^2)`` over ``[..., C, h, w]``: ``[...]``."""
+    # mean_pixels(sum_c w_c s_c) == sum_c w_c mean_pixels(s_c): one reduction pass, then a tiny dot product.
+    return (diff.square().sum(dim=(-2, -1)) * weight).sum(dim=-1) / (diff.shape[-1] * diff.shape[-2])
+
+
+def _weighted_square_mean_backward(diff: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The gradient of :func:`_weighted_square_mean` with respect to ``diff``: ``2 w_c diff grad / (h w)``, one
+    pass, in ``diff``'s memory layout."""
+    coefficient = grad.unsqueeze(-1) * weight * (2.0 / (diff.shape[-1] * diff.shape[-2]))
+    return diff * coefficient[..., None, None]
+
+
 class _TapDistance(torch.autograd.Function):
     """The tap distance with a one-pass backward ``d/da = 2 w_c (a - b) g / (h w)`` (``d/db`` its negative,
     summed over broadcast dims). Autograd's backward of ``((a - b)^2).mean(...) @ w`` makes three full-size
@@ -105,20 +118,16 @@ class _TapDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         diff = a - b
-        pixels = diff.shape[-1] * diff.shape[-2]
-        # mean_pixels(sum_c w_c s_c) == sum_c w_c mean_pixels(s_c): one reduction pass, then a tiny dot product.
-        per_channel = diff.square().sum(dim=(-2, -1))
         ctx.save_for_backward(diff, weight)
         ctx.input_shapes = (a.shape, b.shape)
-        return (per_channel * weight).sum(dim=-1) / pixels
+        return _weighted_square_mean(diff, weight)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         _first_order_only()
         diff, weight = ctx.saved_tensors
         a_shape, b_shape = ctx.input_shapes
-        coefficient = grad.unsqueeze(-1) * weight * (2.0 / (diff.shape[-1] * diff.shape[-2]))
-        grad_diff = diff * coefficient[..., None, None]
+        grad_diff = _weighted_square_mean_backward(diff, weight, grad)
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_a = grad_diff if grad_diff.shape == a_shape else grad_diff.sum_to_size(a_shape)
@@ -162,82 +171,48 @@ def adjacent_tap_distances(sequence: torch.Tensor, left: torch.Tensor | None, ri
         return _AdjacentTapDistances.apply(sequence, left, right, weight.to(sequence.dtype))
 
 
-def _weighted_square_mean(diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``mean_pixels(sum_c w_c diff_c^2)`` over ``[..., C, h, w]``."""
-    return (diff.square().sum(dim=(-2, -1)) * weight).sum(dim=-1) / (diff.shape[-1] * diff.shape[-2])
-
-
-def _zeros_with_layout(shape: torch.Size, strides: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """Zeros of ``shape`` with ``strides`` when those describe a dense tensor (as ``torch.zeros_like`` would
-    keep them), else contiguous; ``like`` gives dtype and device."""
-    order = sorted(range(len(shape)), key=lambda dim: strides[dim])
-    expected, dense = 1, True
-    for dim in order:
-        if shape[dim] != 1 and strides[dim] != expected:
-            dense = False
-            break
-        expected *= shape[dim]
-    if not dense:
-        return torch.zeros(shape, dtype=like.dtype, device=like.device)
-    return torch.empty_strided(shape, strides, dtype=like.dtype, device=like.device).zero_()
-
-
 class _AdjacentTapDistances(torch.autograd.Function):
-    """Pair differences ``x_{k+1} - x_k`` as three pieces (left pair, interior pairs, right pair); the backward
-    scatters ``2 w_c diff g / (h w)`` onto both members of every pair."""
+    """Pair differences ``x_{k+1} - x_k`` as up to three pieces (left pair, interior pairs, right pair); the
+    backward adds ``2 w_c diff g / (h w)`` to the later member of every pair and subtracts it from the earlier."""
 
     @staticmethod
     def forward(ctx, sequence, left, right, weight):
-        pieces = []
+        pieces = {}
         if left is not None:
-            pieces.append(sequence[:1] - left)
+            pieces["left"] = sequence[:1] - left
         if sequence.shape[0] > 1:
-            pieces.append(sequence[1:] - sequence[:-1])
+            pieces["inner"] = sequence[1:] - sequence[:-1]
         if right is not None:
-            pieces.append(right - sequence[-1:])
-        ctx.save_for_backward(weight, *pieces)
-        ctx.has_ends = (left is not None, right is not None)
-        ctx.sequence_layout = (sequence.shape, sequence.stride())
+            pieces["right"] = right - sequence[-1:]
+        ctx.save_for_backward(weight, *pieces.values())
+        ctx.kinds = list(pieces)
+        ctx.sequence_template = torch.empty_like(sequence, device="meta")  # shape and layout, no memory
         if not pieces:
             return sequence.new_zeros(0, sequence.shape[1])
-        return torch.cat([_weighted_square_mean(piece, weight) for piece in pieces])
+        return torch.cat([_weighted_square_mean(piece, weight) for piece in pieces.values()])
 
     @staticmethod
     def backward(ctx, grad):
         _first_order_only()
         weight, *pieces = ctx.saved_tensors
-        has_left, has_right = ctx.has_ends
-        groups = ctx.sequence_layout[0][0]
-        offsets, start = [], 0
-        for piece in pieces:
-            offsets.append((start, start + piece.shape[0]))
-            start += piece.shape[0]
-        grads = []
-        for piece, (low, high) in zip(pieces, offsets):
-            coefficient = grad[low:high].unsqueeze(-1) * weight * (2.0 / (piece.shape[-1] * piece.shape[-2]))
-            grads.append(piece * coefficient[..., None, None])
         grad_sequence = grad_left = grad_right = None
         if ctx.needs_input_grad[0]:
-            shape, strides = ctx.sequence_layout
-            grad_sequence = _zeros_with_layout(shape, strides, weight)
-        queue = list(grads)
-        if has_left:
-            piece_grad = queue.pop(0)
-            if grad_sequence is not None:
-                grad_sequence[:1] += piece_grad
-            if ctx.needs_input_grad[1]:
-                grad_left = -piece_grad
-        if groups > 1:
-            piece_grad = queue.pop(0)
-            if grad_sequence is not None:
-                grad_sequence[1:] += piece_grad
-                grad_sequence[:-1] -= piece_grad
-        if has_right:
-            piece_grad = queue.pop(0)
-            if grad_sequence is not None:
-                grad_sequence[-1:] -= piece_grad
-            if ctx.needs_input_grad[2]:
-                grad_right = piece_grad
+            grad_sequence = torch.zeros_like(ctx.sequence_template, device=grad.device)
+        sizes = [piece.shape[0] for piece in pieces]
+        for kind, piece, piece_grad in zip(ctx.kinds, pieces, grad.split(sizes)):
+            grad_diff = _weighted_square_mean_backward(piece, weight, piece_grad)
+            if kind == "left":
+                grad_left = -grad_diff if ctx.needs_input_grad[1] else None
+                if grad_sequence is not None:
+                    grad_sequence[:1] += grad_diff
+            elif kind == "inner":
+                if grad_sequence is not None:
+                    grad_sequence[1:] += grad_diff
+                    grad_sequence[:-1] -= grad_diff
+            else:
+                grad_right = grad_diff if ctx.needs_input_grad[2] else None
+                if grad_sequence is not None:
+                    grad_sequence[-1:] -= grad_diff
         return grad_sequence, grad_left, grad_right, None
 
 
