@@ -18,6 +18,7 @@ from elpips.io import write_json, write_text
 
 from . import benchmarks
 from .bench_env import environment, load_average
+from .bench_crop import measure_crop_mode
 from .bench_memory import measure_memory
 from .bench_precision import measure_precision
 from .bench_profile import profile_single
@@ -71,6 +72,9 @@ class BenchPlan:
     variance_trials: int = 24
     precision_samples: int = 4
     profile_steps: int = 2
+    crop_size: int = 64
+    crop_pairs: int = 3
+    crop_samples: int = 128
 
 
 def make_plan(quick: bool = False, device: str | None = None, size: int | None = None, batch: int | None = None,
@@ -94,7 +98,8 @@ def make_plan(quick: bool = False, device: str | None = None, size: int | None =
     if quick:
         plan = BenchPlan(quick=True, size=64, solver_size=32, repeats=3, single_repeats=9, geodesic_frames=(8,),
                          scaling_frames=(4, 8), scaling_sizes=(32, 64), scaling_repeats=2, memory_frames=(4, 8),
-                         variance_size=32, variance_samples=4, variance_trials=8, profile_steps=1)
+                         variance_size=32, variance_samples=4, variance_trials=8, profile_steps=1,
+                         crop_size=32, crop_samples=16)
     else:
         plan = BenchPlan()
     plan.device = str(resolved)
@@ -103,7 +108,7 @@ def make_plan(quick: bool = False, device: str | None = None, size: int | None =
     else:
         plan.threads = threads or None
     if size is not None:
-        plan.size = plan.solver_size = plan.variance_size = size
+        plan.size = plan.solver_size = plan.variance_size = plan.crop_size = size
     if batch is not None:
         plan.batch = batch
     if repeats is not None:
@@ -124,7 +129,7 @@ def _goal_report(ratios: dict[str, float]) -> dict[str, dict]:
 
 def section_count(plan: BenchPlan) -> int:
     """Number of progress steps :func:`run_suite` reports (sections)."""
-    return 7 + len(plan.geodesic_frames)
+    return 8 + len(plan.geodesic_frames)
 
 
 def run_suite(plan: BenchPlan, progress: Callable[[str], None] | None = None,
@@ -185,6 +190,9 @@ def _run_sections(plan: BenchPlan, progress: Callable[[str], None] | None,
     variance = benchmarks.measure_variance(variance_metric, plan.variance_size, plan.variance_samples,
                                            plan.variance_trials, plan.warmup, tick)
     announce("variance")
+    crop = measure_crop_mode(device, plan.crop_size, plan.single_repeats, plan.warmup, plan.crop_pairs,
+                             plan.crop_samples, tick)
+    announce("crop")
     if device.type == "cuda":
         cuda = measure_precision(metric, plan.size, plan.batch, plan.precision_samples, plan.repeats, plan.warmup,
                                  tick=tick)
@@ -201,8 +209,10 @@ def _run_sections(plan: BenchPlan, progress: Callable[[str], None] | None,
         ratios["geodesic_speedup"] = min(per_k.values())
     ratios.update(per_k)
     ratios["variance_efficiency_gain"] = variance["efficiency_gain"]
+    ratios["crop_speedup"] = crop["speed"]["crop_speedup"]
     record.update(ratios=ratios, goals=_goal_report(ratios), single=single, barycenter=barycenter,
-                  geodesic=geodesic, scaling=scaling, memory=memory, variance=variance, cuda=cuda, profile=profile)
+                  geodesic=geodesic, scaling=scaling, memory=memory, variance=variance, crop=crop, cuda=cuda,
+                  profile=profile)
     record["environment"]["load_average_end"] = load_average()
     record["duration_s"] = time.perf_counter() - started
     record["section_seconds"] = section_seconds
@@ -233,6 +243,10 @@ def definitions(plan: BenchPlan) -> dict[str, str]:
         "variance_efficiency_gain": f"(var x time) of the mean of {plan.variance_samples} independent single "
                                     f"samples / (var x time) of one stratified batch of {plan.variance_samples} "
                                     "(metric.sample_distances(x, y, n)), d(cat, dog), default scales",
+        "crop_speedup": f"time of E-LPIPS-VGG metric(x, y).sum().backward() in pad mode / the same in crop mode "
+                        f"(--crop-instead-of-pad), {plan.crop_size} px, one scale level, alternated rounds; "
+                        f"the crop section also gives the mean relative distance difference over "
+                        f"{plan.crop_pairs} example pairs ({plan.crop_samples} samples each)",
     }
 
 

@@ -21,7 +21,8 @@ from elpips.geodesics.solver import DEFAULT_BASE_RATE
 from elpips.io import OutputWriteError, ensure_output_dir, load_images, write_json
 from elpips.schedules import reference_learning_rate
 
-from .common import default_run_dir, positive_int, progress_bar, weights_report
+from .common import (add_ensemble_options, check_ensemble_options, default_run_dir, ensemble_for,
+                     metric_choices_help, positive_int, progress_bar, weights_report)
 from .export import LOG, add_export_options, render_run, settings_from
 from .exports import frames_to_uint8
 
@@ -39,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="keyframes A B [C ...] (or example:NAME)")
     parser.add_argument("--frames", type=int, default=10, help="frames on the path, keyframes included (10)")
     parser.add_argument("--steps", type=int, default=500, help="optimisation steps, all stages together (500)")
-    parser.add_argument("--metric", default="elpips-vgg", choices=METRIC_NAMES, help="distance (elpips-vgg)")
+    parser.add_argument("--metric", default="elpips-vgg", choices=METRIC_NAMES, metavar="NAME",
+                        help=f"distance (elpips-vgg). {metric_choices_help(METRIC_NAMES)}")
+    add_ensemble_options(parser)
     parser.add_argument("--backbone-weights", default="imagenet", metavar="imagenet|PATH|random",
                         help="'imagenet' (torchvision cache / download), a state-dict file, or 'random[:SEED]' "
                              "(uncalibrated, for smoke tests)")
@@ -77,6 +80,7 @@ def compare_names(text: str, main: str) -> list[str]:
 def check_arguments(args: argparse.Namespace) -> list[str]:
     """Cheap checks before any weights are loaded; returns the compared metrics."""
     compared = compare_names(args.compare, args.metric)
+    check_ensemble_options(args, [args.metric, *compared])
     segment_intervals(args.frames, len(args.images))
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
@@ -128,7 +132,8 @@ def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: 
     resume = broadcast_object(args.resume and checkpoint.is_file())  # rank 0's view of the run folder
     if args.resume and must_resume and not resume:
         raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
-    metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device, seed=seed)
+    metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device, seed=seed,
+                    ensemble=ensemble_for(args, name))
     if not metric.calibrated and is_main_process():
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     keys = keys.to(metric.device)
