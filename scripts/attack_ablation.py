@@ -129,10 +129,11 @@ def markdown_table(results: dict) -> str:
         full, own = entry["full"], entry["own"]
         cells = [entry["rung"], f"`{entry['metric']}`", f"{entry['relative_pull']:.3f}"]
         for report in (full, own):
-            cells += [f"{report['distance']:.4f} ± {report['half_width']:.4f}",
-                      f"{report['anchor_distance']:.4f} ± {report['anchor_half_width']:.4f}",
-                      f"{report['margin']:+.4f} ± {report['margin_half_width']:.4f}"]
+            cells += [f"{report['distance']:.3g} ± {report['half_width']:.2g}",
+                      f"{report['anchor_distance']:.3g} ± {report['anchor_half_width']:.2g}",
+                      f"{report['margin']:+.3g} ± {report['margin_half_width']:.2g}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Distances are fresh-sample means with 95% half-widths; margin = paired d(x,s) − d(a,s) "
-                  "(≤ 0: the attack kept its constraint under that metric)."]
+    lines += ["", "Distances are fresh-sample means with 95% half-widths (3 significant digits); margin = paired "
+                  "d(x,s) − d(a,s) (≤ 0: the attack kept its constraint under that metric); pull 0 = the source, "
+                  "1 = as far from it as the target."]
     return "\n".join(lines) + "\n"
