@@ -22,6 +22,13 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "data" / "examples"
 EXAMPLE_PREFIX = "example:"
 
 
+MAX_PIXELS = 40_000_000
+"""Largest image (height x width) :func:`load_image` accepts, checked from the file's header before decoding.
+Like ``PIL.Image.MAX_IMAGE_PIXELS`` it is a module setting: raise it (``elpips.io.MAX_PIXELS = ...``, or the
+command line's ``--max-pixels``) for larger images; every metric call then works in passes within its memory
+budget."""
+
+
 class ImageLoadError(ValueError):
     """An image file is missing, unreadable or of an unsupported kind."""
 
@@ -107,6 +114,7 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
         raise ImageLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a folder, not an image file")
+    _check_pixel_count(path)
     try:
         array = _read_png16(path) if _is_16bit_png(path) else np.asarray(iio.imread(path, index=0))
     except Exception as error:  # imageio raises many types for corrupt or unknown files
@@ -117,6 +125,19 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
     if min(height, width) < min_size:
         raise ImageLoadError(f"{path}: image is {height}x{width} pixels; at least {min_size}x{min_size} needed")
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _check_pixel_count(path: Path) -> None:
+    """Refuse an image over :data:`MAX_PIXELS` from its header, before any pixel is decoded."""
+    try:
+        shape = iio.improps(path, index=0).shape
+    except Exception:  # unreadable headers are reported by the decoder with its own message
+        return
+    if len(shape) >= 2 and shape[0] * shape[1] > MAX_PIXELS:
+        raise ImageLoadError(
+            f"{path}: image is {shape[0]}x{shape[1]} = {shape[0] * shape[1] / 1e6:.1f} megapixels, over the limit "
+            f"of {MAX_PIXELS / 1e6:g} (raise it with --max-pixels, or elpips.io.MAX_PIXELS in Python)"
+        )
 
 
 def load_images(specs: list[str], min_size: int = 1) -> torch.Tensor:
