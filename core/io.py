@@ -1,7 +1,9 @@
 """Image files in and out: loading to ``[1, 3, H, W]`` float tensors, atomic writes of images, JSON and bytes.
 
-Loading accepts 8- and 16-bit PNG/JPEG/... through imageio (16-bit PNGs through pypng, which keeps all 16 bits): grey becomes RGB, grey+alpha becomes grey, RGBA
-drops alpha (as the reference does). Every problem becomes an :class:`ImageLoadError` with the file name in it.
+Loading accepts 8- and 16-bit PNG/JPEG/... through Pillow (16-bit PNGs through pypng, which keeps all 16 bits;
+other formats through imageio) as an image viewer shows them: the EXIF orientation is applied, CMYK, YCbCr and
+palette images are converted to RGB; grey becomes RGB, grey+alpha becomes grey, RGBA drops alpha (as the
+reference does). Every problem becomes an :class:`ImageLoadError` with the file name in it.
 Writing goes to a temporary file in the target folder, then ``os.replace``: nothing is ever half-written.
 """
 
@@ -70,6 +72,28 @@ def _read_png16(path: Path) -> np.ndarray:
     return array[:, :, 0] if info["planes"] == 1 else array
 
 
+_CONVERTED_MODES = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB", "RGBa": "RGBA",
+                   "P": "RGBA", "PA": "RGBA", "La": "LA"}
+"""Pillow modes whose pixels are not RGB(A) or grey values: converted as an image viewer shows them."""
+
+
+def _read_displayed(path: Path) -> np.ndarray:
+    """The first frame as an image viewer shows it: EXIF orientation applied, CMYK / YCbCr / palette / other
+    colour modes converted to RGB(A). Files Pillow cannot open go through imageio's other plugins."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError:
+        return np.asarray(iio.imread(path, index=0))
+    with image:
+        image.seek(0)
+        image = ImageOps.exif_transpose(image)
+        if image.mode in _CONVERTED_MODES:
+            image = image.convert(_CONVERTED_MODES[image.mode])
+        return np.asarray(image)
+
+
 def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
@@ -116,7 +140,7 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
         raise ImageLoadError(f"{path}: is a folder, not an image file")
     _check_pixel_count(path)
     try:
-        array = _read_png16(path) if _is_16bit_png(path) else np.asarray(iio.imread(path, index=0))
+        array = _read_png16(path) if _is_16bit_png(path) else _read_displayed(path)
     except Exception as error:  # imageio raises many types for corrupt or unknown files
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
         raise ImageLoadError(f"{path}: cannot be read as an image (corrupt or unsupported file: {reason})") from None

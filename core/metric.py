@@ -13,6 +13,7 @@ Two layers of API:
 
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -59,6 +60,16 @@ def _reduce(distances: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "sum":
         return distances.sum()
     return distances
+
+
+def _check_sample_count(n: object) -> None:
+    """``n`` (ensemble samples) must be a positive integer."""
+    try:
+        count = operator.index(n)  # ints and NumPy integers; not floats or bools
+    except TypeError:
+        count = 0
+    if isinstance(n, bool) or count < 1:
+        raise ValueError(f"n (ensemble samples) must be a positive integer, got {n!r}")
 
 
 def _passes(total: int, per_pass: int) -> list[tuple[int, int]]:
@@ -440,9 +451,19 @@ class Metric(nn.Module):
         return weighted_adjacent_distances(sequence, left, right, self.linear_weights, self._fused)
 
     # -- everyday calls ----------------------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the metric computes in: its weights' (float32, or float64 after ``.double()``);
+        float32 for the weightless ``l2``."""
+        weights = next((buffer for buffer in self.buffers() if buffer.is_floating_point()), None)
+        return torch.float32 if weights is None else weights.dtype
+
     def _checked(self, images: torch.Tensor, name: str) -> torch.Tensor:
+        """Checked inputs on the metric's device and in its precision (float16, bfloat16 and float64 inputs are
+        converted; gradients flow back in the input's dtype). Under autocast the network still runs in the
+        autocast precision."""
         check_images(images, name, self.min_size)
-        return images.to(self.device)
+        return images.to(device=self.device, dtype=self.dtype)
 
     def images_per_pass(self, height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
         """How many ``height x width`` images one network pass may take within the memory budget (at least 1),
@@ -556,8 +577,7 @@ class Metric(nn.Module):
             images.
         """
         reduction = self.reduction if reduction is None else _check_reduction(reduction)
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        _check_sample_count(n)
         x = self._checked(x, "x")
         y = self._checked(y, "y")
         check_same_shape(x, y)
@@ -649,8 +669,7 @@ class Metric(nn.Module):
         Returns:
             ``[M, N]``: row ``m`` is the distance tensor of candidate ``m``.
         """
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        _check_sample_count(n)
         reference = self._checked(reference, "reference")
         stacked = self._stack_candidates(reference, candidates)
         return self.compare_samples(reference, stacked, n, generator).mean(dim=0)
