@@ -208,11 +208,38 @@ def test_record_round_trip():
 
 
 def test_metric_options(images):
+    lpips = elpips.Metric("lpips-vgg", backbone_weights="random", device="cpu", num_scales=2, dropout_keep=0.5)
+    assert lpips.ensemble == EnsembleConfig.none()  # shortcuts apply only where the piece is on
     with pytest.raises(ValueError, match="scale_levels=2 needs scaling on"):
-        elpips.Metric("lpips-vgg", backbone_weights="random", device="cpu", num_scales=2)
+        elpips.Metric("lpips-vgg", backbone_weights="random", device="cpu", ensemble=EnsembleConfig(
+            scaling=False, scale_levels=2))
+    with pytest.raises(ValueError, match="dropout_keep must lie in"):
+        elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", dropout_keep=1.5)
     with pytest.raises(ValueError, match="l2 has no network"):
         elpips.Metric("l2", device="cpu", ensemble=FULL)
     metric = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", dropout_keep=0.9, num_scales=1)
     assert metric.ensemble == FULL.updated(dropout_keep=0.9, scale_levels=1) and metric.custom_ensemble
     assert "dropout(0.9)" in repr(metric)
     assert math.isclose(metric.dropout_keep, 0.9) and metric.num_scales == 1
+
+
+@pytest.mark.parametrize("ensemble", [EnsembleConfig.none().updated(dropout=True), FULL.updated(crop=True),
+                                      FULL.updated(dropout=False, max_offset=2)],
+                         ids=["dropout-only", "crop", "max-offset-2"])
+def test_ensembles_evaluated_in_passes(images, ensemble):
+    """Under a memory budget of 2 pairs per pass every ensemble is evaluated in several passes: without dropout
+    the distances equal the one-pass ones; with dropout (fresh masks in later passes) every sample is valid."""
+    from elpips.memory import BYTES_PER_PIXEL_FLOAT32
+
+    x, y = images(1, 40, 40, seed=1), images(1, 40, 40, seed=2)
+    metric = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", ensemble=ensemble)
+    one_pass = metric.sample_distances(x, y, 6, torch.Generator().manual_seed(3), dropout=False)
+    metric.memory_budget = BYTES_PER_PIXEL_FLOAT32["vgg16"] * 47 * 47 * 4 + 1
+    assert metric.images_per_pass(40, 40) in (4, 5)
+    passes = metric.sample_distances(x, y, 6, torch.Generator().manual_seed(3), dropout=False)
+    torch.testing.assert_close(passes, one_pass, rtol=1e-5, atol=1e-7)
+    with_dropout = metric.sample_distances(x, y, 6, torch.Generator().manual_seed(3))
+    compared = metric.compare_samples(x, torch.stack([y, x.flip(-1)]), 6, torch.Generator().manual_seed(3))
+    assert bool((with_dropout > 0).all()) and compared.shape == (6, 2, 1) and bool((compared[:, 0] > 0).all())
+    if ensemble.transforms:
+        assert one_pass.std() > 0  # the transformations do vary between samples
