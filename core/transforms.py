@@ -34,7 +34,7 @@ PERMUTATIONS = torch.tensor(list(itertools.permutations(range(3))), dtype=torch.
 
 @dataclass
 class TransformRecord:
-    """One ensemble sample for a batch of ``N`` images (docs/ensemble.md, "The transform record").
+    """One ensemble sample for a batch of ``N`` images (docs/ensemble.md, "Sampling").
 
     Fields of pieces the ensemble has switched off hold their identity value (scale 1 at offset (0, 0), offset
     (0, 0) with no padding, flip code 3, no swap, the identity permutation, colour factors 1).
