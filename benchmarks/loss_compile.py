@@ -17,7 +17,7 @@ import torch
 
 import elpips
 from elpips.io import write_json
-from elpips.scripts.train_example import ResidualCNN
+from elpips.experiments.denoiser import ResidualCNN
 
 
 def make_step(metric, model, optimiser):

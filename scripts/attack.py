@@ -20,7 +20,7 @@ import torch
 
 from elpips import get_config
 from elpips.io import ImageLoadError, load_image, load_images, save_image, write_json
-from elpips.robustness import EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2, mean_pairwise_distance
+from elpips.experiments.robustness import EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2, mean_pairwise_distance
 
 from .common import (add_metric_options, default_run_dir, make_metric, metric_label, positive_int, progress_bar,
                      weights_report)

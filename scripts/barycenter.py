@@ -24,7 +24,7 @@ from elpips.validation import check_images
 from elpips.io import load_image, load_images, save_image, write_json
 
 from .common import add_metric_options, default_run_dir, make_metric, metric_label, positive_int, weights_report
-from .figures import contact_sheet
+from .render.figures import contact_sheet
 
 CHECKPOINT_NAME = "checkpoint.pt"
 

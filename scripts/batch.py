@@ -2,7 +2,7 @@
 
 Under ``torchrun`` the jobs are shared out between the ranks (round robin over the jobs not yet done, as rank
 0 read them), each job run whole by one rank on its device; alone, one process runs them all. The job file
-format is described in :mod:`elpips.jobs`. Each job writes into ``DIR/jobs/<id>/`` and finishes with a
+format is described in :mod:`elpips.scripts.jobs`. Each job writes into ``DIR/jobs/<id>/`` and finishes with a
 ``DONE.json`` (skipped when the command is run again) or ``FAILED.json`` marker; rank 0 writes
 ``DIR/summary.json``. Exit code 0: every job done; 1: some job failed; 2: bad jobs file (nothing run).
 """
@@ -27,7 +27,7 @@ import torch
 
 from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
-from elpips.jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
+from .jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
                          summary_table, write_marker)
 
 DEFAULT_TIMEOUT_HOURS = 168.0

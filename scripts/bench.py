@@ -10,8 +10,8 @@ import argparse
 import os
 import sys
 
-from .bench_env import load_average
-from .bench_suite import make_plan, run_suite, section_count, write_results
+from elpips.benchmarks.environment import load_average
+from elpips.benchmarks.suite import make_plan, run_suite, section_count, write_results
 
 DEFAULT_OUT = "outputs/benchmarks"
 

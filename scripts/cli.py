@@ -25,7 +25,7 @@ COMMAND_MODULES = [
     "geodesic",
     "export",
     "bench",
-    "device_check",
+    "check_device",
     "train_example",
     "batch",
 ]

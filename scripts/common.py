@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import elpips
 from elpips import METRIC_NAMES, Metric
+
+if TYPE_CHECKING:
+    from .render.frames import ExportSettings
 
 
 def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-vgg",
@@ -85,3 +89,26 @@ def default_run_dir(kind: str, root: str = "outputs") -> "Path":
     from pathlib import Path
 
     return Path(root) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def add_export_options(parser: argparse.ArgumentParser, defaults_from_log: bool = False) -> None:
+    """``--row --scale --fps --pingpong/--no-pingpong`` (``None`` = keep the run's or use the default)."""
+    keep = " (default: as in log.json)" if defaults_from_log else ""
+    parser.add_argument("--row", type=int, default=None, help=f"scanline row (default: middle){keep}")
+    parser.add_argument("--scale", type=int, default=None, help=f"enlargement of scanline plots{keep}")
+    parser.add_argument("--fps", type=float, default=None, help=f"animation frame rate (default 8){keep}")
+    parser.add_argument("--pingpong", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"GIF plays forward and back (default on){keep}")
+
+
+def settings_from(args: argparse.Namespace, base: ExportSettings | None = None) -> ExportSettings:
+    """Export settings: ``base`` (or the defaults) with the options the user gave."""
+    from .render.frames import ExportSettings
+
+    settings = base or ExportSettings()
+    return ExportSettings(
+        row=settings.row if args.row is None else args.row,
+        scale=settings.scale if args.scale is None else args.scale,
+        fps=settings.fps if args.fps is None else args.fps,
+        pingpong=settings.pingpong if args.pingpong is None else args.pingpong,
+    )

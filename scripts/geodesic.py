@@ -21,9 +21,9 @@ from elpips.geodesics.solver import DEFAULT_BASE_RATE
 from elpips.io import OutputWriteError, ensure_output_dir, load_images, write_json
 from elpips.schedules import reference_learning_rate
 
-from .common import default_run_dir, positive_int, progress_bar, weights_report
-from .export import LOG, add_export_options, render_run, settings_from
-from .exports import frames_to_uint8
+from .common import add_export_options, default_run_dir, positive_int, progress_bar, settings_from, weights_report
+from .render.run import LOG, render_run
+from .render.frames import frames_to_uint8
 
 CHECKPOINT = "checkpoint.pt"
 

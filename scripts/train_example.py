@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from elpips import Metric
+from elpips.experiments.denoiser import ResidualCNN
 from elpips.io import ensure_output_dir, load_image, save_image, write_json
 
 from .common import add_metric_options, default_run_dir, make_metric, positive_int, progress_bar, weights_report
-from .figures import column, labelled, row, tile
+from .render.figures import column, labelled, row, tile
 
 LOSSES = ("l2", "lpips-vgg", "elpips-vgg")
 TASKS = ("denoise", "deblur")
@@ -71,27 +72,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # -- model and data -------------------------------------------------------------------------------------------------
-class ResidualCNN(nn.Module):
-    """``clamp(x + f(x), 0, 1)`` with ``f`` a stack of ``depth`` 3x3 convolutions (ReLU between them)."""
-
-    def __init__(self, width: int = 32, depth: int = 4) -> None:
-        super().__init__()
-        if depth < 2:
-            raise ValueError(f"the CNN needs at least 2 convolutions, got --depth {depth}")
-        channels = [3] + [width] * (depth - 1) + [3]
-        layers: list[nn.Module] = []
-        for index, (inputs, outputs) in enumerate(zip(channels[:-1], channels[1:])):
-            layers.append(nn.Conv2d(inputs, outputs, 3, padding=1, padding_mode="reflect"))
-            if index < depth - 1:
-                layers.append(nn.ReLU())
-        self.body = nn.Sequential(*layers)
-        nn.init.zeros_(self.body[-1].weight)  # starts as the identity: the loss curve starts at the input's
-        nn.init.zeros_(self.body[-1].bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + self.body(x)).clamp(0, 1)
-
-
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur (radius ``ceil(3 sigma)``, reflect padding) of ``[N, 3, H, W]``."""
     radius = max(1, math.ceil(3 * sigma))

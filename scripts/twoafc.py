@@ -12,7 +12,7 @@ import json
 
 from elpips import distributed
 from elpips.io import write_json
-from elpips.twoafc import agreed_seed, choose_categories, evaluate_2afc, my_triplet_count
+from elpips.experiments.twoafc import agreed_seed, choose_categories, evaluate_2afc, my_triplet_count
 
 from .common import add_metric_options, make_metric, metric_label, positive_int, progress_bar, weights_report
 

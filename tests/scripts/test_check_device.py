@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from elpips.scripts import device_check
+from elpips.scripts import check_device as device_check
 from elpips.scripts.cli import main
 
 

@@ -16,12 +16,12 @@ import torch
 from elpips import resolve_device
 from elpips.io import write_json, write_text
 
-from . import benchmarks
-from .bench_env import environment, load_average
-from .bench_memory import measure_memory
-from .bench_precision import measure_precision
-from .bench_profile import profile_single
-from .bench_report import render_markdown
+from . import measurements as benchmarks
+from .environment import environment, load_average
+from .step_memory import measure_memory
+from .precision import measure_precision
+from .op_profile import profile_single
+from .report import render_markdown
 
 SCHEMA = "elpips-bench/1"
 MIN_SIZE = 32

@@ -11,9 +11,9 @@ from contextlib import redirect_stdout
 import pytest
 import torch
 
-from elpips.scripts import bench_memory, benchmarks
-from elpips.scripts.bench_precision import measure_precision
-from elpips.scripts.bench_suite import BenchPlan, make_plan, run_suite, write_results
+from elpips.benchmarks import measurements as benchmarks, step_memory as bench_memory
+from elpips.benchmarks.precision import measure_precision
+from elpips.benchmarks.suite import BenchPlan, make_plan, run_suite, write_results
 from elpips.scripts.cli import main
 
 REQUIRED_RATIOS = ("elpips_vs_vgg_features", "elpips_vs_lpips", "barycenter_speedup", "geodesic_speedup")

@@ -28,7 +28,7 @@ DISTANCE_TOLERANCE = 1e-4
 """Largest relative distance error of float32 against float64 (TF32 runs are recorded, not judged)."""
 GRADIENT_TOLERANCE = 1e-3
 """Largest relative L2 error of a float32 gradient against float64 (ReLU kinks and max-pooling near-ties
-move single elements; see tests/test_fused_ops.py)."""
+move single elements; see tests/core/test_fused_ops.py)."""
 
 
 def _images(count: int, size: int, seed: int) -> torch.Tensor:

@@ -72,7 +72,7 @@ def profile_side(fn: Callable[[], object], steps: int, device: torch.device, top
 
 def profile_single(metric, size: int, batch: int, steps: int) -> dict:
     """Profile E-LPIPS ``metric(x, y).sum().backward()`` and bare VGG16 ``features`` at the same size/batch."""
-    from .benchmarks import example_images, image_batch, vgg_features_like
+    from .measurements import example_images, image_batch, vgg_features_like
 
     device = metric.device
     cat, dog = example_images(size, device)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .io import write_json
+from elpips.io import write_json
 
 COMMANDS = ("geodesic", "barycenter", "distance")
 """The subcommands a job may run."""

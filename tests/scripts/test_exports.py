@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from elpips.scripts.exports import (ExportSettings, comparison_figure, comparison_time_scale, even_sized,
+from elpips.scripts.render.frames import (ExportSettings, comparison_figure, comparison_time_scale, even_sized,
                                     export_path, frames_to_uint8, marked_frame, save_frames, scanline_image,
                                     write_gif, write_mp4)
-from elpips.scripts.viewer import write_index
+from elpips.scripts.render.viewer import write_index
 
 
 def random_frames(count: int = 5, height: int = 12, width: int = 16, seed: int = 0) -> np.ndarray:

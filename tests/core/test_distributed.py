@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from elpips import distributed
-from elpips.twoafc import evaluate_2afc
+from elpips.experiments.twoafc import evaluate_2afc
 from ranks import free_port, set_rank_environment
 
 WORLD = 2
@@ -59,7 +59,7 @@ def _batch_worker(rank: int, folder: Path, jobs: str, out: str) -> dict:
 
 
 def test_batch_two_ranks_each_job_once_then_resume(tmp_path):
-    from test_batch import distance_job, write_images, write_jobs
+    from jobfiles import distance_job, write_images, write_jobs
 
     a, b, c = write_images(tmp_path)
     random = ["--backbone-weights", "random", "--seed", "0"]

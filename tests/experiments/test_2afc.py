@@ -1,4 +1,4 @@
-"""2AFC scoring (elpips.twoafc) and ``elpips 2afc`` on a synthetic BAPPS-layout folder with known answers:
+"""2AFC scoring (elpips.experiments.twoafc) and ``elpips 2afc`` on a synthetic BAPPS-layout folder with known answers:
 p0 = ref + small noise, p1 = ref + large noise, so every metric prefers p0 and the score is 1 - h."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from elpips.scripts.cli import main
-from elpips.twoafc import DatasetError, evaluate_2afc, list_categories, list_triplets, load_judge, twoafc_scores
+from elpips.experiments.twoafc import DatasetError, evaluate_2afc, list_categories, list_triplets, load_judge, twoafc_scores
 
 SIZE = 32
 JUDGEMENTS = {"agree": 0.0, "disagree": 1.0, "split": 0.5}  # category -> h (fraction preferring p1)

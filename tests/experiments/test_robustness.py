@@ -1,4 +1,4 @@
-"""Attacks A1/A2 (elpips.robustness): exact budgets and projections, closed forms on L2, success measured with
+"""Attacks A1/A2 (elpips.experiments.robustness): exact budgets and projections, closed forms on L2, success measured with
 fresh samples from a separate generator. Random backbone, 32 px images, few steps; the E-LPIPS attack tests use
 SqueezeNet (the same ensemble and dropout as VGG at a fraction of the CPU time)."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from elpips.robustness import (EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2, l2_norm,
+from elpips.experiments.robustness import (EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2, l2_norm,
                                mean_pairwise_distance, project_l2_box, quantize_toward, quantize_within_budget, rms)
 
 SIZE = 32

@@ -11,7 +11,7 @@ import pytest
 
 from elpips.scripts import geodesic as geodesic_command
 from elpips.scripts.cli import main
-from elpips.scripts.exports import scanline_image
+from elpips.scripts.render.frames import scanline_image
 from test_exports import missing_references
 
 SMALL = ["--backbone-weights", "random", "--frames", "4", "--samples", "2", "--seed", "1"]

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from elpips.io import load_image, save_image
-from elpips.scripts.figures import column, labelled, row, tile
+from .figures import column, labelled, row, tile
 
 
 def demo_row(run: Path, scale: int) -> "np.ndarray":  # noqa: F821

@@ -1,6 +1,6 @@
 """Peak memory of one shared geodesic step (issue 6, item 5), with and without chunking.
 
-CPU: every configuration runs in a fresh Python process (``python -m elpips.scripts.bench_memory ...``) that
+CPU: every configuration runs in a fresh Python process (``python -m elpips.benchmarks.step_memory ...``) that
 does one warm-up step, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``), does one measured step and
 reports ``VmHWM - VmRSS`` (the step's peak above what was resident before it), so configurations cannot inherit
 each other's allocator caches. glibc is told to ``mmap`` every block above 64 KiB so that freed tensors leave the
@@ -43,7 +43,7 @@ def _reset_peak_rss() -> bool:
 
 def _one_step(size: int, frames: int, samples: int, chunk_size: int | None, device: str):
     """Build the metric and path; return a callable doing one shared geodesic step."""
-    from .benchmarks import geodesic_shared_step, linear_path, timing_metric
+    from .measurements import geodesic_shared_step, linear_path, timing_metric
 
     metric = timing_metric(device)
     path = linear_path(size, frames, metric.device)
@@ -78,7 +78,7 @@ def measure_cuda(size: int, frames: int, samples: int, chunk_size: int | None, d
 
 def measure_subprocess(size: int, frames: int, samples: int, chunk_size: int | None, timeout: float = 600) -> dict:
     """Run :func:`measure_in_process_cpu` in a fresh interpreter with the same thread count."""
-    command = [sys.executable, "-m", "elpips.scripts.bench_memory", "--size", str(size), "--frames", str(frames),
+    command = [sys.executable, "-m", "elpips.benchmarks.step_memory", "--size", str(size), "--frames", str(frames),
                "--samples", str(samples), "--threads", str(torch.get_num_threads())]
     if chunk_size is not None:
         command += ["--chunk-size", str(chunk_size)]
@@ -93,7 +93,7 @@ def measure_subprocess(size: int, frames: int, samples: int, chunk_size: int | N
 def measure_memory(size: int, frames_list: list[int], samples: int, chunk_size: int, device: torch.device,
                    tick=None) -> dict:
     """Peak step memory for every ``K`` in ``frames_list``, unchunked (one chunk) and with ``chunk_size``."""
-    from .benchmarks import geodesic_implementation
+    from .measurements import geodesic_implementation
 
     rows = []
     chunkable = geodesic_implementation() != "inline"

@@ -13,8 +13,8 @@ import torch
 
 from elpips import Metric
 
-from .bench_timing import paired_ratio, paired_timings, summarize
-from .benchmarks import example_images, image_batch
+from .timing import paired_ratio, paired_timings, summarize
+from .measurements import example_images, image_batch
 
 MAX_RELATIVE_ERROR = 1e-2
 MODES = ("bfloat16", "float16", "channels_last")

@@ -34,7 +34,7 @@ from elpips import Metric
 from elpips.io import load_image
 from elpips.transforms import MAX_OFFSET
 
-from .bench_timing import paired_ratio, paired_timings, summarize
+from .timing import paired_ratio, paired_timings, summarize
 
 Tick = Callable[[], None]
 

@@ -1,0 +1,1 @@
+"""The layer both solvers stand on."""
