@@ -17,16 +17,16 @@ from typing import Any
 
 import torch
 
-from elpips.barycenters import REFERENCE_STEPS, StepInfo, evaluate_objective, noisy_copies, shifted_copies, solve
+from elpips.barycenters import (REFERENCE_STEPS, BarycenterStepInfo, evaluate_objective, noisy_copies,
+                                 shifted_copies, solve)
 from elpips.barycenters.options import check_power, check_refs_per_step, normalized_weights
-from elpips.checkpoint import load_checkpoint
-from elpips.validation import check_images
 from elpips.io import load_image, load_images, save_image, write_json
+from elpips.solver import CHECKPOINT_NAME, load_checkpoint
+from elpips.validation import check_images
 
-from .common import add_metric_options, default_run_dir, make_metric, metric_label, positive_int, weights_report
+from .common import (add_metric_options, calibration_label, default_run_dir, make_metric, metric_label, positive_int,
+                     weights_report)
 from .render.figures import contact_sheet
-
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
 
     marks = snapshot_steps(args.steps)
 
-    def on_step(info: StepInfo) -> None:
+    def on_step(info: BarycenterStepInfo) -> None:
         if info.step in marks:
             save_image(out / "snapshots" / f"step_{info.step:06d}.png", info.image)
 
@@ -191,13 +191,14 @@ def run(args: argparse.Namespace) -> int:
         result = solve(inputs, weights, metric=metric, power=args.power, steps=args.steps, init=init,
                        refs_per_step=args.refs_per_step, samples_per_step=args.samples_per_step, generator=seed,
                        callback=on_step, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-                       resume=args.resume, eval_samples=args.eval_samples, progress=sys.stderr.isatty())
+                       resume=args.resume, eval_samples=args.eval_samples, progress=True)
     except KeyboardInterrupt:
         print(f"interrupted: continue with the same command plus --resume --out {out}", file=sys.stderr)
         raise
 
     save_image(out / "barycenter.png", result.image)
-    label = metric.name + ("" if args.power == 2 else f" p={args.power:g}") + ("" if metric.calibrated else " (random)")
+    label = calibration_label(metric.name + ("" if args.power == 2 else f" p={args.power:g}"), metric.calibrated,
+                              short=True)
     save_image(out / "contact_sheet.png", contact_sheet(inputs, l2_mean, result.image, label, original))
     mean_evaluation = evaluate_objective(metric, l2_mean.to(metric.device), inputs.to(metric.device),
                                          torch.tensor(result.settings["weights"], device=metric.device),

@@ -27,14 +27,17 @@ import torch
 
 from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
+from elpips.solver import CHECKPOINT_NAME
+
 from .jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
-                         summary_table, write_marker)
+                   summary_table, write_marker)
 
 DEFAULT_TIMEOUT_HOURS = 168.0
 """A week: the collective timeout under torchrun (the final barrier waits for the slowest rank)."""
 
-RESUMABLE = {"geodesic": "checkpoint.pt", "barycenter": "checkpoint.pt"}
-"""Checkpoint file of a command that can continue an interrupted run with ``--resume``."""
+RESUMABLE = ("geodesic", "barycenter")
+"""Commands that continue an interrupted run with ``--resume`` from the checkpoint in their folder
+(:data:`~elpips.solver.CHECKPOINT_NAME`)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,7 +106,7 @@ def job_argv(job: Job, folder: Path, device: torch.device) -> list[str]:
     if job.command == "distance":
         return [*argv, "--json"]
     argv += ["--out", str(folder)]
-    if (folder / RESUMABLE[job.command]).is_file():
+    if job.command in RESUMABLE and (folder / CHECKPOINT_NAME).is_file():
         argv.append("--resume")
     return argv
 

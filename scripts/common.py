@@ -26,20 +26,34 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
 
 
-def make_metric(args: argparse.Namespace, name: str | None = None) -> Metric:
-    """Build the metric the options ask for and warn on stderr when its backbone is uncalibrated."""
-    metric = Metric(name or args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed)
-    if not metric.calibrated:
+def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | None = None,
+                announce: bool = True) -> Metric:
+    """Build the metric the options ask for (``name`` and ``seed`` override ``--metric`` and ``--seed``) and,
+    if ``announce``, warn on stderr when its backbone is uncalibrated."""
+    metric = Metric(name or args.metric, backbone_weights=args.backbone_weights, device=args.device,
+                    seed=args.seed if seed is None else seed)
+    if announce and not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric
 
 
 DEFAULT_SAMPLES = 32
 
+UNCALIBRATED = "UNCALIBRATED: random backbone"
+"""How every text output marks a metric on random (uncalibrated) backbone weights."""
+
+
+def calibration_label(name: str, calibrated: bool, short: bool = False) -> str:
+    """``name``, marked when its backbone is uncalibrated so that no output hides random weights:
+    ``elpips-vgg [UNCALIBRATED: random backbone]``, or ``elpips-vgg (random)`` where space is short (captions)."""
+    if calibrated:
+        return name
+    return f"{name} (random)" if short else f"{name} [{UNCALIBRATED}]"
+
 
 def metric_label(metric: Metric) -> str:
-    """``elpips-vgg``, or ``elpips-vgg [UNCALIBRATED: random backbone]`` so no output hides random weights."""
-    return metric.name if metric.calibrated else f"{metric.name} [UNCALIBRATED: random backbone]"
+    """:func:`calibration_label` of a metric."""
+    return calibration_label(metric.name, metric.calibrated)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:

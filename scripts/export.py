@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elpips.io import write_json
+
 from .common import add_export_options, settings_from
 from .render.frames import ExportSettings
-from .render.run import load_frames, load_log, render_run
+from .render.run import LOG, load_frames, load_log, render_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         compared.append((sub_log, load_frames(sub_dir, sub_log)))
     frames = load_frames(run_dir, log)
     render_run(run_dir, log, frames, settings, compared)
+    write_json(run_dir / LOG, log)
     written = ", ".join(["frames/", *[name for key, name in log["files"].items() if key != "frames"], "index.html"])
     print(f"re-rendered {run_dir}: {written} (row {log['export']['row']}, scale {log['export']['scale']}, "
           f"{log['export']['fps']:g} fps)")

@@ -28,7 +28,8 @@ from elpips import Metric
 from elpips.experiments.denoiser import ResidualCNN
 from elpips.io import ensure_output_dir, load_image, save_image, write_json
 
-from .common import add_metric_options, default_run_dir, make_metric, positive_int, progress_bar, weights_report
+from .common import (add_metric_options, calibration_label, default_run_dir, make_metric, positive_int, progress_bar,
+                     weights_report)
 from .render.figures import column, labelled, row, tile
 
 LOSSES = ("l2", "lpips-vgg", "elpips-vgg")
@@ -255,7 +256,7 @@ def print_summary(log: dict, out: Path) -> None:
     first, last = log["validation"][0], log["validation"][-1]
     train = log["train_loss"]
     head = min(10, len(train))
-    label = log["loss"] + (" [UNCALIBRATED: random backbone]" if not log["calibrated"] else "")
+    label = calibration_label(log["loss"], log["calibrated"])
     print(f"{log['task']} with {label}: {log['steps']} steps in {log['wall_seconds']:.1f} s")
     print(f"  training loss  {sum(train[:head]) / head:.4f} (first {head} steps) -> "
           f"{sum(train[-head:]) / head:.4f} (last {head})")

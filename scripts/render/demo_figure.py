@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from elpips.io import load_image, save_image
+from ..common import calibration_label
 from .figures import column, labelled, row, tile
 
 
@@ -21,7 +22,7 @@ def demo_row(run: Path, scale: int) -> "np.ndarray":  # noqa: F821
     """One labelled row from a run folder of ``elpips barycenter --perturb``."""
     log = json.loads((run / "log.json").read_text())
     kind = log["inputs"]["perturb"]
-    net = log["metric"] + ("" if log["calibrated"] else ", random net")
+    net = calibration_label(log["metric"], log["calibrated"], short=True)
     steps = log["settings"]["steps"]
     tiles = [
         labelled(tile(load_image(run / "original.png"), scale), "original"),

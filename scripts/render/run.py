@@ -15,6 +15,7 @@ import numpy as np
 
 from elpips.io import ImageLoadError, load_image, save_image, to_uint8, write_json
 
+from ..common import calibration_label
 from .frames import COMPARISON, ExportSettings, comparison_figure, export_path
 from .viewer import write_index
 
@@ -51,19 +52,20 @@ def load_frames(run_dir: Path, log: dict) -> np.ndarray:
 
 
 def column_label(log: dict) -> str:
-    """``elpips-vgg``, with ``*`` when its backbone is uncalibrated."""
+    """The run's metric as a figure caption, marked when its backbone is uncalibrated."""
     weights = log["weights"]
-    return weights["metric"] + ("" if weights.get("calibrated", True) else "*")
+    return calibration_label(weights["metric"], weights.get("calibrated", True), short=True)
 
 
 def render_run(run_dir: Path, log: dict, frames: np.ndarray, settings: ExportSettings,
                compared: list[tuple[dict, np.ndarray]] | None = None) -> dict:
-    """Write every export of a run (and of its compared runs), its ``index.html`` and ``log.json``.
+    """Write every export of a run and of its compared runs, the ``index.html`` pages and the compared runs'
+    ``log.json`` (the caller writes the run's own ``log.json``, once, when it is complete).
 
     Args:
         run_dir: the run directory; compared runs live in ``run_dir / entry["dir"]`` for
             ``entry in log["compare"]``, in the same order as ``compared``.
-        log: the run's log (updated with ``files`` and ``export``, then written).
+        log: the run's log (updated with ``files`` and ``export``).
         frames: ``[F, H, W, 3]`` uint8.
         compared: ``(log, frames)`` of each compared metric's run.
 
@@ -80,7 +82,7 @@ def render_run(run_dir: Path, log: dict, frames: np.ndarray, settings: ExportSet
     if compared:
         columns = [(column_label(run_log), run_frames) for _, run_log, run_frames in runs]
         calibrated = all(run_log["weights"].get("calibrated", True) for _, run_log, _ in runs)
-        note = None if calibrated else "* random backbone (uncalibrated): distances are not perceptual"
+        note = None if calibrated else "(random): uncalibrated backbone, distances are not perceptual"
         save_image(run_dir / COMPARISON, comparison_figure(columns, resolved.row, resolved.scale, footnote=note))
         log["files"]["comparison"] = COMPARISON
     elif (run_dir / COMPARISON).exists() and not log.get("compare"):
@@ -89,5 +91,4 @@ def render_run(run_dir: Path, log: dict, frames: np.ndarray, settings: ExportSet
         write_index(directory, run_log)
         write_json(directory / LOG, run_log)
     write_index(run_dir, log, has_comparison=bool(compared))
-    write_json(run_dir / LOG, log)
     return log

@@ -15,6 +15,8 @@ from typing import Any
 
 from elpips.io import write_text
 
+from ..common import UNCALIBRATED
+
 INDEX = "index.html"
 
 _STYLE = """
@@ -78,7 +80,7 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
              f"<style>{_STYLE}</style></head>",
              f"<body data-fps=\"{float(export['fps'])}\"><h1>{_esc(title)}</h1>"]
     if not weights.get("calibrated", True):
-        parts.append(f"<p class=\"warn\">{_esc(weights.get('backbone_weights_description', 'UNCALIBRATED'))}. "
+        parts.append(f"<p class=\"warn\">{_esc(weights.get('backbone_weights_description', UNCALIBRATED))}. "
                      "Distances and paths are not perceptual.</p>")
     result = log.get("result", {})
     if result:

@@ -8,7 +8,7 @@ import torch
 from elpips.geodesics import (evaluate_path, free_mask, keyframe_indices, linear_path, path_step, plan_levels,
                               resample_path, segment_intervals, solve, subdivide, time_ladder, upscale_path)
 from elpips.geodesics.path import downscale
-from elpips.schedules import reference_learning_rate
+from elpips.solver import reference_learning_rate
 from elpips.transforms import TransformRecord
 
 L2_SCHEDULE = reference_learning_rate  # base 0.03: converges below 1e-3 within a few hundred steps here
@@ -84,7 +84,7 @@ def test_l2_geodesic_is_the_linear_blend(random_metric, images):
     metric = random_metric("l2")
     keys = images(2, 12, 12)
     target = linear_path(keys, (5,))
-    result = solve(keys, frames=6, metric=metric, steps=400, init=perturbed(target, (5,)), schedule=L2_SCHEDULE,
+    result = solve(keys, frames=6, metric=metric, steps=400, init=perturbed(target, (5,)), lr=L2_SCHEDULE,
                    coarse_to_fine=False)
     assert (result.frames - target).abs().max() <= 1e-3
     assert torch.equal(result.frames[[0, 5]], keys)
@@ -100,7 +100,7 @@ def test_l2_spline_through_three_keyframes_is_piecewise_linear(random_metric, im
     intervals = (2, 4)
     target = linear_path(keys, intervals)
     result = solve(keys, frames=[2, 4], metric=metric, steps=400, init=perturbed(target, intervals),
-                   schedule=L2_SCHEDULE, coarse_to_fine=True)
+                   lr=L2_SCHEDULE, coarse_to_fine=True)
     assert result.keyframe_indices == [0, 2, 6]
     assert torch.equal(result.frames[[0, 2, 6]], keys)
     assert (result.frames - target).abs().max() <= 1e-3

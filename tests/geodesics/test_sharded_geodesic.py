@@ -66,7 +66,7 @@ def _solve(checkpoint=None, resume=False, stop_after=None, shard=False, checkpoi
         if stop_after is not None and info.step == stop_after:
             raise _Stop
 
-    return solve(_keyframes(), frames=FRAMES, metric=_metric(), steps=STEPS, schedule=0.01,
+    return solve(_keyframes(), frames=FRAMES, metric=_metric(), steps=STEPS, lr=0.01,
                  generator=torch.Generator().manual_seed(5), eval_generator=torch.Generator().manual_seed(6),
                  eval_samples=4, chunk_size=2, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                  callback=callback, shard=shard)

@@ -9,8 +9,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from elpips.scripts import geodesic as geodesic_command
 from elpips.scripts.cli import main
+from elpips.solver import ProgressReport
 from elpips.scripts.render.frames import scanline_image
 from test_exports import missing_references
 
@@ -74,16 +74,16 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(pictures, tmp_path,
     spline = [a, b, c, *SMALL, "--frames", "5", "--steps", "4", "--checkpoint-every", "1"]
     assert main(["geodesic", *spline, "--out", str(tmp_path / "full")]) == 0
 
-    original = geodesic_command.Progress.__call__
+    original = ProgressReport.__call__
 
     def interrupt_at_step_two(self, info):
         original(self, info)
         if info.step == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(geodesic_command.Progress, "__call__", interrupt_at_step_two)
+    monkeypatch.setattr(ProgressReport, "__call__", interrupt_at_step_two)
     assert main(["geodesic", *spline, "--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(geodesic_command.Progress, "__call__", original)
+    monkeypatch.setattr(ProgressReport, "__call__", original)
     assert main(["geodesic", *spline, "--out", str(tmp_path / "cut"), "--resume"]) == 0
 
     full = json.loads((tmp_path / "full/log.json").read_text())

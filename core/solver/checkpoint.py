@@ -13,7 +13,26 @@ from typing import Any
 
 import torch
 
-from .io import atomic_path
+from elpips.io import atomic_path
+
+CHECKPOINT_NAME = "checkpoint.pt"
+"""The checkpoint's file name inside a run folder (every command that resumes uses it)."""
+
+FORMAT_VERSION = 1
+LEGACY_FORMATS = {"geodesic": ("elpips-geodesic-1",)}
+"""Format tags written by earlier versions that still load."""
+
+
+def checkpoint_format(solver: str, version: int = FORMAT_VERSION) -> str:
+    """The format tag of a solver's checkpoints: ``"elpips-<solver>/<version>"``."""
+    return f"elpips-{solver}/{version}"
+
+
+def check_format(state: dict[str, Any], solver: str, path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` unless ``state`` (read from ``path``) is a checkpoint of ``solver``."""
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != checkpoint_format(solver) and found not in LEGACY_FORMATS.get(solver, ()):
+        raise ValueError(f"'{path}' is not a {solver} checkpoint (format {found!r})")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
