@@ -57,7 +57,7 @@ def _add_common(parser: argparse.ArgumentParser, steps: int, step_size: float, s
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "attack", help="adversarial attacks A1 (pull toward a target) and A2 (push away under a budget)",
+        "attack",
         description="Adversarial attacks on perceptual metrics (E-LPIPS paper, section 3).",
     )
     kinds = parser.add_subparsers(dest="attack", metavar="KIND")

@@ -31,7 +31,7 @@ from .render.figures import contact_sheet
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "barycenter", help="perceptual barycenter (average) of several images",
+        "barycenter",
         description="Minimise sum_i w_i d(x, x_i)^p over images x by gradient descent (Adam, the reference's "
                     "schedule). p=2: barycenter; p=1: median. With --perturb, the inputs are copies of one "
                     "image with noise or small shifts (the paper's demonstrations).",

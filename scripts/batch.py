@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import functools
 import gc
-import importlib
 import io
 import json
 import socket
@@ -29,6 +28,7 @@ from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
 from elpips.solver import CHECKPOINT_NAME
 
+from .cli import command_module
 from .jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
                    summary_table, write_marker)
 
@@ -42,7 +42,7 @@ RESUMABLE = ("geodesic", "barycenter")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "batch", help="run a JSON-lines file of geodesic/barycenter/distance jobs (sharded under torchrun)",
+        "batch",
         description="Run every job of JOBS.jsonl (one JSON object per line: {\"id\": ..., \"command\": "
                     "\"geodesic|barycenter|distance\", \"inputs\": [...], \"args\": [...] or {...}}), each into "
                     "DIR/jobs/<id>/ with a DONE.json or FAILED.json marker, and write DIR/summary.json. Jobs "
@@ -82,7 +82,7 @@ def _job_parser() -> argparse.ArgumentParser:
     parser = _RaisingParser(prog="elpips", add_help=False)
     subparsers = parser.add_subparsers(dest="command")
     for name in COMMANDS:
-        importlib.import_module(f"elpips.scripts.{name}").register(subparsers)
+        command_module(name).register(subparsers)
     return parser
 
 

@@ -154,7 +154,7 @@ def run_checks(device: str | torch.device | None = None, metrics: tuple[str, ...
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "check-device", help="check the metric's numbers on a device (GPU) against float64 on the CPU",
+        "check-device",
         description="Compare distances and gradients of every network metric and of one geodesic and one "
                     "barycenter step on --device (float32, both memory layouts; on CUDA also with TF32) with a "
                     "float64 recomputation on the CPU. Seeded random backbone; about a minute on a CPU. "

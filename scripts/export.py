@@ -17,7 +17,7 @@ from .render.run import LOG, load_frames, load_log, render_run
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "export", help="re-render the exports of a saved geodesic run",
+        "export",
         description="Re-render frames, scanline plots, animations, comparison figure and index.html of a run "
                     "directory written by 'elpips geodesic', optionally with another row, scale or frame rate.",
     )

@@ -27,7 +27,7 @@ from .render.run import LOG, render_run
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "geodesic", help="perceptual geodesic (interpolation / morph) between images",
+        "geodesic",
         description="Find the path A = x_0, ..., x_K = B minimising sum_k d(x_k, x_{k+1})^2 and export frames, "
                     "scanline plots, GIF/MP4 animations and an index.html viewer. With more images the path "
                     "passes through each of them. Under torchrun (torchrun --nproc-per-node=G -m elpips geodesic "

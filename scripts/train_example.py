@@ -42,7 +42,7 @@ VALIDATION_ELPIPS_SAMPLES = 4
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "train-example", help="train a small denoiser/deblurrer with L2, LPIPS or E-LPIPS as the loss",
+        "train-example",
         description="Train a few-layer residual CNN to denoise or deblur random crops of images, with the "
                     "chosen loss; write a loss log (log.json) and validation samples (samples.png). The "
                     "defaults take under 2 minutes on a 2-core CPU.",
