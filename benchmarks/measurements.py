@@ -1,20 +1,20 @@
-"""The benchmark measurements (issue 6, items 1-4 and 6): each function times two or more ways of doing the
+"""The benchmark measurements: each function times two or more ways of doing the
 same work, interleaved in one loop, and returns a JSON-ready dict with raw timings, medians and ratios.
 
 Definitions (also written into every report):
 
-* **single** (items 1, 2): one batch of ``B`` images ``x`` (requiring grad) against fixed targets ``y``.
+* **single**: one batch of ``B`` images ``x`` (requiring grad) against fixed targets ``y``.
   E-LPIPS: ``metric(x, y).sum().backward()`` with ``n = 1`` (one ensemble sample per image). VGG: torchvision's
   VGG16 ``features`` stack with the same frozen weights, forward + backward on ``x`` and a no-grad forward on
   ``y``, at ``H x W`` and at ``(H+7) x (W+7)`` (E-LPIPS's offset padding). LPIPS: the ``lpips`` package's
   LPIPS-VGG (same backbone weights) ``peer(x, y, normalize=True).sum().backward()``.
-* **barycenter** (item 3): the gradient of ``sum_i d(x, r_i)^2 / N`` over ``N`` references.
+* **barycenter**: the gradient of ``sum_i d(x, r_i)^2 / N`` over ``N`` references.
   Shared: :func:`elpips.barycenters.shared_step` (``x``'s features once, references without a graph, one
   backward). Naive: ``N`` calls ``metric(x, r_i, n=S)`` each with its own backward (2N forward, N backward).
-* **geodesic** (item 4): the gradient of ``sum_k d(x_k, x_{k+1})^2`` over a path of ``K+1`` frames (``K - 1``
+* **geodesic**: the gradient of ``sum_k d(x_k, x_{k+1})^2`` over a path of ``K+1`` frames (``K - 1``
   free). Shared: :func:`elpips.geodesics.path_step` (every frame once under one sample). Naive: ``K`` calls
   ``metric(x_k, x_{k+1}, n=S)`` each with its own backward (2K forward).
-* **variance** (item 6): the distance estimate from one stratified batch of ``n`` samples
+* **variance**: the distance estimate from one stratified batch of ``n`` samples
   (``metric.sample_distances(x, y, n).mean()``) vs the mean of ``n`` independent single-sample calls.
 
 Timing metrics use ``num_scales=1`` (every sample at full resolution) so that a random scale level does not
@@ -109,7 +109,7 @@ def _with_ratios(times: dict[str, list[float]], ratios: dict[str, tuple[str, str
     }
 
 
-# -- items 1 and 2 -----------------------------------------------------------------------------------------------
+# -- single calls ------------------------------------------------------------------------------------------------
 def measure_single(metric: Metric, size: int, batch: int, repeats: int, warmup: int, tick: Tick = _no_tick) -> dict:
     """E-LPIPS forward+backward vs bare VGG16 ``features`` (at ``H x W`` and padded) vs ``lpips`` LPIPS-VGG."""
     device = metric.device
@@ -157,7 +157,7 @@ def measure_single(metric: Metric, size: int, batch: int, repeats: int, warmup: 
     return result
 
 
-# -- item 3 ------------------------------------------------------------------------------------------------------
+# -- barycenter step ---------------------------------------------------------------------------------------------
 def measure_barycenter(metric: Metric, size: int, references: int, samples: int, repeats: int, warmup: int,
                        tick: Tick = _no_tick) -> dict:
     """One barycenter gradient step over ``references`` images: shared features vs per-pair calls."""
@@ -191,7 +191,7 @@ def measure_barycenter(metric: Metric, size: int, references: int, samples: int,
     return result
 
 
-# -- items 4 and 5 -----------------------------------------------------------------------------------------------
+# -- geodesic step -----------------------------------------------------------------------------------------------
 def linear_path(size: int, frames: int, device: torch.device | str) -> torch.Tensor:
     """``[K+1, 3, S, S]``: the cross-fade from the cat to the dog in ``K = frames`` steps."""
     cat, dog = example_images(size, device)
@@ -287,7 +287,7 @@ def measure_geodesic_scaling(metric: Metric, configurations: list[tuple[int, int
             "implementation": geodesic_implementation()}
 
 
-# -- item 6 ------------------------------------------------------------------------------------------------------
+# -- sampling variance -------------------------------------------------------------------------------------------
 def _variance_ratio_interval(std_a: float, std_b: float, trials: int) -> list[float] | None:
     """95% interval of ``var_a / var_b`` from two samples of ``trials`` values each (F distribution)."""
     if trials < 3 or std_b <= 0:

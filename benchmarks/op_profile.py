@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from .timing import sync
+
 CATEGORIES: list[tuple[str, re.Pattern]] = [
     ("convolution", re.compile(r"conv|mkldnn|cudnn|gemm", re.I)),
     ("relu", re.compile(r"relu|threshold|clamp_min", re.I)),
@@ -52,8 +54,7 @@ def profile_side(fn: Callable[[], object], steps: int, device: torch.device, top
     with profile(activities=activities) as prof:
         for _ in range(steps):
             fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
     rows = [(event.key, _self_time_us(event, device), int(event.count)) for event in prof.key_averages()]
     rows = [row for row in rows if row[1] > 0]
     total = sum(time for _, time, _ in rows) or 1.0

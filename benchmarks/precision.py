@@ -1,4 +1,4 @@
-"""Reduced precision and memory layout (issue 6, item 7): bf16/fp16 autocast and channels-last, each timed
+"""Reduced precision and memory layout: bf16/fp16 autocast and channels-last, each timed
 against float32 (forward + backward, paired) and checked for the relative error of its distances (< 1e-2).
 
 Written for CUDA (``elpips bench --device cuda``); autocast also runs on CPU (bf16), which the tests use.

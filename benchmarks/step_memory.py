@@ -1,10 +1,8 @@
-"""Peak memory of one shared geodesic step (issue 6, item 5), with and without chunking.
+"""Peak memory of one shared geodesic step, with and without chunking.
 
 CPU: every configuration runs in a fresh Python process (``python -m elpips.benchmarks.step_memory ...``) that
-does one warm-up step, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``), does one measured step and
-reports ``VmHWM - VmRSS`` (the step's peak above what was resident before it), so configurations cannot inherit
-each other's allocator caches. glibc is told to ``mmap`` every block above 64 KiB so that freed tensors leave the
-resident set at once. CUDA: in-process, ``torch.cuda.max_memory_allocated`` above the memory allocated before.
+measures one step with :func:`elpips.benchmarks.memory.peak_rss_step`, so configurations cannot inherit each
+other's allocator caches. CUDA: in-process, :func:`elpips.benchmarks.memory.peak_cuda_step`.
 """
 
 from __future__ import annotations
@@ -14,32 +12,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
-
-_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-
-
-def _status_kib(field: str) -> int | None:
-    """A ``kB`` field (``VmRSS``, ``VmHWM``) of ``/proc/self/status``; ``None`` where unavailable."""
-    status = Path("/proc/self/status")
-    if not status.is_file():
-        return None
-    for line in status.read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); ``False`` if impossible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
 
 def _one_step(size: int, frames: int, samples: int, chunk_size: int | None, device: str):
     """Build the metric and path; return a callable doing one shared geodesic step."""
@@ -52,28 +26,12 @@ def _one_step(size: int, frames: int, samples: int, chunk_size: int | None, devi
 
 def measure_in_process_cpu(size: int, frames: int, samples: int, chunk_size: int | None) -> dict:
     """Peak RSS increase (MiB) of one step in *this* process (meant for a fresh one: see module docstring)."""
-    step = _one_step(size, frames, samples, chunk_size, "cpu")
-    step()  # warm-up: one-time allocations (kernel caches, lazily built state) do not count
-    before = _status_kib("VmRSS")
-    if before is None or not _reset_peak_rss():
-        return {"error": "peak RSS is not measurable here (needs Linux /proc/self/clear_refs)"}
-    step()
-    peak = _status_kib("VmHWM")
-    return {"rss_before_mib": before / 1024, "rss_peak_mib": peak / 1024, "step_peak_mib": (peak - before) / 1024}
+    return peak_rss_step(_one_step(size, frames, samples, chunk_size, "cpu"))
 
 
 def measure_cuda(size: int, frames: int, samples: int, chunk_size: int | None, device: str) -> dict:
     """Peak allocated CUDA memory (MiB) of one step above the memory allocated before it."""
-    step = _one_step(size, frames, samples, chunk_size, device)
-    step()
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    step()
-    torch.cuda.synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device)
-    return {"allocated_before_mib": before / 2**20, "allocated_peak_mib": peak / 2**20,
-            "step_peak_mib": (peak - before) / 2**20}
+    return peak_cuda_step(_one_step(size, frames, samples, chunk_size, device), device)
 
 
 def measure_subprocess(size: int, frames: int, samples: int, chunk_size: int | None, timeout: float = 600) -> dict:
@@ -83,7 +41,7 @@ def measure_subprocess(size: int, frames: int, samples: int, chunk_size: int | N
     if chunk_size is not None:
         command += ["--chunk-size", str(chunk_size)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **_MALLOC_ENV})
+                          env={**os.environ, **MALLOC_ENV})
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"measurement process failed ({done.returncode}): {tail}"}

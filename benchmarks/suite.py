@@ -32,7 +32,7 @@ GOALS: dict[str, tuple[str, float]] = {
     "barycenter_speedup": (">=", 1.8),
     "geodesic_speedup": (">=", 1.8),
 }
-"""Issue 6's goals for the headline ratios."""
+"""Goals of the headline ratios (what the metric and the solvers should cost, relative to the baselines)."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Paired wall-clock timing for the benchmark suite: round-robin repeats, medians and per-round ratios.
+"""Wall-clock timing for every benchmark: round-robin repeats, medians and per-round ratios.
 
 On a shared machine absolute times drift with the load, so every comparison runs its sides interleaved in the
 same loop (A, B, B, A, A, B, ...: the order alternates so neither side always runs first) and the result is the
@@ -17,7 +17,7 @@ Side = Callable[[], object]
 """One side of a comparison: a callable doing the work once (its result is discarded)."""
 
 
-def synchronize(device: torch.device | str) -> None:
+def sync(device: torch.device | str) -> None:
     """Wait for queued accelerator work (a no-op on CPU) so that wall-clock times are complete."""
     device = torch.device(device)
     if device.type == "cuda":
@@ -28,10 +28,10 @@ def synchronize(device: torch.device | str) -> None:
 
 def time_once(fn: Side, device: torch.device | str) -> float:
     """Seconds one call of ``fn`` takes, synchronised before and after."""
-    synchronize(device)
+    sync(device)
     start = time.perf_counter()
     fn()
-    synchronize(device)
+    sync(device)
     return time.perf_counter() - start
 
 
