@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from elpips.solver import (ProgressReport, StepInfo, chain, check_format, check_positive_int, checkpoint_format,
-                           clip_, generator_state, learning_rate_schedule, load_checkpoint, make_generator,
-                           reference_learning_rate, restore_generator, save_checkpoint)
+from elpips.solver import (StepInfo, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
+                           learning_rate_schedule, load_checkpoint, make_generator, reference_learning_rate,
+                           reporting, restore_generator, save_checkpoint)
 
 from .evaluate import Evaluation, evaluate_objective
 from .options import (check_inputs, check_metric_device, check_power, check_refs_per_step, images_digest,
@@ -68,7 +68,8 @@ class BarycenterResult:
         evaluations: the seeded many-sample estimates (start, every ``eval_every`` steps, end).
         state: everything needed to continue (the checkpoint's content).
         settings: the run's settings as recorded in checkpoints and logs.
-        elapsed_s: solver seconds over all sessions of the run; ``steps_run``: steps this call ran.
+        elapsed_s: solver seconds of the whole run, over every call that continued it; ``steps_run``: steps this
+            call ran.
         resumed_from: the checkpoint's step when resumed, else ``None``.
     """
 
@@ -286,7 +287,7 @@ def _finish(problem: _Problem, run: _Run) -> BarycenterResult:
     if not run.evaluations or run.evaluations[-1].step != final_step:
         run.evaluations.append(problem.evaluate(run.x, final_step))
     steps_run = max(0, problem.steps - run.start)
-    timings = {"solver_seconds": run.elapsed, "step_seconds_this_session": run.step_seconds,
+    timings = {"solver_seconds": run.elapsed, "step_seconds_this_call": run.step_seconds,
                "seconds_per_step": run.step_seconds / steps_run if steps_run else 0.0}
     return BarycenterResult(image=run.x.detach().cpu().clone(), history=run.history, evaluations=run.evaluations,
                             state=run.state(problem, final_step), settings=problem.settings, elapsed_s=run.elapsed,
@@ -356,10 +357,6 @@ def solve(
                        device, checkpoint, checkpoint_every, resume, eval_every, eval_samples, eval_seed, log_every,
                        chunk_size)
     run = _resume(problem, checkpoint) if resume else _start(problem, init)
-    report = ProgressReport("barycenter", problem.steps, _describe) if progress else None
-    try:
-        _iterate(problem, run, checkpoint, chain(report, callback))
-    finally:
-        if report is not None:
-            report.close()
+    with reporting("barycenter", problem.steps, _describe, progress, callback) as on_step:
+        _iterate(problem, run, checkpoint, on_step)
     return _finish(problem, run)

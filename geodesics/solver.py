@@ -22,9 +22,9 @@ import torch
 
 from elpips import Metric
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
-from elpips.solver import (ProgressReport, StepInfo, chain, check_format, check_positive_int, checkpoint_format,
-                           clip_, generator_state, learning_rate_schedule, load_checkpoint, make_generator,
-                           renamed_keyword, restore_generator, save_checkpoint)
+from elpips.solver import (StepInfo, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
+                           learning_rate_schedule, load_checkpoint, make_generator, renamed_keyword, reporting,
+                           restore_generator, save_checkpoint)
 from elpips.validation import check_images
 
 from .evaluate import evaluate_path
@@ -337,10 +337,6 @@ def solve(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     run = _resume(plan, checkpoint) if resume else _start(plan)
-    report = ProgressReport(metric.name, plan.total_steps, _describe) if progress and is_main_process() else None
-    try:
-        _iterate(plan, run, checkpoint, chain(report, callback))
-    finally:
-        if report is not None:
-            report.close()
+    with reporting(metric.name, plan.total_steps, _describe, progress and is_main_process(), callback) as on_step:
+        _iterate(plan, run, checkpoint, on_step)
     return _finish(plan, run, eval_samples, eval_generator)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 @dataclass
@@ -93,3 +94,16 @@ class ProgressReport:
 
     def close(self) -> None:
         self.bar.close()
+
+
+@contextlib.contextmanager
+def reporting(label: str, total_steps: int, describe: Callable[[Any], dict[str, Any]], enabled: bool,
+              callback: Callback | None) -> Iterator[Callback | None]:
+    """The callback a solver's loop calls after every step: a :class:`ProgressReport` (if ``enabled``), then
+    ``callback``; the report is closed when the loop ends, however it ends."""
+    report = ProgressReport(label, total_steps, describe) if enabled else None
+    try:
+        yield chain(report, callback)
+    finally:
+        if report is not None:
+            report.close()

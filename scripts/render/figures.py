@@ -47,17 +47,12 @@ def row(tiles: Sequence[np.ndarray], gap: int = GAP) -> np.ndarray:
 
 
 def column(rows: Sequence[np.ndarray], gap: int = GAP) -> np.ndarray:
-    """Rows stacked (left-aligned, padded to the widest), ``gap`` white pixels between them."""
+    """Rows stacked (left-aligned, padded to the widest), ``gap`` white pixels between them: :func:`row` of the
+    transposed rows, transposed back."""
     if not rows:
         raise ValueError("a column needs at least one row")
-    width = max(r.shape[1] for r in rows)
-    parts = []
-    for index, item in enumerate(rows):
-        if index:
-            parts.append(np.full((gap, width, 3), BACKGROUND, np.uint8))
-        pad = np.full((item.shape[0], width - item.shape[1], 3), BACKGROUND, np.uint8)
-        parts.append(np.concatenate([item, pad], axis=1))
-    return np.concatenate(parts, axis=0)
+    stacked = row([item.transpose(1, 0, 2) for item in rows], gap)
+    return np.ascontiguousarray(stacked.transpose(1, 0, 2))
 
 
 def grid(tiles: Sequence[np.ndarray], columns: int, gap: int = GAP) -> np.ndarray:
