@@ -18,7 +18,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except RuntimeError as error:
         raise ValueError(f"unknown device {device!r}: {error}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} requested but MPS is not available on this machine")
+        raise ValueError(f"device {device!r} requested but MPS is not available")
     return resolved

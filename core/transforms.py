@@ -1,11 +1,12 @@
-"""The random input transformations of E-LPIPS (spec sections 2 and 2b).
+"""The random input transformations of E-LPIPS (``docs/algorithm.md#transforms``, ``#stratification``,
+``#record``).
 
 One ensemble sample for a batch of ``N`` images is a :class:`TransformRecord`. Sampling
 (:func:`sample_transform`) and applying (:func:`apply_transform`) are pure functions: applying a record is
 deterministic and differentiable, and the same record can be applied to any number of image batches (x, y,
 candidates, path frames) so that they all see the same transformation.
 
-Order of operations (spec section 2): scale -> offset -> flip -> swap -> colour permutation -> colour scaling.
+Order of operations (``docs/algorithm.md#transforms``): scale -> offset -> flip -> swap -> colour permutation -> colour scaling.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ PERMUTATIONS = torch.tensor(list(itertools.permutations(range(3))), dtype=torch.
 
 @dataclass
 class TransformRecord:
-    """One ensemble sample for a batch of ``N`` images (spec section 2b).
+    """One ensemble sample for a batch of ``N`` images (``docs/algorithm.md#record``).
 
     Attributes:
         scale_level: ``s >= 1``; the batch is box-downscaled by ``s`` (1 = no scaling).

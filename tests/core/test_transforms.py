@@ -1,4 +1,4 @@
-"""Transform sampling statistics (spec section 2) and application details (section 2b)."""
+"""Transform sampling statistics (docs/algorithm.md#transforms, #stratification) and application details (docs/algorithm.md#record)."""
 
 from __future__ import annotations
 
