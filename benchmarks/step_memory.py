@@ -15,6 +15,9 @@ import sys
 
 import torch
 
+from .memory import MALLOC_ENV, peak_cuda_step, peak_rss_step
+
+
 def _one_step(size: int, frames: int, samples: int, chunk_size: int | None, device: str):
     """Build the metric and path; return a callable doing one shared geodesic step."""
     from .measurements import geodesic_shared_step, linear_path, timing_metric
