@@ -1,4 +1,4 @@
-"""Which pieces of the E-LPIPS ensemble are on: :class:`EnsembleConfig` (see docs/ensemble.md).
+"""Which pieces of the E-LPIPS ensemble are on: :class:`EnsembleConfig` (see docs/algorithm.md#ensemble).
 
 The ensemble of E-LPIPS is a set of random input transformations (scaling, offset, flips, x/y swap, colour
 permutation, colour scaling) plus dropout inside the network. An :class:`EnsembleConfig` switches each piece on or

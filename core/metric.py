@@ -157,7 +157,7 @@ class Metric(nn.Module):
         device: ``None`` picks CUDA, then MPS, then CPU.
         seed: seeds the ensemble sampling (``None``: nondeterministic).
         ensemble: which random transformations and dropout are on, and their parameters
-            (:class:`~elpips.EnsembleConfig`, docs/ensemble.md); ``None``: the named metric's own (full for
+            (:class:`~elpips.EnsembleConfig`, docs/algorithm.md#ensemble); ``None``: the named metric's own (full for
             ``elpips-*``, none for ``lpips-*``; the ablation rungs ``elpips-vgg+...`` have their own).
         num_scales: shortcut for the ensemble's ``scale_levels`` (``None``: ``clamp(min(H, W) // 64, 1, 8)`` per
             image size, or the ensemble's value; ignored by an ensemble without scaling).

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from elpips.ablation import AblationSettings, RungResult, attack_rung
+from elpips.experiments.ablation import AblationSettings, RungResult, attack_rung
 from elpips.configs import LADDER, LADDER_LABELS
 from elpips.io import load_image, save_image, write_json, write_text
-from elpips.robustness import EIGHT_BIT
+from elpips.experiments.robustness import EIGHT_BIT
 
 from .common import ensemble_changes, make_metric, metric_label, progress_bar, weights_report
-from .figures import ablation_figure
+from .render.figures import ablation_figure
 
 FULL_METRIC = "elpips-vgg"
 REPORT_FIELDS = ("distance", "half_width", "anchor_distance", "anchor_half_width", "margin", "margin_half_width",

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import elpips
 import elpips.io
 from elpips import CONFIGS, METRIC_NAMES, EnsembleConfig, Metric, get_config
 from elpips.ensemble import COLOR_MODES, DEPENDENT_VALUES
 from elpips.memory import parse_memory_size
+
+if TYPE_CHECKING:
+    from .render.frames import ExportSettings
 
 
 def metric_choices_help(choices: Iterable[str]) -> str:
@@ -66,11 +69,11 @@ def _keep_probability(text: str) -> float:
 
 
 def add_ensemble_options(parser: argparse.ArgumentParser) -> None:
-    """The ensemble switches (docs/ensemble.md). They change the named metric's own ensemble: ``--no-X``
+    """The ensemble switches (docs/algorithm.md#ensemble). They change the named metric's own ensemble: ``--no-X``
     switches piece X off (nothing to do for a metric without it); a parameter needs its piece on."""
     group = parser.add_argument_group(
         "ensemble", "switch pieces of the E-LPIPS ensemble off or change their parameters (applied to the named "
-                    "metric's own ensemble; recorded in every JSON output; see docs/ensemble.md)")
+                    "metric's own ensemble; recorded in every JSON output; see docs/algorithm.md#ensemble)")
     group.add_argument("--no-offset", action="store_true", help="no random offset (translation)")
     group.add_argument("--max-offset", type=positive_int, default=None, metavar="M",
                        help="largest random offset in pixels (default 7)")
@@ -129,31 +132,45 @@ def check_ensemble_options(args: argparse.Namespace, names: Iterable[str]) -> No
                              f"(switched off or not part of the metric)")
 
 
-def make_metric(args: argparse.Namespace, name: str | None = None) -> Metric:
-    """Build the metric the options ask for (with its ensemble options) and warn on stderr when its backbone is
-    uncalibrated. Without ``name`` it is ``--metric`` and its ensemble options are checked here; a caller that
-    passes ``name`` runs several metrics and checks the options against all of them
-    (:func:`check_ensemble_options`) before building any."""
+def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | None = None,
+                announce: bool = True) -> Metric:
+    """Build the metric the options ask for, with its ensemble options (``name`` and ``seed`` override
+    ``--metric`` and ``--seed``) and, if ``announce``, warn on stderr when its backbone is uncalibrated.
+
+    Without ``name`` the metric is ``--metric`` and its ensemble options are checked here; a caller that passes
+    ``name`` runs several metrics and checks the options against all of them (:func:`check_ensemble_options`)
+    before building any."""
     if name is None:
         name = args.metric
         check_ensemble_options(args, [name])
-    metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed,
-                    ensemble=ensemble_for(args, name), memory_budget=getattr(args, "memory_budget", None))
-    if not metric.calibrated:
+    metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device,
+                    seed=args.seed if seed is None else seed, ensemble=ensemble_for(args, name),
+                    memory_budget=getattr(args, "memory_budget", None))
+    if announce and not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric
 
 
 DEFAULT_SAMPLES = 32
 
+UNCALIBRATED = "UNCALIBRATED: random backbone"
+"""How every text output marks a metric on random (uncalibrated) backbone weights."""
+
+
+def calibration_label(name: str, calibrated: bool, short: bool = False) -> str:
+    """``name``, marked when its backbone is uncalibrated so that no output hides random weights:
+    ``elpips-vgg [UNCALIBRATED: random backbone]``, or ``elpips-vgg (random)`` where space is short (captions)."""
+    if calibrated:
+        return name
+    return f"{name} (random)" if short else f"{name} [{UNCALIBRATED}]"
+
 
 def metric_label(metric: Metric) -> str:
-    """``elpips-vgg``, ``elpips-vgg [no flip, max offset 3]`` for a changed ensemble, and
-    ``... [UNCALIBRATED: random backbone]`` so no output hides random weights."""
+    """:func:`calibration_label` of a metric, naming a changed ensemble: ``elpips-vgg [no flip, max offset 3]``."""
     label = metric.name
     if metric.custom_ensemble:
         label += f" [{', '.join(metric.ensemble.differences(metric.config.ensemble))}]"
-    return label if metric.calibrated else f"{label} [UNCALIBRATED: random backbone]"
+    return calibration_label(label, metric.calibrated)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -227,3 +244,26 @@ def default_run_dir(kind: str, root: str = "outputs") -> "Path":
     from pathlib import Path
 
     return Path(root) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def add_export_options(parser: argparse.ArgumentParser, defaults_from_log: bool = False) -> None:
+    """``--row --scale --fps --pingpong/--no-pingpong`` (``None`` = keep the run's or use the default)."""
+    keep = " (default: as in log.json)" if defaults_from_log else ""
+    parser.add_argument("--row", type=int, default=None, help=f"scanline row (default: middle){keep}")
+    parser.add_argument("--scale", type=int, default=None, help=f"enlargement of scanline plots{keep}")
+    parser.add_argument("--fps", type=float, default=None, help=f"animation frame rate (default 8){keep}")
+    parser.add_argument("--pingpong", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"GIF plays forward and back (default on){keep}")
+
+
+def settings_from(args: argparse.Namespace, base: ExportSettings | None = None) -> ExportSettings:
+    """Export settings: ``base`` (or the defaults) with the options the user gave."""
+    from .render.frames import ExportSettings
+
+    settings = base or ExportSettings()
+    return ExportSettings(
+        row=settings.row if args.row is None else args.row,
+        scale=settings.scale if args.scale is None else args.scale,
+        fps=settings.fps if args.fps is None else args.fps,
+        pingpong=settings.pingpong if args.pingpong is None else args.pingpong,
+    )
