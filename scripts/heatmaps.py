@@ -178,3 +178,27 @@ def write_raw(path: str | os.PathLike, values: np.ndarray) -> Path:
 def write_figure(path: str | os.PathLike, figure: np.ndarray) -> Path:
     """The figure as PNG (or the format ``path``'s suffix names), atomically."""
     return save_image(path, figure)
+
+
+MAPS_DIR = "maps"
+
+
+def write_segment_maps(run_dir: str | os.PathLike, values: np.ndarray) -> dict:
+    """Heat maps of a path's segments ``values`` ``[K, H, W]`` on one colour range (0 .. the largest value):
+    ``maps/segment_000.png ...``, ``maps/colorbar.png`` and the floats in ``maps/values.npy``; stale segment
+    files beyond ``K`` are removed. Returns the paths relative to ``run_dir``."""
+    folder = Path(run_dir) / MAPS_DIR
+    vmax = float(values.max())
+    digits = max(3, len(str(len(values) - 1)))
+    names = []
+    for index, segment in enumerate(values):
+        names.append(save_image(folder / f"segment_{index:0{digits}d}.png", colorize(segment, vmax)).name)
+    for stale in folder.glob("segment_*.png"):
+        if stale.name not in names:
+            stale.unlink()
+    save_image(folder / "colorbar.png", colorbar(max(64, values.shape[1]), vmax))
+    with atomic_path(folder / "values.npy") as temporary:
+        with open(temporary, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(values, dtype=np.float32))
+    return {"segments": [f"{MAPS_DIR}/{name}" for name in names], "colorbar": f"{MAPS_DIR}/colorbar.png",
+            "values": f"{MAPS_DIR}/values.npy"}
