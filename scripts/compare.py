@@ -44,9 +44,9 @@ def map_file_stem(index: int, name: str) -> str:
 
 def write_candidate_maps(folder: Path, args: argparse.Namespace, metric, result: SpatialMaps,
                          reference: torch.Tensor, candidates: torch.Tensor) -> list[str]:
-    """One figure and one ``.npy`` per candidate, all coloured on the largest value of any map."""
+    """One figure and one ``.npy`` per candidate, all on one colour range (:func:`heatmaps.color_limit` of all)."""
     values = result.map[:, 0, 0].detach().float().cpu().numpy()  # [M, H, W]
-    vmax = float(values.max())
+    vmax = heatmaps.color_limit(values)
     written = []
     for index, name in enumerate(args.candidates):
         stem = map_file_stem(index, name)

@@ -51,9 +51,11 @@ def check_map_metric(name: str) -> None:
 
 
 def map_caption(metric, result: SpatialMaps, vmax: float) -> tuple[str, str | None]:
-    """The figure's title (metric, samples, mean and range) and footnote (the random-backbone caveat)."""
+    """The figure's title (metric, samples, mean, maximum, colour range ``0..vmax``) and footnote (the
+    random-backbone caveat)."""
     samples = f", {result.samples} samples" if metric.is_stochastic else ""
-    title = (f"{metric_label(metric)}{samples}: map mean {float(result.map.mean()):.4g}, range 0..{vmax:.3g}")
+    title = (f"{metric_label(metric)}{samples}: map mean {float(result.map.mean()):.4g}, max "
+             f"{float(result.map.max()):.3g}, colours 0..{vmax:.3g}")
     footnote = None
     if not metric.calibrated:
         footnote = ("random backbone (uncalibrated): shows where this random network's features differ, "
@@ -91,8 +93,8 @@ def write_map_outputs(args: argparse.Namespace, metric, result: SpatialMaps, a_i
                       b_image: torch.Tensor) -> dict:
     """Write the figure and/or raw values of ``result`` (one pair); returns what was written for the report."""
     values = result.map[0, 0].detach().float().cpu().numpy()
-    vmax = float(values.max())
-    written = {"map_max": vmax, "map_mean": float(values.mean()), "map_samples": result.samples}
+    vmax = heatmaps.color_limit(values)
+    written = {"map_max": float(values.max()), "map_mean": float(values.mean()), "map_samples": result.samples}
     if args.map is not None:
         title, footnote = map_caption(metric, result, vmax)
         figure = heatmaps.map_figure([("A", to_uint8(a_image)), ("B", to_uint8(b_image))], values, vmax, title,

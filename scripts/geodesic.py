@@ -26,7 +26,7 @@ from .common import default_run_dir, positive_int, progress_bar, weights_report
 from .export import LOG, add_export_options, render_run, settings_from
 from .distance import check_map_metric
 from .exports import frames_to_uint8
-from .heatmaps import write_segment_maps
+from .heatmaps import color_limit, write_segment_maps
 from .viewer import write_index
 
 CHECKPOINT = "checkpoint.pt"
@@ -226,7 +226,7 @@ def add_segment_maps(args: argparse.Namespace, frames: torch.Tensor, run_dir: Pa
         result = distance_map(metric, frames[1:], frames[:-1], args.samples)
     values = result.map[:, 0].float().cpu().numpy()
     log["files"]["maps"] = write_segment_maps(run_dir, values)
-    log["maps"] = {"samples": result.samples, "max": float(values.max()),
+    log["maps"] = {"samples": result.samples, "max": float(values.max()), "color_limit": color_limit(values),
                    "means": [float(v) for v in values.mean(axis=(1, 2))]}
 
 

@@ -74,6 +74,18 @@ def perceptual_colormap(steps: int = 256) -> np.ndarray:
 COLORMAP = perceptual_colormap()
 
 
+COLOR_QUANTILE = 0.995
+"""Colours span 0 .. this quantile of the map (larger values saturate), so a few extreme pixels (often at the
+border) do not darken the rest; the title states the true maximum."""
+
+
+def color_limit(values: np.ndarray) -> float:
+    """The top of the colour range: the :data:`COLOR_QUANTILE` quantile of ``values``, or their maximum when that
+    quantile is 0."""
+    limit = float(np.quantile(values, COLOR_QUANTILE))
+    return limit if limit > 0 else float(np.max(values))
+
+
 def colorize(values: np.ndarray, vmax: float) -> np.ndarray:
     """``[H, W]`` non-negative values -> ``[H, W, 3]`` uint8 colours, 0 darkest and ``vmax`` (and above)
     brightest."""
@@ -99,14 +111,14 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def colorbar(height: int, vmax: float, width: int = COLORBAR_WIDTH) -> np.ndarray:
-    """A vertical colour bar ``[height, width + labels, 3]`` uint8: ``vmax`` at the top, 0 at the bottom, the
-    middle value between, each written beside the bar."""
+    """A vertical colour bar ``[height, width + labels, 3]`` uint8: ``vmax`` at the top (written ``>= vmax``:
+    larger values saturate), 0 at the bottom, the middle value between, each written beside the bar."""
     ramp = np.linspace(vmax, 0.0, max(2, height))[:, None].repeat(width, axis=1)
     bar = colorize(ramp, vmax)
     canvas = Image.new("RGB", (width + 70, max(2, height)), (BACKGROUND,) * 3)
     canvas.paste(Image.fromarray(bar), (0, 0))
     draw, font = ImageDraw.Draw(canvas), _font(11)
-    for text, y in ((f"{vmax:.3g}", 0), (f"{vmax / 2:.3g}", height // 2 - 6), ("0", height - 12)):
+    for text, y in ((f">= {vmax:.3g}", 0), (f"{vmax / 2:.3g}", height // 2 - 6), ("0", height - 12)):
         draw.text((width + 4, max(0, y)), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
 
@@ -184,11 +196,11 @@ MAPS_DIR = "maps"
 
 
 def write_segment_maps(run_dir: str | os.PathLike, values: np.ndarray) -> dict:
-    """Heat maps of a path's segments ``values`` ``[K, H, W]`` on one colour range (0 .. the largest value):
+    """Heat maps of a path's segments ``values`` ``[K, H, W]`` on one colour range (0 .. :func:`color_limit`):
     ``maps/segment_000.png ...``, ``maps/colorbar.png`` and the floats in ``maps/values.npy``; stale segment
     files beyond ``K`` are removed. Returns the paths relative to ``run_dir``."""
     folder = Path(run_dir) / MAPS_DIR
-    vmax = float(values.max())
+    vmax = color_limit(values)
     digits = max(3, len(str(len(values) - 1)))
     names = []
     for index, segment in enumerate(values):

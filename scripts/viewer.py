@@ -70,7 +70,8 @@ def _maps_section(maps: dict, info: dict, width: int) -> str:
         + (f" (mean {means[k]:.3g})" if k < len(means) else "") + "</figcaption></figure>"
         for k, src in enumerate(maps.get("segments", [])))
     bar = f"<img src=\"{_esc(maps['colorbar'])}\" alt=\"colour bar\">" if "colorbar" in maps else ""
-    note = (f"{info['samples']} samples per map; one colour range 0 .. {info['max']:.3g} for all segments; "
+    note = (f"{info['samples']} samples per map; one colour range 0 .. {info.get('color_limit', info['max']):.3g} "
+            f"(largest value {info['max']:.3g}) for all segments; "
             "each map's mean is the segment's distance at those samples.") if "samples" in info else ""
     return (f"<section><h2>Where consecutive frames change</h2><p>{_esc(note)}</p>"
             f"<div class=\"row\">{cells}{bar}</div></section>")
