@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .dropout import DropoutMasks
+from .estimate import Z_95
 from .transforms import (FLIP_BOTH, FLIP_LEFT_RIGHT, FLIP_UP_DOWN, MAX_OFFSET, TransformRecord, scaled_size,
                          transformed_size)
 from .validation import check_images, check_same_shape
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 CHUNK_PIXELS = 2**18
 """Default chunk: about this many input pixels (images x samples) per network pass, e.g. one sample of one
 512 x 512 image or 64 samples of one 64 x 64 image."""
-
-Z_95 = 1.959963984540054
 
 
 @dataclass
