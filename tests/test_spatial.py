@@ -254,7 +254,9 @@ def test_map_is_differentiable_float64_finite_difference(images):
     direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
     def objective(images: torch.Tensor) -> torch.Tensor:
-        maps = metric.spatial(images, y, transform=record, generator=torch.Generator().manual_seed(9))
+        # without dropout: its dropped units put ReLU kinks within a finite-difference step here (the scalar
+        # distance then misses by 0.4% at step 1e-6 as well)
+        maps = metric.spatial(images, y, transform=record, dropout=False)
         return (maps * weights).sum()
 
     (gradient,) = torch.autograd.grad(objective(x), x)
