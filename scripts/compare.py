@@ -13,7 +13,6 @@ from elpips import get_config
 from elpips.io import ensure_output_dir, load_images, to_uint8
 from elpips.spatial import SpatialMaps, compare_maps
 
-from . import heatmaps
 from .common import add_metric_options, add_sampling_options, make_metric, metric_label, weights_report
 from .distance import add_map_options, check_map_metric, estimate_with_options, map_caption
 
@@ -45,6 +44,8 @@ def map_file_stem(index: int, name: str) -> str:
 def write_candidate_maps(folder: Path, args: argparse.Namespace, metric, result: SpatialMaps,
                          reference: torch.Tensor, candidates: torch.Tensor) -> list[str]:
     """One figure and one ``.npy`` per candidate, all on one colour range (:func:`heatmaps.color_limit` of all)."""
+    from . import heatmaps  # the rendering code loads only when maps are asked for
+
     values = result.map[:, 0, 0].detach().float().cpu().numpy()  # [M, H, W]
     vmax = heatmaps.color_limit(values)
     written = []

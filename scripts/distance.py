@@ -13,7 +13,6 @@ from elpips.io import load_images, to_uint8
 
 from elpips.spatial import SpatialMaps, distance_map
 
-from . import heatmaps
 from .common import (add_metric_options, add_sampling_options, make_metric, metric_label, positive_int, progress_bar,
                      weights_report)
 
@@ -81,6 +80,8 @@ def check_map_outputs(args: argparse.Namespace) -> bool:
     """Check ``--map``/``--map-raw`` before any work; whether a map is wanted."""
     if args.map is None and args.map_raw is None:
         return False
+    from . import heatmaps  # the rendering code loads only when a map is asked for
+
     check_map_metric(args.metric)
     if args.map is not None:
         heatmaps.check_output_file(args.map)
@@ -92,6 +93,8 @@ def check_map_outputs(args: argparse.Namespace) -> bool:
 def write_map_outputs(args: argparse.Namespace, metric, result: SpatialMaps, a_image: torch.Tensor,
                       b_image: torch.Tensor) -> dict:
     """Write the figure and/or raw values of ``result`` (one pair); returns what was written for the report."""
+    from . import heatmaps
+
     values = result.map[0, 0].detach().float().cpu().numpy()
     vmax = heatmaps.color_limit(values)
     written = {"map_max": float(values.max()), "map_mean": float(values.mean()), "map_samples": result.samples}
