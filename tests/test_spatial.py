@@ -101,18 +101,21 @@ def interpolation_matrix(source: int, target: int) -> np.ndarray:
     return matrix
 
 
-def test_fixed_sample_map_equals_independent_float64_recomputation(random_metric, images):
+@pytest.mark.parametrize("name,scale_level,scale_offset", [("elpips-vgg", 2, (1, 1)), ("elpips-squeeze", 1, (0, 0))])
+def test_fixed_sample_map_equals_independent_float64_recomputation(random_metric, images, name, scale_level,
+                                                                   scale_offset):
     """The whole map of one sample from the NumPy transform, float64 networks, explicit interpolation matrices
     (columns rescaled to keep the mean) and the pushed-pixel operator."""
-    metric = random_metric("elpips-vgg")
+    metric = random_metric(name)
     height, width = 34, 31
     x, y = images(4, height, width, seed=5), images(4, height, width, seed=6)
-    record = record_with(4, 2, (1, 1), True, seed=7)
+    record = record_with(4, scale_level, scale_offset, True, seed=7)
     ours = metric.spatial(x, y, transform=record, dropout=False).double()
     state = metric.backbone.state_dict()
+    network = reference_impl.vgg_taps if name == "elpips-vgg" else reference_impl.squeeze_taps
     with torch.no_grad():
-        taps_x = reference_impl.vgg_taps(reference_impl.network_input(reference_impl.transform_batch(x, record)), state)
-        taps_y = reference_impl.vgg_taps(reference_impl.network_input(reference_impl.transform_batch(y, record)), state)
+        taps_x = network(reference_impl.network_input(reference_impl.transform_batch(x, record)), state)
+        taps_y = network(reference_impl.network_input(reference_impl.transform_batch(y, record)), state)
     frame = transformed_size(height, width, record)
     frame_map = np.zeros((4, *frame))
     for a, b, weight in zip(taps_x, taps_y, metric.linear_weights):
