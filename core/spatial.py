@@ -35,10 +35,6 @@ from .validation import check_images, check_same_shape
 if TYPE_CHECKING:
     from .metric import Metric
 
-CHUNK_PIXELS = 2**18
-"""Default chunk: about this many input pixels (images x samples) per network pass, e.g. one sample of one
-512 x 512 image or 64 samples of one 64 x 64 image."""
-
 
 @dataclass
 class SpatialMaps:
@@ -202,13 +198,6 @@ class SampleDropout:
         return grouped.reshape(inputs.shape)
 
 
-def _record_rows(record: TransformRecord, start: int, stop: int) -> TransformRecord:
-    """The record of images ``start..stop-1`` (shared fields kept)."""
-    return TransformRecord(record.scale_level, record.scale_offset, record.offset[start:stop],
-                           record.flip[start:stop], record.swap, record.permutation[start:stop],
-                           record.color[start:stop])
-
-
 def sample_maps(metric: "Metric", reference: torch.Tensor, candidates: torch.Tensor,
                 sample=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Maps and distances of one network pass: ``candidates`` ``[M, B, 3, H, W]`` against ``reference``
@@ -234,9 +223,10 @@ def sample_maps(metric: "Metric", reference: torch.Tensor, candidates: torch.Ten
     return total_map, total_distance
 
 
-def default_chunk_samples(batch: int, height: int, width: int) -> int:
-    """Samples per network pass: about :data:`CHUNK_PIXELS` input pixels, at least one sample."""
-    return max(1, CHUNK_PIXELS // (batch * height * width))
+def default_chunk_samples(metric: "Metric", images: int, height: int, width: int, dtype: torch.dtype) -> int:
+    """Samples per network pass: as many as the metric's memory budget allows for ``images`` images per sample
+    (:meth:`~elpips.Metric.images_per_pass`), at least one."""
+    return max(1, metric.images_per_pass(height, width, dtype) // images)
 
 
 def _stack_candidates(reference: torch.Tensor, candidates, min_size: int) -> torch.Tensor:
@@ -248,7 +238,7 @@ def _stack_candidates(reference: torch.Tensor, candidates, min_size: int) -> tor
     for index, candidate in enumerate(candidates):
         check_images(candidate, f"candidate {index}", min_size)
         check_same_shape(reference, candidate, "reference", f"candidate {index}")
-    return torch.stack([candidate.to(reference.device) for candidate in candidates])
+    return torch.stack([candidate.to(device=reference.device, dtype=reference.dtype) for candidate in candidates])
 
 
 def _draw_samples(metric: "Metric", count: int, batch: int, height: int, width: int,
@@ -286,8 +276,9 @@ def compare_maps(metric: "Metric", reference: torch.Tensor, candidates, n: int =
         candidates: ``M`` tensors ``[N, 3, H, W]`` or one ``[M, N, 3, H, W]``.
         n: ensemble samples averaged (E-LPIPS; LPIPS is deterministic and evaluated once).
         generator: CPU generator of the sampling (default: the metric's).
-        chunk_size: samples per network pass (default :func:`default_chunk_samples`); the result does not
-            depend on it. Without autograd, peak memory grows with it, not with ``n``.
+        chunk_size: samples per network pass (default :func:`default_chunk_samples`, from the metric's memory
+            budget); the result does not depend on it. Without autograd, peak memory grows with it, not with
+            ``n``. One sample of all images always goes through the network whole (maps are not tiled).
         transform: one fixed sample (``n=1``); ``dropout``: override dropout (as in ``metric(...)``).
 
     Returns:
@@ -301,14 +292,14 @@ def compare_maps(metric: "Metric", reference: torch.Tensor, candidates, n: int =
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     check_images(reference, "reference", metric.min_size)
-    reference = reference.to(metric.device)
+    reference = reference.to(device=metric.device, dtype=metric.dtype)
     stacked = _stack_candidates(reference, candidates, metric.min_size)
     if not metric.is_stochastic:
         maps, distances = sample_maps(metric, reference, stacked)
         return SpatialMaps(maps, torch.zeros_like(maps.detach()), distances.unsqueeze(0), 1)
     count, batch, _, height, width = stacked.shape
     record, seeds = _draw_samples(metric, n, batch, height, width, generator, transform, dropout)
-    chunk = chunk_size or default_chunk_samples(batch * (count + 1), height, width)
+    chunk = chunk_size or default_chunk_samples(metric, batch * (count + 1), height, width, stacked.dtype)
     total = squares = None
     distances = []
     for start in range(0, n, chunk):
@@ -330,7 +321,7 @@ def _chunk_maps(metric: "Metric", reference: torch.Tensor, stacked: torch.Tensor
 
     count, batch = stacked.shape[:2]
     k = stop - start
-    rows = _record_rows(record, start * batch, stop * batch)
+    rows = record.rows(start * batch, stop * batch)
     hook = None
     if seeds is not None:
         hook = SampleDropout([DropoutMasks(seed, metric.dropout_keep) for seed in seeds[start:stop]], batch)

@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_map_options(parser: argparse.ArgumentParser) -> None:
     """``--chunk``: samples per network pass of a distance map (memory)."""
     parser.add_argument("--chunk", type=positive_int, default=None, metavar="K",
-                        help="distance maps: ensemble samples per network pass (memory; default: about "
-                             "2^18 input pixels per pass); the map does not depend on it")
+                        help="distance maps: ensemble samples per network pass (memory; default: as many as "
+                             "the memory budget allows); the map does not depend on it")
 
 
 def check_map_metric(name: str) -> None:

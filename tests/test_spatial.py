@@ -282,3 +282,12 @@ def test_bad_arguments(random_metric, images):
         random_metric("lpips-vgg").spatial(x, images(1, 32, 30))
     with pytest.raises(ValueError, match="at least one candidate"):
         compare_maps(random_metric("lpips-vgg"), x, [])
+
+
+def test_inputs_in_another_precision_are_computed_in_the_metrics(random_metric, images):
+    metric = random_metric("lpips-vgg")
+    x, y = images(1, 32, 32, seed=19), images(1, 32, 32, seed=20)
+    with torch.no_grad():
+        maps = metric.spatial(x.double(), y.double())
+        assert maps.dtype == torch.float32
+        torch.testing.assert_close(maps, metric.spatial(x, y))
