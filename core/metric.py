@@ -681,7 +681,7 @@ class Metric(nn.Module):
 
         LPIPS: the ``lpips`` package's ``spatial=True`` map. E-LPIPS: each sample's tap maps brought back from
         the transformed frame and averaged over ``n`` samples; the map's pixel mean is the E-LPIPS distance at
-        the same samples (rule and border behaviour: ``docs/spatial.md``). Arguments as in :meth:`forward`;
+        the same samples (rule and border behaviour: ``docs/algorithm.md#maps``). Arguments as in :meth:`forward`;
         ``chunk_size``: samples per network pass (memory; the result does not depend on it). Differentiable.
         :func:`elpips.spatial.distance_map` also returns per-pixel uncertainties and the sample distances.
         """

@@ -1,4 +1,4 @@
-"""Spatial distance maps: where two images differ, per pixel, in the input's frame (rule: ``docs/spatial.md``).
+"""Spatial distance maps: where two images differ, per pixel, in the input's frame (rule: ``docs/algorithm.md#maps``).
 
 The functional core:
 
@@ -42,7 +42,7 @@ class SpatialMaps:
 
     Attributes:
         map: ``[..., N, 1, H, W]`` mean over the samples, non-negative; its pixel mean equals the mean of
-            ``distances`` over the samples for E-LPIPS (see ``docs/spatial.md`` for LPIPS).
+            ``distances`` over the samples for E-LPIPS (see ``docs/algorithm.md#maps`` for LPIPS).
         half_width: same shape: the 95% half-width of every pixel's mean (0 for one sample or a deterministic
             metric); samples of one stratified batch are not independent, which makes it conservative.
         distances: ``[n, ..., N]`` the scalar distance of every sample, from the same features.

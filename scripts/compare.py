@@ -19,7 +19,7 @@ from .distance import add_map_options, check_map_metric, estimate_with_options, 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "compare", help="which of several candidates is closest to a reference",
+        "compare",
         description="Distances from a reference to each candidate under shared ensemble samples, so the "
                     "difference between candidates is measured with low variance.",
     )
@@ -44,7 +44,7 @@ def map_file_stem(index: int, name: str) -> str:
 def write_candidate_maps(folder: Path, args: argparse.Namespace, metric, result: SpatialMaps,
                          reference: torch.Tensor, candidates: torch.Tensor) -> list[str]:
     """One figure and one ``.npy`` per candidate, all on one colour range (:func:`heatmaps.color_limit` of all)."""
-    from . import heatmaps  # the rendering code loads only when maps are asked for
+    from .render import heatmaps  # the rendering code loads only when maps are asked for
 
     values = result.map[:, 0, 0].detach().float().cpu().numpy()  # [M, H, W]
     vmax = heatmaps.color_limit(values)

@@ -19,7 +19,7 @@ from .common import (add_metric_options, add_sampling_options, make_metric, metr
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "distance", help="distance between two images",
+        "distance",
         description="Distance between two images of equal size, with a 95% confidence half-width. "
                     "Use example:cat / example:dog for the shipped example images.",
     )
@@ -80,7 +80,7 @@ def check_map_outputs(args: argparse.Namespace) -> bool:
     """Check ``--map``/``--map-raw`` before any work; whether a map is wanted."""
     if args.map is None and args.map_raw is None:
         return False
-    from . import heatmaps  # the rendering code loads only when a map is asked for
+    from .render import heatmaps  # the rendering code loads only when a map is asked for
 
     check_map_metric(args.metric)
     if args.map is not None:
@@ -93,7 +93,7 @@ def check_map_outputs(args: argparse.Namespace) -> bool:
 def write_map_outputs(args: argparse.Namespace, metric, result: SpatialMaps, a_image: torch.Tensor,
                       b_image: torch.Tensor) -> dict:
     """Write the figure and/or raw values of ``result`` (one pair); returns what was written for the report."""
-    from . import heatmaps
+    from .render import heatmaps
 
     values = result.map[0, 0].detach().float().cpu().numpy()
     vmax = heatmaps.color_limit(values)
