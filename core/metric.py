@@ -680,6 +680,30 @@ class Metric(nn.Module):
         stacked = self._stack_candidates(reference, candidates)
         return self.compare_samples(reference, stacked, n, generator).mean(dim=0)
 
+    def spatial(self, x: torch.Tensor, y: torch.Tensor, n: int = 1, transform: TransformRecord | None = None,
+                dropout: bool | None = None, generator: torch.Generator | None = None,
+                chunk_size: int | None = None) -> torch.Tensor:
+        """Where ``x`` and ``y`` differ: a per-pixel distance map ``[N, 1, H, W]`` in the input's frame.
+
+        LPIPS: the ``lpips`` package's ``spatial=True`` map. E-LPIPS: each sample's tap maps brought back from
+        the transformed frame and averaged over ``n`` samples; the map's pixel mean is the E-LPIPS distance at
+        the same samples (rule and border behaviour: ``docs/algorithm.md#maps``). Arguments as in :meth:`forward`;
+        ``chunk_size``: samples per network pass (memory; the result does not depend on it). Differentiable.
+        :func:`elpips.spatial.distance_map` also returns per-pixel uncertainties and the sample distances.
+        """
+        from .spatial import distance_map
+
+        return distance_map(self, x, y, n, generator, chunk_size, transform, dropout).map
+
+    def compare_spatial(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor],
+                        n: int = 1, generator: torch.Generator | None = None,
+                        chunk_size: int | None = None) -> torch.Tensor:
+        """:meth:`spatial` of every candidate against ``reference`` with shared ensemble samples (as
+        :meth:`compare`): ``[M, N, 1, H, W]``."""
+        from .spatial import compare_maps
+
+        return compare_maps(self, reference, candidates, n, generator, chunk_size).map
+
     @torch.no_grad()
     def estimate(self, x: torch.Tensor, y: torch.Tensor, abs_tol: float = 0.01, rel_tol: float = 0.025,
                  max_samples: int = 5000, batch: int = 10, generator: torch.Generator | None = None,
