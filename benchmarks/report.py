@@ -138,6 +138,10 @@ def render_markdown(record: dict) -> str:
     lines += _timings(f"Barycenter step (N = {record['barycenter']['references']}, "
                       f"{record['barycenter']['size']} px)", record["barycenter"])
     lines += _geodesic(record) + _scaling(record) + _memory(record) + _variance(record)
+    if "spatial" in record:
+        from .spatial import render_markdown as spatial_markdown
+
+        lines += spatial_markdown(record["spatial"])
     lines += render_crop(record["crop"]) if "crop" in record else []
     lines += _cuda(record)
     lines += _profile(record)

@@ -244,17 +244,20 @@ def _color_factors(batch: int, color_mode: str, generator: torch.Generator | Non
     return (COLOR_MIN + COLOR_RANGE * u).to(torch.float32).expand(batch, 3).contiguous()
 
 
-def identity_transform(batch: int) -> TransformRecord:
-    """A record that changes nothing but the offset padding: scale 1, offset (7, 7) (pad bottom/right by 7),
-    no flip, no swap, identity permutation, colour 1. Mostly useful in tests."""
+def identity_transform(batch: int, ensemble: EnsembleConfig | None = None) -> TransformRecord:
+    """A record that changes nothing but the offset padding (draws no random numbers): scale 1, offset ``(M, M)``
+    (pad bottom/right by ``M = ensemble.padding``, 7 by default; nothing with the offset off), no flip, no swap,
+    identity permutation, colour 1."""
+    ensemble = EnsembleConfig() if ensemble is None else ensemble
     return TransformRecord(
         scale_level=1,
         scale_offset=(0, 0),
-        offset=torch.full((batch, 2), MAX_OFFSET, dtype=torch.long),
+        offset=torch.full((batch, 2), ensemble.padding, dtype=torch.long),
         flip=torch.full((batch,), FLIP_NONE, dtype=torch.long),
         swap=False,
         permutation=PERMUTATIONS[0].repeat(batch, 1),
         color=torch.ones(batch, 3),
+        ensemble=ensemble,
     )
 
 
