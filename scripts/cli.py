@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "bench",
     "device_check",
     "train_example",
+    "train_weights",
     "batch",
 ]
 
