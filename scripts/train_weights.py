@@ -115,13 +115,34 @@ def train(args, settings: TrainingSettings, out: Path, run_dir: Path, start, com
     val_set = BappsTriplets.from_folder(args.data, args.val_split, _categories(args.val_categories), args.val_limit)
     checkpoint = run_dir / CHECKPOINT
     if main:
-        ensure_output_dir(run_dir)
-        ensure_output_dir(out.parent if str(out.parent) else Path("."))
         if args.resume and not checkpoint.is_file():
             raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
         if not args.resume and checkpoint.exists():
             raise ValueError(f"'{checkpoint}' exists: pass --resume to continue that run, or another --run-dir")
-    distributed.barrier()
+    created = _create_folders([run_dir, out.parent]) if main else []
+    try:
+        distributed.barrier()
+        return _train_and_report(args, settings, out, run_dir, start, compared, train_set, val_set)
+    finally:
+        for folder in created:  # a run that failed before writing anything leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _create_folders(folders: list[Path]) -> list[Path]:
+    """Create ``folders`` (checked writable); the ones created, deepest first."""
+    created = []
+    for folder in folders:
+        missing = [parent for parent in [folder, *folder.parents] if not parent.exists()]
+        ensure_output_dir(folder)
+        created += missing
+    return sorted(set(created), key=lambda path: len(path.parts), reverse=True)
+
+
+def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path, start, compared: dict,
+                      train_set: BappsTriplets, val_set: BappsTriplets) -> int:
+    main = distributed.is_main_process()
+    checkpoint = run_dir / CHECKPOINT
     metric = make_metric(args) if main else _quiet(make_metric, args)
     train_set.min_size = val_set.min_size = metric.min_size
     log = {"command": "train-weights", "data": str(args.data), "split": args.split, "val_split": args.val_split,

@@ -1,0 +1,171 @@
+"""``elpips train-weights`` and elpips.experiments.weight_training on a synthetic BAPPS-layout set whose judgements
+come from a teacher metric with known random weights (tests/synthetic_bapps.py): the learned weights must agree
+with the teacher on held-out triplets nearly as well as the teacher itself; resume, bad data and two ranks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from elpips import Metric
+from elpips.experiments.reductions import triplet_reductions
+from elpips.experiments.triplet_reader import BappsTriplets
+from elpips.experiments.weight_training import TrainingSettings, learning_rate, weight_correlations
+from elpips.scripts import train_weights as train_weights_cli
+from elpips.scripts.cli import main
+from synthetic_bapps import make_synthetic_bapps, teacher_metric
+
+TEACHER = "lpips-squeeze"  # deterministic: the teacher agrees with its own judgements, ceiling 1.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a machine busy with other work, more threads can be many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory, one_thread) -> Path:
+    """600 training and 200 held-out 32-px triplets judged by the teacher (about 10 s on an idle 2-core CPU)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    teacher, _ = teacher_metric(TEACHER, root)
+    return make_synthetic_bapps(root, teacher, {"train": 600, "val": 200})
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    with np.load(path) as archive:
+        return [archive[f"lin{index}"] for index in range(len(archive.files))]
+
+
+def _train(data: Path, out: Path, *options: str, metric: str = TEACHER) -> int:
+    return main(["train-weights", "--data", str(data), "--metric", metric, "--backbone-weights", "random",
+                 "--out", str(out), "--threads", "1", *options])
+
+
+def test_reductions_give_the_metric_distances(synthetic):
+    """reductions @ weights == Metric.compare's distances under the same samples (E-LPIPS and LPIPS)."""
+    batch = BappsTriplets.from_folder(synthetic, "val", limit=6).load(range(6))
+    for name in ("elpips-squeeze", "lpips-squeeze"):
+        metric = Metric(name, backbone_weights="random", device="cpu")
+        weights = torch.cat(metric.linear_weights)
+        reductions = triplet_reductions(metric, batch, samples=3, generator=torch.Generator().manual_seed(5))
+        expected = metric.compare(batch.ref, [batch.p0, batch.p1], n=3, generator=torch.Generator().manual_seed(5))
+        assert torch.allclose((reductions @ weights).T, expected, rtol=1e-5, atol=1e-7), name
+
+
+def test_schedule_and_correlation_closed_forms():
+    lpips = TrainingSettings()  # 5 epochs at the base rate, then 1 - k/5 after each decay epoch (LPIPS train.py)
+    assert [learning_rate(lpips, epoch, 0) / 1e-4 for epoch in range(1, 11)] == pytest.approx(
+        [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
+    kettunen = TrainingSettings.from_recipe("kettunen")
+    assert [learning_rate(kettunen, 1, step) / 1e-4 for step in (0, 50, 75, 100, 500)] == [0, 0, 0.5, 1, 1]
+    a = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0])]
+    result = weight_correlations(a, [torch.tensor([2.0, 4.0, 6.0]), torch.tensor([0.0, 5.0])])
+    assert result["per_tap"] == [pytest.approx(1.0), None]
+    assert result["all"] == pytest.approx(np.corrcoef([1, 2, 3, 1, 1], [2, 4, 6, 0, 5])[0, 1])
+
+
+def test_learned_weights_agree_with_the_teacher(synthetic, tmp_path, capsys):
+    out = tmp_path / "learned.npz"
+    code = _train(synthetic, out, "--epochs", "3", "--decay-epochs", "3", "--lr", "0.03", "--batch-size", "20",
+                  "--cache-reductions", "--compare-to", str(synthetic / "teacher.npz"), str(synthetic / "uniform.npz"))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    log = json.loads((tmp_path / "learned-run" / "log.json").read_text())
+    curve = [record["validation"]["mean"] for record in log["history"]]
+    ceiling = log["comparisons"][str(synthetic / "teacher.npz")]["validation"]["mean"]
+    uniform = log["comparisons"][str(synthetic / "uniform.npz")]["validation"]["mean"]
+    initial, learned = curve[0], curve[-1]
+    assert ceiling == 1.0  # a deterministic teacher agrees with its own judgements
+    assert learned >= ceiling - 0.05, curve
+    assert learned >= initial + 0.5, curve  # the default start (uniform in +-1/sqrt(C)) is near chance or worse
+    assert learned >= uniform + 0.01, (curve, uniform)  # better than every channel alike: the weights were learned
+    assert len(curve) == 7 and "epoch 6 done" in captured.err and "step 180/180" in captured.err  # no TTY: lines
+    learned_weights = _weights(out)
+    assert all((w >= 0).all() for w in learned_weights)
+    metric = Metric(TEACHER, backbone_weights="random", linear_weights=out, device="cpu")  # the format loads
+    assert all(np.array_equal(a.numpy(), b) for a, b in zip(metric.linear_weights, learned_weights))
+
+
+def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch):
+    options = ["--metric", "elpips-squeeze", "--limit", "40", "--val-limit", "10", "--epochs", "1",
+               "--decay-epochs", "1", "--lr", "0.01", "--batch-size", "10", "--chunk-size", "5",
+               "--val-samples", "2", "--checkpoint-every", "3", "--seed", "4"]
+    whole = tmp_path / "whole.npz"
+    assert _train(synthetic, whole, *options[2:], metric="elpips-squeeze") == 0
+
+    original = train_weights_cli.Progress.step
+
+    def interrupt(self, info):
+        original(self, info)
+        if info.step == 7:  # one step after the checkpoint of step 6 (epoch 1 ends at step 4): redone on resume
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_weights_cli.Progress, "step", interrupt)
+    parts = tmp_path / "parts.npz"
+    assert _train(synthetic, parts, *options[2:], metric="elpips-squeeze") == 130
+    assert not parts.exists()
+    monkeypatch.setattr(train_weights_cli.Progress, "step", original)
+    assert _train(synthetic, parts, *options[2:], "--resume", metric="elpips-squeeze") == 0
+
+    for a, b in zip(_weights(whole), _weights(parts)):
+        assert np.array_equal(a, b)
+    logs = [json.loads((tmp_path / f"{name}-run" / "log.json").read_text()) for name in ("whole", "parts")]
+    assert [r["validation"] for r in logs[0]["history"]] == [r["validation"] for r in logs[1]["history"]]
+    assert [r.get("train_loss") for r in logs[0]["history"]] == [r.get("train_loss") for r in logs[1]["history"]]
+    assert logs[1]["resumed_from_step"] == 6
+
+
+def test_bad_data_is_one_clear_error(synthetic, tmp_path, capsys):
+    out = tmp_path / "out" / "w.npz"
+    assert _train(tmp_path / "missing", out) == 2
+    assert _train(synthetic, out, "--split", "nosuchsplit") == 2
+    broken = tmp_path / "broken"
+    (broken / "2afc" / "train").mkdir(parents=True)
+    (broken / "2afc" / "val").mkdir(parents=True)
+    assert _train(broken, out) == 2
+    copy = make_corrupt_copy(synthetic, tmp_path / "corrupt")
+    assert _train(copy, out, "--limit", "20", "--val-limit", "10") == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("elpips train-weights")]
+    assert len(errors) == 4 and all(": error: " in line for line in errors)
+    assert "missing: no such folder" in errors[0] and "nosuchsplit" in errors[1]
+    assert "no category folders" in errors[2] and "000003.npy" in errors[3]
+    assert not (tmp_path / "out").exists()  # nothing written, no empty run folder left behind
+
+
+def make_corrupt_copy(source: Path, target: Path) -> Path:
+    """A copy of ``source`` with one held-out judgement file that is not a .npy file."""
+    import shutil
+
+    shutil.copytree(source / "2afc", target / "2afc")
+    (target / "2afc" / "val" / "synthetic" / "judge" / "000003.npy").write_bytes(b"not a numpy file")
+    return target
+
+
+# -- two ranks ------------------------------------------------------------------------------------------------------
+def _two_rank_worker(rank: int, folder: Path, data: str, options: list[str]) -> dict:
+    code = main(["train-weights", "--data", data, "--out", str(folder / "ranks.npz"), "--device", "cpu", *options])
+    return {"code": code}
+
+
+def test_two_ranks_equal_one_process(synthetic, tmp_path):
+    from test_distributed import spawn
+
+    options = ["--metric", "elpips-squeeze", "--backbone-weights", "random", "--limit", "30", "--val-limit", "10",
+               "--epochs", "1", "--decay-epochs", "1", "--lr", "0.01", "--batch-size", "10", "--chunk-size", "3",
+               "--val-samples", "2", "--seed", "2", "--threads", "1"]
+    results = spawn(_two_rank_worker, str(tmp_path), str(synthetic), options)
+    assert [r["code"] for r in results] == [0, 0]
+    assert main(["train-weights", "--data", str(synthetic), "--out", str(tmp_path / "one.npz"), *options]) == 0
+    for a, b in zip(_weights(tmp_path / "ranks.npz"), _weights(tmp_path / "one.npz")):
+        assert np.array_equal(a, b)  # every rank takes the one-process step on the same reductions
+    logs = [json.loads((tmp_path / f"{name}-run" / "log.json").read_text()) for name in ("ranks", "one")]
+    assert logs[0]["processes"] == 2 and logs[1]["processes"] == 1
+    assert [r["validation"] for r in logs[0]["history"]] == [r["validation"] for r in logs[1]["history"]]
