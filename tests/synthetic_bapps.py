@@ -113,6 +113,12 @@ def make_synthetic_bapps(root: Path, teacher: Metric, counts: dict[str, int], si
     teacher and uniform weights (every channel 1: the untrained network) disagree, when there are enough.
     """
     generator = torch.Generator().manual_seed(seed)
+    if hard_fraction == 0:  # every random triplet as it comes
+        for split, count in counts.items():
+            ref, p0, p1 = _random_triplets(count, size, generator)
+            judge = _prefers_p1(teacher, ref, p0, p1, teacher_samples, seed + 1)
+            _write_split(root / "2afc" / split / category, ref, p0, p1, judge.float())
+        return root
     uniform = Metric(teacher.name, backbone_weights="random", device="cpu",
                      linear_weights=save_linear_weights(root / "uniform.npz",
                                                         [torch.ones_like(w) for w in teacher.linear_weights]))

@@ -94,6 +94,21 @@ def test_learned_weights_agree_with_the_teacher(synthetic, tmp_path, capsys):
     assert all(np.array_equal(a.numpy(), b) for a, b in zip(metric.linear_weights, learned_weights))
 
 
+def test_elpips_weights_reach_the_teachers_own_agreement(tmp_path):
+    """E-LPIPS teacher: judgements from 4-sample distances; its ceiling is its own held-out agreement under fresh
+    validation samples, and the student trains under a new ensemble sample for every triplet and batch."""
+    teacher, teacher_file = teacher_metric("elpips-squeeze", tmp_path)
+    data = make_synthetic_bapps(tmp_path / "data", teacher, {"train": 200, "val": 80}, teacher_samples=4,
+                                hard_fraction=0)
+    code = _train(data, tmp_path / "w.npz", "--epochs", "1", "--decay-epochs", "1", "--lr", "0.05", "--batch-size",
+                  "20", "--val-samples", "4", "--compare-to", str(teacher_file), metric="elpips-squeeze")
+    assert code == 0
+    log = json.loads((tmp_path / "w-run" / "log.json").read_text())
+    curve = [record["validation"]["mean"] for record in log["history"]]
+    ceiling = log["comparisons"][str(teacher_file)]["validation"]["mean"]
+    assert curve[-1] >= ceiling - 0.05 and curve[-1] >= curve[0] + 0.3, (curve, ceiling)
+
+
 def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch):
     options = ["--metric", "elpips-squeeze", "--limit", "40", "--val-limit", "10", "--epochs", "1",
                "--decay-epochs", "1", "--lr", "0.01", "--batch-size", "10", "--chunk-size", "5",
