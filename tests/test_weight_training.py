@@ -5,18 +5,21 @@ with the teacher on held-out triplets nearly as well as the teacher itself; resu
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 
-from elpips import Metric
+from elpips import Metric, distributed
 from elpips.experiments.reductions import triplet_reductions
 from elpips.experiments.triplet_reader import BappsTriplets
 from elpips.experiments.weight_training import TrainingSettings, learning_rate, weight_correlations
 from elpips.scripts import train_weights as train_weights_cli
 from elpips.scripts.cli import main
+from ranks import free_port, set_rank_environment
 from synthetic_bapps import make_synthetic_bapps, teacher_metric
 
 TEACHER = "lpips-squeeze"  # deterministic: the teacher agrees with its own judgements, ceiling 1.0
@@ -136,6 +139,8 @@ def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch):
     assert [r["validation"] for r in logs[0]["history"]] == [r["validation"] for r in logs[1]["history"]]
     assert [r.get("train_loss") for r in logs[0]["history"]] == [r.get("train_loss") for r in logs[1]["history"]]
     assert logs[1]["resumed_from_step"] == 6
+    assert _train(synthetic, parts, *options[2:], metric="elpips-squeeze") == 2  # a finished run is not redone
+    assert _train(synthetic, parts, *options[2:], "--resume", "--lr", "0.02", metric="elpips-squeeze") == 2
 
 
 def test_bad_data_is_one_clear_error(synthetic, tmp_path, capsys):
@@ -165,19 +170,27 @@ def make_corrupt_copy(source: Path, target: Path) -> Path:
 
 
 # -- two ranks ------------------------------------------------------------------------------------------------------
-def _two_rank_worker(rank: int, folder: Path, data: str, options: list[str]) -> dict:
-    code = main(["train-weights", "--data", data, "--out", str(folder / "ranks.npz"), "--device", "cpu", *options])
-    return {"code": code}
+def _two_rank_child(rank: int, port: int, folder: str, data: str, options: list[str]) -> None:
+    """One of two gloo ranks (the environment torchrun would set) running the command; its exit code or error
+    goes to ``folder/rankN.json``."""
+    set_rank_environment(rank, 2, port)
+    torch.set_num_threads(1)
+    try:
+        with distributed.process_group("cpu"):
+            result = {"code": main(["train-weights", "--data", data, "--out", str(Path(folder) / "ranks.npz"),
+                                    "--device", "cpu", *options])}
+    except BaseException:  # noqa: BLE001 - reported to the parent through the file
+        result = {"error": traceback.format_exc()}
+    (Path(folder) / f"rank{rank}.json").write_text(json.dumps(result))
 
 
 def test_two_ranks_equal_one_process(synthetic, tmp_path):
-    from test_distributed import spawn
-
     options = ["--metric", "elpips-squeeze", "--backbone-weights", "random", "--limit", "30", "--val-limit", "10",
                "--epochs", "1", "--decay-epochs", "1", "--lr", "0.01", "--batch-size", "10", "--chunk-size", "3",
                "--val-samples", "2", "--seed", "2", "--threads", "1"]
-    results = spawn(_two_rank_worker, str(tmp_path), str(synthetic), options)
-    assert [r["code"] for r in results] == [0, 0]
+    mp.spawn(_two_rank_child, args=(free_port(), str(tmp_path), str(synthetic), options), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert [r.get("code") for r in results] == [0, 0], results
     assert main(["train-weights", "--data", str(synthetic), "--out", str(tmp_path / "one.npz"), *options]) == 0
     for a, b in zip(_weights(tmp_path / "ranks.npz"), _weights(tmp_path / "one.npz")):
         assert np.array_equal(a, b)  # every rank takes the one-process step on the same reductions
