@@ -54,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--decay-epochs", type=int, default=None, help="epochs with a decaying rate (default 5)")
     parser.add_argument("--lr", type=float, default=None, help="Adam base learning rate (default 1e-4)")
     parser.add_argument("--beta1", type=float, default=None, help="Adam beta1 (lpips 0.5, kettunen 0.9)")
+    parser.add_argument("--warmup-steps", type=int, default=None,
+                        help="W > 0: rate scaled by clip((step - W) / W, 0, 1) (lpips 0, kettunen 50)")
+    parser.add_argument("--symmetric-loss", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the loss with p0 and p1 swapped (lpips off, kettunen on)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="triplets per step (default 50)")
     parser.add_argument("--chunk-size", type=positive_int, default=None,
                         help="triplets per ensemble-sample draw and per unit shared between processes (default 10)")
@@ -83,6 +87,7 @@ def settings_from(args: argparse.Namespace) -> TrainingSettings:
     initialization = args.init if args.init in ("lpips", "zeros") else None
     return TrainingSettings.from_recipe(
         args.recipe, epochs=args.epochs, decay_epochs=args.decay_epochs, learning_rate=args.lr, beta1=args.beta1,
+        warmup_steps=args.warmup_steps, symmetric_loss=args.symmetric_loss,
         batch_size=args.batch_size, chunk_size=args.chunk_size, val_samples=args.val_samples, ensemble=args.ensemble,
         initialization=initialization, seed=0 if args.seed is None else args.seed,
         checkpoint_every=args.checkpoint_every, cache_reductions=args.cache_reductions or None)

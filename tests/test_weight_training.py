@@ -112,6 +112,20 @@ def test_elpips_weights_reach_the_teachers_own_agreement(tmp_path):
     assert curve[-1] >= ceiling - 0.05 and curve[-1] >= curve[0] + 0.3, (curve, ceiling)
 
 
+def test_kettunen_recipe_and_cache_rules(synthetic, tmp_path):
+    """The authors' recipe: zero start and a rate of 0 for the first 50 steps, so 8 steps leave every weight at
+    exactly 0; it trains E-LPIPS without the ensemble, so its reductions can be cached (with the ensemble: refused)."""
+    common = ["--metric", "elpips-squeeze", "--limit", "40", "--val-limit", "10", "--epochs", "1",
+              "--decay-epochs", "1", "--batch-size", "10", "--val-samples", "2"]
+    assert _train(synthetic, tmp_path / "k.npz", *common[2:], "--recipe", "kettunen", "--cache-reductions",
+                  metric="elpips-squeeze") == 0
+    log = json.loads((tmp_path / "k-run" / "log.json").read_text())
+    assert {key: log["settings"][key] for key in ("beta1", "warmup_steps", "symmetric_loss", "ensemble")} == {
+        "beta1": 0.9, "warmup_steps": 50, "symmetric_loss": True, "ensemble": False}
+    assert all((w == 0).all() for w in _weights(tmp_path / "k.npz"))
+    assert _train(synthetic, tmp_path / "c.npz", *common[2:], "--cache-reductions", metric="elpips-squeeze") == 2
+
+
 def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch):
     options = ["--metric", "elpips-squeeze", "--limit", "40", "--val-limit", "10", "--epochs", "1",
                "--decay-epochs", "1", "--lr", "0.01", "--batch-size", "10", "--chunk-size", "5",
