@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from elpips import distributed
+from elpips import Metric, distributed
 from elpips.experiments.triplet_reader import BappsTriplets
 from elpips.experiments.weight_training import (RECIPES, StepReport, TrainingSettings, train_weights,
                                                 validation_scores, weight_correlations)
 from elpips.io import ensure_output_dir, write_json
 from elpips.weights import load_linear_weights, save_linear_weights
 
-from .common import add_metric_options, make_metric, metric_label, positive_int, progress_bar, weights_report
+from .common import add_metric_options, metric_label, positive_int, progress_bar, weights_report
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -47,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-limit", type=positive_int, default=None, metavar="N",
                         help="first N held-out triplets per category (validation keeps V x 2 x channels floats)")
     add_metric_options(parser, choices=METRICS_WITH_WEIGHTS)
+    parser.add_argument("--num-scales", type=positive_int, default=None,
+                        help="E-LPIPS scale levels of the ensemble (default clamp(min(H, W) // 64, 1, 8): 1 at 64 px)")
+    parser.add_argument("--dropout-keep", type=float, default=None,
+                        help="E-LPIPS dropout keep probability (default 0.99)")
     parser.add_argument("--recipe", choices=tuple(RECIPES), default="lpips",
                         help="lpips: the LPIPS trainer's settings (default); kettunen: the E-LPIPS authors' "
                              "train_run.py (zero start, warm-up, symmetric loss, no ensemble in training)")
@@ -148,11 +152,12 @@ def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path
                       train_set: BappsTriplets, val_set: BappsTriplets) -> int:
     main = distributed.is_main_process()
     checkpoint = run_dir / CHECKPOINT
-    metric = make_metric(args) if main else _quiet(make_metric, args)
+    metric = build_metric(args) if main else _quiet(build_metric, args)
     train_set.min_size = val_set.min_size = metric.min_size
     log = {"command": "train-weights", "data": str(args.data), "split": args.split, "val_split": args.val_split,
            "train_triplets": len(train_set), "validation_triplets": len(val_set), "recipe": args.recipe,
            "settings": vars(settings).copy(), "init": args.init or settings.initialization,
+           "num_scales": metric.num_scales, "dropout_keep": metric.dropout_keep,
            "processes": distributed.rank_and_world()[1], **weights_report(metric), "out": str(out), "history": []}
     log.pop("linear_weights")  # the metric's own weights, which training does not use
     progress = Progress(metric.name, settings, len(train_set)) if main else None
@@ -180,6 +185,19 @@ def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path
     write_json(run_dir / "log.json", log)
     report(log, metric, out, run_dir)
     return 0
+
+
+def build_metric(args: argparse.Namespace) -> Metric:
+    """The metric whose network and ensemble (``--num-scales``, ``--dropout-keep``) the weights are trained for."""
+    ensemble = {key: value for key, value in (("num_scales", args.num_scales), ("dropout_keep", args.dropout_keep))
+                if value is not None}
+    if "dropout_keep" in ensemble and not 0 < ensemble["dropout_keep"] < 1:
+        raise ValueError(f"--dropout-keep must be in (0, 1), got {args.dropout_keep}")
+    metric = Metric(args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed,
+                    **ensemble)
+    if not metric.calibrated:
+        print(f"note: {metric.weights_info.description}", file=sys.stderr)
+    return metric
 
 
 def _categories(values: list[str] | None) -> list[str] | None:

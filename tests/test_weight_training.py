@@ -129,7 +129,7 @@ def test_kettunen_recipe_and_cache_rules(synthetic, tmp_path):
 def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch):
     options = ["--metric", "elpips-squeeze", "--limit", "40", "--val-limit", "10", "--epochs", "1",
                "--decay-epochs", "1", "--lr", "0.01", "--batch-size", "10", "--chunk-size", "5",
-               "--val-samples", "2", "--checkpoint-every", "3", "--seed", "4"]
+               "--val-samples", "2", "--checkpoint-every", "3", "--seed", "4", "--dropout-keep", "0.95"]
     whole = tmp_path / "whole.npz"
     assert _train(synthetic, whole, *options[2:], metric="elpips-squeeze") == 0
 
@@ -152,7 +152,7 @@ def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch):
     logs = [json.loads((tmp_path / f"{name}-run" / "log.json").read_text()) for name in ("whole", "parts")]
     assert [r["validation"] for r in logs[0]["history"]] == [r["validation"] for r in logs[1]["history"]]
     assert [r.get("train_loss") for r in logs[0]["history"]] == [r.get("train_loss") for r in logs[1]["history"]]
-    assert logs[1]["resumed_from_step"] == 6
+    assert logs[1]["resumed_from_step"] == 6 and logs[1]["dropout_keep"] == 0.95
     assert _train(synthetic, parts, *options[2:], metric="elpips-squeeze") == 2  # a finished run is not redone
     assert _train(synthetic, parts, *options[2:], "--resume", "--lr", "0.02", metric="elpips-squeeze") == 2
 
