@@ -345,7 +345,8 @@ def train_weights(metric: Metric, train: TripletSource, validation: TripletSourc
         same arguments: every rank computes a share of each batch and returns the same result.
     """
     channels = tap_channels(metric)
-    identity = {"metric": metric.name, "tap_channels": channels, "train_triplets": len(train),
+    identity = {"metric": metric.name, "backbone": metric.weights_info.description, "num_scales": metric.num_scales,
+                "dropout_keep": metric.dropout_keep, "tap_channels": channels, "train_triplets": len(train),
                 "validation_triplets": len(validation)}
     if len(train) == 0 or len(validation) == 0:
         raise ValueError("training needs at least one training and one validation triplet")
@@ -358,38 +359,47 @@ def train_weights(metric: Metric, train: TripletSource, validation: TripletSourc
     held_out = validation_set(metric, validation, settings)
     if not state.history:
         state.history.append({"epoch": 0, "validation": validation_scores(held_out, state.weights)})
-    batches = math.ceil(len(train) / settings.batch_size)
+
+    def save() -> None:
+        if checkpoint is not None and distributed.is_main_process():
+            save_checkpoint(checkpoint, checkpoint_content(state, settings, identity))
+
     while state.epoch <= settings.total_epochs:
-        started, timed = time.perf_counter(), 0
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(
-            derived_seed(settings.seed, "order", state.epoch))).tolist()
-        while state.batch < batches:
-            indices = order[state.batch * settings.batch_size:(state.batch + 1) * settings.batch_size]
-            reductions, judge = reduce_batch(indices, state.epoch, state.batch)
-            rate = learning_rate(settings, state.epoch, state.step)
-            loss, scores = training_step(state, reductions, judge, rate, settings.symmetric_loss)
-            state.sums = {"loss": state.sums["loss"] + loss * len(indices),
-                          "agreement": state.sums["agreement"] + float(scores.sum()),
-                          "triplets": state.sums["triplets"] + len(indices)}
-            state.batch, state.step, timed = state.batch + 1, state.step + 1, timed + len(indices)
-            if progress is not None:
-                progress(StepReport(state.epoch, settings.total_epochs, state.batch, batches, state.step, loss, rate))
-            if checkpoint is not None and state.step % settings.checkpoint_every == 0:
-                _save(checkpoint, state, settings, identity)
-        seconds = time.perf_counter() - started
-        record = {"epoch": state.epoch, "learning_rate": learning_rate(settings, state.epoch, max(0, state.step - 1)),
-                  "steps": state.step, "train_loss": state.sums["loss"] / max(1, state.sums["triplets"]),
-                  "train_agreement": state.sums["agreement"] / max(1, state.sums["triplets"]),
-                  "validation": validation_scores(held_out, state.weights), "seconds": seconds,
-                  "seconds_per_1000_triplets": 1000 * seconds / timed if timed else None}
-        state.history.append(record)
+        record = _train_epoch(state, len(train), settings, reduce_batch, progress, save)
+        state.history.append({**record, "validation": validation_scores(held_out, state.weights)})
         state.epoch, state.batch = state.epoch + 1, 0
         state.sums = {"loss": 0.0, "agreement": 0.0, "triplets": 0}
-        if checkpoint is not None:
-            _save(checkpoint, state, settings, identity)
+        save()
         if on_epoch is not None:
             on_epoch(state.history, split_taps(state.weights, channels))
     return TrainingResult(split_taps(state.weights, channels), state.history, held_out, resumed_from)
+
+
+def _train_epoch(state: TrainingState, count: int, settings: TrainingSettings, reduce_batch,
+                 progress: Callable[[StepReport], None] | None, save: Callable[[], None]) -> dict:
+    """The remaining batches of ``state.epoch`` (from ``state.batch``); the epoch's record without validation."""
+    started, timed = time.perf_counter(), 0
+    batches = math.ceil(count / settings.batch_size)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(
+        derived_seed(settings.seed, "order", state.epoch))).tolist()
+    while state.batch < batches:
+        indices = order[state.batch * settings.batch_size:(state.batch + 1) * settings.batch_size]
+        reductions, judge = reduce_batch(indices, state.epoch, state.batch)
+        rate = learning_rate(settings, state.epoch, state.step)
+        loss, scores = training_step(state, reductions, judge, rate, settings.symmetric_loss)
+        state.sums = {"loss": state.sums["loss"] + loss * len(indices),
+                      "agreement": state.sums["agreement"] + float(scores.sum()),
+                      "triplets": state.sums["triplets"] + len(indices)}
+        state.batch, state.step, timed = state.batch + 1, state.step + 1, timed + len(indices)
+        if progress is not None:
+            progress(StepReport(state.epoch, settings.total_epochs, state.batch, batches, state.step, loss, rate))
+        if state.step % settings.checkpoint_every == 0:
+            save()
+    seconds = time.perf_counter() - started
+    return {"epoch": state.epoch, "learning_rate": learning_rate(settings, state.epoch, max(0, state.step - 1)),
+            "steps": state.step, "train_loss": state.sums["loss"] / max(1, state.sums["triplets"]),
+            "train_agreement": state.sums["agreement"] / max(1, state.sums["triplets"]),
+            "seconds": seconds, "seconds_per_1000_triplets": 1000 * seconds / timed if timed else None}
 
 
 def _batch_reducer(metric: Metric, train: TripletSource, settings: TrainingSettings):
@@ -412,7 +422,3 @@ def _batch_reducer(metric: Metric, train: TripletSource, settings: TrainingSetti
         return every[indices], judges[indices]
     return look_up
 
-
-def _save(path: str | os.PathLike, state: TrainingState, settings: TrainingSettings, identity: dict) -> None:
-    if distributed.is_main_process():
-        save_checkpoint(path, checkpoint_content(state, settings, identity))
