@@ -194,7 +194,7 @@ def build_metric(args: argparse.Namespace) -> Metric:
     if "dropout_keep" in ensemble and not 0 < ensemble["dropout_keep"] < 1:
         raise ValueError(f"--dropout-keep must be in (0, 1), got {args.dropout_keep}")
     metric = Metric(args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed,
-                    **ensemble)
+                    memory_budget=getattr(args, "memory_budget", None), **ensemble)
     if not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric

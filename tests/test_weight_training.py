@@ -52,14 +52,19 @@ def _train(data: Path, out: Path, *options: str, metric: str = TEACHER) -> int:
                  "--out", str(out), "--threads", "1", *options])
 
 
-def test_reductions_give_the_metric_distances(synthetic):
-    """reductions @ weights == Metric.compare's distances under the same samples (E-LPIPS and LPIPS)."""
+@pytest.mark.parametrize("budget, samples", [(None, 3), (64 * 2**20, 8)])  # one pass; two (fresh masks in the 2nd)
+def test_reductions_give_the_metric_distances(synthetic, budget, samples):
+    """reductions @ weights == Metric.compare's distances under the same samples (E-LPIPS and LPIPS), also when
+    the memory budget cuts the rows of the stratified sample into passes."""
     batch = BappsTriplets.from_folder(synthetic, "val", limit=6).load(range(6))
     for name in ("elpips-squeeze", "lpips-squeeze"):
-        metric = Metric(name, backbone_weights="random", device="cpu")
+        metric = Metric(name, backbone_weights="random", device="cpu", memory_budget=budget)
+        if budget is not None and metric.is_stochastic:
+            assert metric.images_per_pass(32, 32) < 3 * samples * 6  # ref, p0, p1 of every row: over the budget
         weights = torch.cat(metric.linear_weights)
-        reductions = triplet_reductions(metric, batch, samples=3, generator=torch.Generator().manual_seed(5))
-        expected = metric.compare(batch.ref, [batch.p0, batch.p1], n=3, generator=torch.Generator().manual_seed(5))
+        reductions = triplet_reductions(metric, batch, samples, generator=torch.Generator().manual_seed(5))
+        expected = metric.compare(batch.ref, [batch.p0, batch.p1], n=samples,
+                                  generator=torch.Generator().manual_seed(5))
         assert torch.allclose((reductions @ weights).T, expected, rtol=1e-5, atol=1e-7), name
 
 

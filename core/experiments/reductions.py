@@ -20,7 +20,7 @@ import torch
 
 from elpips import distributed
 from elpips.distance import normalize_channels, scale_input
-from elpips.metric import Features, Metric
+from elpips.metric import EnsembleSample, Features, Metric
 
 from .triplet_reader import TripletBatch
 
@@ -43,43 +43,75 @@ def tap_channels(metric: Metric) -> list[int]:
     return list(metric.backbone.tap_channels)
 
 
-def pair_reductions(features: Features) -> torch.Tensor:
+def pair_reductions(reference: Features, candidates: Features) -> torch.Tensor:
     """Per-channel pixel means of ``(u(p_i) - u(ref))^2``.
 
     Args:
-        features: normalised taps ``[3, B, C_l, h_l, w_l]`` of the groups ``ref, p0, p1``.
+        reference: normalised taps ``[B, C_l, h_l, w_l]`` of the references.
+        candidates: normalised taps ``[2, B, C_l, h_l, w_l]`` of p0 and p1.
 
     Returns:
         ``[B, 2, sum_l C_l]`` float32 (row 0 for p0, row 1 for p1), taps concatenated in order.
     """
-    parts = [(tap[1:] - tap[0]).square().mean(dim=(-2, -1)) for tap in features]  # each [2, B, C_l]
-    return torch.cat(parts, dim=-1).transpose(0, 1)
+    parts = [(candidate - tap).square().mean(dim=(-2, -1)) for tap, candidate in zip(reference, candidates)]
+    return torch.cat(parts, dim=-1).transpose(0, 1)  # [2, B, sum C] -> [B, 2, sum C]
 
 
 def _untransformed_features(metric: Metric, images: torch.Tensor) -> Features:
-    """Normalised taps of ``images`` ``[G, B, 3, H, W]`` through ``metric``'s network without the ensemble's input
+    """Normalised taps of ``images`` ``[(G,) B, 3, H, W]`` through ``metric``'s network without the ensemble's input
     transformation and dropout (E-LPIPS' network as one fixed function)."""
-    groups, batch = images.shape[:2]
-    taps = metric.backbone(scale_input(images.reshape(groups * batch, *images.shape[2:])), None)
-    return [normalize_channels(tap).reshape(groups, batch, *tap.shape[1:]) for tap in taps]
+    shape = images.shape[:-3]
+    taps = metric.backbone(scale_input(images.reshape(-1, *images.shape[-3:])), None)
+    return [normalize_channels(tap).reshape(*shape, *tap.shape[1:]) for tap in taps]
 
 
 def triplet_reductions(metric: Metric, batch: TripletBatch, samples: int = 1,
                        generator: torch.Generator | None = None, ensemble: bool = True) -> torch.Tensor:
     """``[B, 2, sum_l C_l]`` reductions of ``batch`` on the CPU, averaged over ``samples`` ensemble samples
-    (E-LPIPS; every sample shared by ref, p0 and p1, as :meth:`Metric.compare` shares them). ``ensemble=False``
-    evaluates E-LPIPS' network without transformations and dropout; deterministic metrics ignore both."""
+    (E-LPIPS; every sample shared by ref, p0 and p1). ``ensemble=False`` evaluates E-LPIPS' network without
+    transformations and dropout; deterministic metrics ignore both.
+
+    The ``samples * B`` rows of one stratified sample go through the network in passes within the metric's memory
+    budget (:meth:`Metric.images_per_pass`) exactly as :meth:`Metric.compare` takes them (later passes draw fresh
+    dropout masks), so ``reductions @ weights`` are the distances ``compare`` gives with the same generator.
+    """
     images = torch.stack([batch.ref, batch.p0, batch.p1]).to(metric.device)  # [3, B, 3, H, W]
     count, height, width = images.shape[1], images.shape[-2], images.shape[-1]
+    stochastic = metric.is_stochastic and ensemble
+    total = samples * count if stochastic else count
+    capacity = metric.images_per_pass(height, width, images.dtype)
+    rows_per_pass = total if 3 * total <= capacity else max(1, min(total, capacity // 2))
+    sample = metric.sample(total, height, width, generator) if stochastic else None
+    generator = metric.generator if generator is None else generator
+    parts = []
     with torch.no_grad():
-        if not metric.is_stochastic:
-            return pair_reductions(metric.features(images)).cpu()
-        if not ensemble:
-            return pair_reductions(_untransformed_features(metric, images)).cpu()
-        tiled = images.repeat(1, samples, 1, 1, 1)  # [3, n*B, ...]: sample-major, as Metric.compare tiles
-        sample = metric.sample(samples * count, height, width, generator)
-        reductions = pair_reductions(metric.features(tiled, sample))
-        return reductions.reshape(samples, count, 2, -1).mean(dim=0).cpu()
+        for start in range(0, total, rows_per_pass):
+            stop = min(start + rows_per_pass, total)
+            rows = torch.arange(start, stop, device=images.device) % count
+            part = _pass_sample(metric, sample, start, stop, total, generator) if stochastic else None
+            reference = _pass_features(metric, images[0][rows], part, ensemble)
+            candidates = _pass_features(metric, images[1:][:, rows], part, ensemble)
+            parts.append(pair_reductions(reference, candidates).cpu())
+    reductions = torch.cat(parts)
+    return reductions.reshape(samples, count, 2, -1).mean(dim=0) if stochastic else reductions
+
+
+def _pass_features(metric: Metric, images: torch.Tensor, part: EnsembleSample | None, ensemble: bool) -> Features:
+    if metric.is_stochastic and not ensemble:
+        return _untransformed_features(metric, images)
+    return metric.features(images, part)
+
+
+def _pass_sample(metric: Metric, sample: EnsembleSample, start: int, stop: int, total: int,
+                 generator: torch.Generator) -> EnsembleSample:
+    """Rows ``start..stop-1`` of ``sample``: the first pass keeps its dropout masks, later ones draw fresh masks
+    (as :meth:`Metric.compare` does)."""
+    if (start, stop) == (0, total):
+        return sample
+    rows = sample.transform.rows(start, stop)
+    if start == 0 or sample.dropout is None:
+        return EnsembleSample(rows, sample.dropout)
+    return metric.sample_for(rows, generator=generator)
 
 
 def sharded_reductions(metric: Metric, source: TripletSource, indices: Sequence[int], chunk_size: int,
