@@ -23,16 +23,15 @@ from elpips.experiments.triplet_reader import BappsTriplets
 from elpips.experiments.weight_training import (RECIPES, StepReport, TrainingSettings, train_weights,
                                                 validation_scores, weight_correlations)
 from elpips.io import ensure_output_dir, write_json
+from elpips.solver import CHECKPOINT_NAME
 from elpips.weights import load_linear_weights, save_linear_weights
 
 from .common import add_metric_options, metric_label, positive_int, progress_bar, weights_report
 
-CHECKPOINT = "checkpoint.pt"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "train-weights", help="learn a metric's linear weights from 2AFC judgements (BAPPS layout)",
+        "train-weights",
         description="Train the non-negative per-channel linear weights of every tap of a metric (frozen network) "
                     "on 2AFC triplets, with LPIPS' ranking loss, Adam and its epoch schedule; score a held-out "
                     "split after every epoch. DIR holds 2afc/<split>/<category>/{ref,p0,p1,judge}/.",
@@ -122,7 +121,7 @@ def train(args, settings: TrainingSettings, out: Path, run_dir: Path, start, com
     main = distributed.is_main_process()
     train_set = BappsTriplets.from_folder(args.data, args.split, _categories(args.categories), args.limit)
     val_set = BappsTriplets.from_folder(args.data, args.val_split, _categories(args.val_categories), args.val_limit)
-    checkpoint = run_dir / CHECKPOINT
+    checkpoint = run_dir / CHECKPOINT_NAME
     if main:
         if args.resume and not checkpoint.is_file():
             raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
@@ -151,7 +150,7 @@ def _create_folders(folders: list[Path]) -> list[Path]:
 def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path, start, compared: dict,
                       train_set: BappsTriplets, val_set: BappsTriplets) -> int:
     main = distributed.is_main_process()
-    checkpoint = run_dir / CHECKPOINT
+    checkpoint = run_dir / CHECKPOINT_NAME
     metric = build_metric(args) if main else _quiet(build_metric, args)
     train_set.min_size = val_set.min_size = metric.min_size
     log = {"command": "train-weights", "data": str(args.data), "split": args.split, "val_split": args.val_split,

@@ -1,5 +1,5 @@
 """2AFC triplets read on demand from a BAPPS-layout folder (the layout ``elpips 2afc`` reads, see
-:mod:`elpips.twoafc`), for training: any subset of triplets, in any order, loaded as one batch."""
+:mod:`elpips.experiments.twoafc`), for training: any subset of triplets, in any order, loaded as one batch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 
 from elpips.io import load_image
-from elpips.twoafc import DatasetError, Triplet, choose_categories, list_triplets, load_judge
+from .twoafc import DatasetError, Triplet, choose_categories, list_triplets, load_judge
 
 
 @dataclass
@@ -35,7 +35,7 @@ class BappsTriplets:
     """The triplets of some categories of one split, each loaded when asked for.
 
     Args:
-        triplets: the files of every triplet (:func:`elpips.twoafc.list_triplets`).
+        triplets: the files of every triplet (:func:`elpips.experiments.twoafc.list_triplets`).
         categories: the category of each triplet (same length).
         min_size: smallest image side accepted (the metric's).
     """
@@ -51,7 +51,7 @@ class BappsTriplets:
     def from_folder(cls, data_dir: str | os.PathLike, split: str, categories: Sequence[str] | None = None,
                     limit: int | None = None, min_size: int = 1) -> "BappsTriplets":
         """Every triplet of ``categories`` (all of the split's when ``None``) of ``DATA/2afc/<split>``, the first
-        ``limit`` of each if given; :class:`~elpips.twoafc.DatasetError` names what is missing."""
+        ``limit`` of each if given; :class:`~elpips.experiments.twoafc.DatasetError` names what is missing."""
         triplets, labels = [], []
         for name in choose_categories(data_dir, split, categories):
             listed = list_triplets(data_dir, split, name, limit)

@@ -44,13 +44,13 @@ import torch
 from torch import nn
 
 from elpips import distributed
-from elpips.checkpoint import load_checkpoint, save_checkpoint
+from elpips.solver.checkpoint import check_format, checkpoint_format, load_checkpoint, save_checkpoint
 from elpips.metric import Metric
-from elpips.twoafc import twoafc_scores
+from .twoafc import twoafc_scores
 
 from .reductions import TripletSource, sharded_reductions, tap_channels
 
-CHECKPOINT_FORMAT = "elpips-train-weights/1"
+CHECKPOINT_FORMAT = checkpoint_format("train-weights")
 RANKING_EPSILON = 0.1
 RECIPES: dict[str, dict] = {
     "lpips": {},
@@ -285,8 +285,7 @@ def restore_state(path: str | os.PathLike, settings: TrainingSettings, identity:
                   channels: list[int]) -> TrainingState:
     """The state saved at ``path``; ``ValueError`` if it belongs to a run with other settings or data."""
     saved = load_checkpoint(path)
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"'{path}' is not a train-weights checkpoint (format {saved.get('format')!r})")
+    check_format(saved, "train-weights", path)
     for key, value in {**asdict(settings), **identity}.items():
         was = saved["settings"].get(key) if key in asdict(settings) else saved.get(key)
         if was != value:
