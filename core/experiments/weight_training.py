@@ -44,13 +44,13 @@ import torch
 from torch import nn
 
 from elpips import distributed
-from elpips.solver.checkpoint import check_format, checkpoint_format, load_checkpoint, save_checkpoint
+from elpips.io import atomic_path
 from elpips.metric import Metric
 from .twoafc import twoafc_scores
 
 from .reductions import TripletSource, sharded_reductions, tap_channels
 
-CHECKPOINT_FORMAT = checkpoint_format("train-weights")
+CHECKPOINT_FORMAT = "elpips-train-weights/1"
 RANKING_EPSILON = 0.1
 RECIPES: dict[str, dict] = {
     "lpips": {},
@@ -284,8 +284,9 @@ def checkpoint_content(state: TrainingState, settings: TrainingSettings, identit
 def restore_state(path: str | os.PathLike, settings: TrainingSettings, identity: dict,
                   channels: list[int]) -> TrainingState:
     """The state saved at ``path``; ``ValueError`` if it belongs to a run with other settings or data."""
-    saved = load_checkpoint(path)
-    check_format(saved, "train-weights", path)
+    saved = _load_checkpoint(path)
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"'{path}' is not a train-weights checkpoint (format {saved.get('format')!r})")
     for key, value in {**asdict(settings), **identity}.items():
         was = saved["settings"].get(key) if key in asdict(settings) else saved.get(key)
         if was != value:
@@ -298,6 +299,17 @@ def restore_state(path: str | os.PathLike, settings: TrainingSettings, identity:
     state.epoch, state.batch, state.step = int(saved["epoch"]), int(saved["batch"]), int(saved["step"])
     state.sums, state.history = dict(saved["sums"]), list(saved["history"])
     return state
+
+
+def _load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint written by :func:`train_weights` (``weights_only=True``: tensors and plain data, no code)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # missing, truncated or foreign files fail in many ways
+        raise ValueError(f"checkpoint '{path}' is unreadable: {error}") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"'{path}' is not a train-weights checkpoint")
+    return saved
 
 
 @dataclass
@@ -361,7 +373,8 @@ def train_weights(metric: Metric, train: TripletSource, validation: TripletSourc
 
     def save() -> None:
         if checkpoint is not None and distributed.is_main_process():
-            save_checkpoint(checkpoint, checkpoint_content(state, settings, identity))
+            with atomic_path(checkpoint) as temporary:
+                torch.save(checkpoint_content(state, settings, identity), temporary)
 
     while state.epoch <= settings.total_epochs:
         record = _train_epoch(state, len(train), settings, reduce_batch, progress, save)
