@@ -18,11 +18,12 @@ from typing import Any, Callable, Sequence
 import torch
 
 from elpips.checkpoint import generator_state, load_checkpoint, restore_generator, save_checkpoint
+from elpips.ensemble_stream import StratifiedStream, check_stream_mode
 
 from .evaluate import Evaluation, evaluate_objective
 from .options import (CLIP_HIGH, CLIP_LOW, check_inputs, check_metric_device, check_positive_int, check_power,
                       check_refs_per_step, images_digest, initial_image, learning_rate_schedule, normalized_weights)
-from .step import draw_sample, shared_step
+from .step import draw_sample, has_solver_layer, shared_step
 
 REFERENCE_STEPS = 100_000
 """The reference's number of steps ("may take hours")."""
@@ -32,7 +33,7 @@ RUNNING_DECAY = 0.98
 """Decay of the running (exponential moving average) objective estimate, bias-corrected."""
 
 RESUME_KEYS = ("metric", "backbone_weights", "num_images", "height", "width", "power", "weights", "refs_per_step",
-               "samples_per_step", "lr", "images_sha256", "eval_samples", "eval_seed")
+               "samples_per_step", "lr", "images_sha256", "eval_samples", "eval_seed", "ensemble_stream")
 """Settings a resumed run must share with its checkpoint."""
 
 
@@ -153,6 +154,7 @@ def solve(
     log_every: int | None = None,
     chunk_size: int = 16,
     progress: bool = False,
+    ensemble_stream: str = "independent",
 ) -> BarycenterResult:
     """Minimise ``sum_i w_i * d(x, images[i])^power`` over images ``x`` in ``[1e-5, 1 - 1e-5]``.
 
@@ -181,6 +183,10 @@ def solve(
         log_every: steps between history entries (default ``max(1, steps // 1000)``; on resume, the run's).
         chunk_size: references per forward pass (bounds memory for large ``N``).
         progress: show a tqdm bar (objective, ETA) on stderr.
+        ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
+            per step from a :class:`~elpips.ensemble_stream.StratifiedStream`: flips, permutations, colour
+            factors and scale levels stratified over consecutive steps; needs an ``elpips.Metric`` and
+            ``samples_per_step=1``).
 
     Returns:
         A :class:`BarycenterResult`.
@@ -192,6 +198,9 @@ def solve(
     steps = check_positive_int(steps, "steps", minimum=0)
     refs = check_refs_per_step(refs_per_step, count)
     samples_per_step = check_positive_int(samples_per_step, "samples_per_step")
+    check_stream_mode(ensemble_stream, samples_per_step)
+    if ensemble_stream == "stratified" and not has_solver_layer(metric):
+        raise ValueError("ensemble_stream='stratified' needs an elpips.Metric, not a plain distance function")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     eval_every = check_positive_int(checkpoint_every if eval_every is None else eval_every, "eval_every")
     eval_samples = check_positive_int(eval_samples, "eval_samples")
@@ -217,7 +226,7 @@ def solve(
         "init": init if isinstance(init, str) else "image", "steps": steps, "seed": generator.initial_seed(),
         "eval_samples": eval_samples, "eval_seed": eval_seed, "eval_every": eval_every,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "chunk_size": chunk_size,
-        "device": str(run_device),
+        "device": str(run_device), "ensemble_stream": ensemble_stream,
         "images_sha256": images_digest(images),
     }
 
@@ -239,11 +248,15 @@ def solve(
         evaluations = [Evaluation(**entry) for entry in saved["evaluations"]]
         elapsed = float(saved["elapsed_s"])
         settings["seed"] = saved["settings"]["seed"]
+        stream_seed = saved.get("stream_seed")
     else:
         x = initial_image(init, references, weights64, generator).requires_grad_(True)
         optimizer = torch.optim.Adam([x], lr=schedule(0))
         start, running, running_count, history, elapsed = 0, 0.0, 0, [], 0.0
         evaluations = [evaluate(x, 0)]
+        stream_seed = int(torch.randint(0, 2**62, (1,), generator=generator)) \
+            if ensemble_stream == "stratified" else None
+    stream = None if stream_seed is None else StratifiedStream(stream_seed)
 
     def state(step: int) -> dict[str, Any]:
         return {
@@ -251,6 +264,7 @@ def solve(
             "optimizer": optimizer.state_dict(), "generator": generator_state(generator),
             "running": [running, running_count], "history": list(history),
             "evaluations": [entry.as_dict() for entry in evaluations], "elapsed_s": elapsed,
+            "stream_seed": stream_seed,
         }
 
     from tqdm import tqdm
@@ -270,7 +284,10 @@ def solve(
             else:
                 indices = torch.randperm(count, generator=generator)[:refs]
             chosen = indices.to(run_device)
-            sample = draw_sample(metric, samples_per_step, height, width, generator)
+            if stream is None:
+                sample = draw_sample(metric, samples_per_step, height, width, generator)
+            else:
+                sample = stream.sample(metric, step, height, width)
             optimizer.zero_grad(set_to_none=True)
             coefficients = weights_device[chosen] * scale
             distances = shared_step(metric, x, references[chosen], coefficients, power, sample,

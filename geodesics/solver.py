@@ -20,6 +20,7 @@ import torch
 from elpips import Metric
 from elpips.checkpoint import generator_state, load_checkpoint, restore_generator, save_checkpoint
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
+from elpips.ensemble_stream import StratifiedStream, check_stream_mode
 from elpips.schedules import reference_learning_rate
 from elpips.validation import check_images
 
@@ -159,7 +160,7 @@ def _check_init(init: str | torch.Tensor, keys: torch.Tensor, intervals: tuple[i
 
 
 def _fingerprint(metric: Metric, keys: torch.Tensor, levels: list[Level], samples_per_step: int,
-                 init: torch.Tensor | None) -> dict:
+                 init: torch.Tensor | None, ensemble_stream: str) -> dict:
     """What a checkpoint must agree on to be resumed."""
     keys64 = keys.detach().cpu().double()  # MPS has no float64
     return {
@@ -170,6 +171,7 @@ def _fingerprint(metric: Metric, keys: torch.Tensor, levels: list[Level], sample
         "keyframes_square_sum": round(float(keys64.square().sum()), 6),
         "levels": [[list(level.intervals), level.scale, level.steps] for level in levels],
         "samples_per_step": samples_per_step,
+        "ensemble_stream": ensemble_stream,
         "init": "linear" if init is None else round(float(init.detach().cpu().double().sum()), 6),
     }
 
@@ -272,6 +274,7 @@ def solve(
     eval_generator: torch.Generator | None = None,
     coarse_fraction: float = 0.5,
     shard: bool = False,
+    ensemble_stream: str = "independent",
 ) -> GeodesicResult:
     """A discrete geodesic through ``keyframes``: the path whose interior frames minimise
     ``E = sum_k d(x_k, x_{k+1})^2`` (a perceptual spline through more than two keyframes).
@@ -306,6 +309,9 @@ def solve(
             generators start from rank 0's states; only rank 0 writes the checkpoint (keep it on a filesystem
             every rank can read for ``resume``); the result is the same on every rank. Checkpoints do not depend
             on the number of ranks.
+        ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
+            per step from a :class:`~elpips.ensemble_stream.StratifiedStream`: flips, permutations, colour
+            factors and scale levels stratified over consecutive steps; needs ``samples_per_step=1``).
 
     Returns:
         A :class:`GeodesicResult`; ``frames`` is ``[K+1, 3, H, W]`` on the CPU.
@@ -314,6 +320,7 @@ def solve(
     if device is not None:
         metric.to(device)
     _validate_counts(steps, chunk_size, samples_per_step, eval_samples, checkpoint_every)
+    check_stream_mode(ensemble_stream, samples_per_step)
     learning_rate = _schedule(schedule)
     keys = _stack_keyframes(keyframes)
     check_images(keys, "keyframes", metric.min_size)
@@ -329,7 +336,7 @@ def solve(
     starts = level_starts(levels)
     total = sum(level.steps for level in levels)
     generator = metric.generator if generator is None else generator
-    fingerprint = _fingerprint(metric, keys, levels, samples_per_step, initial)
+    fingerprint = _fingerprint(metric, keys, levels, samples_per_step, initial, ensemble_stream)
     sharded = shard and is_distributed()
     if sharded:  # every rank must draw the very same ensemble samples
         restore_generator(generator, broadcast_object(generator_state(generator)))
@@ -341,6 +348,9 @@ def solve(
     optimizer = torch.optim.Adam([stage.variable], lr=learning_rate(0))
     history: list[float] = []
     first_step = 0
+    stream_seed = None
+    if ensemble_stream == "stratified" and not resume:
+        stream_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     if resume:
         if checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path")
@@ -358,6 +368,8 @@ def solve(
         optimizer = torch.optim.Adam([stage.variable], lr=learning_rate(first_step))
         stage.load_optimizer_state(optimizer, state["optimizer"])
         restore_generator(generator, state["generator"])
+        stream_seed = state.get("stream_seed")
+    stream = None if stream_seed is None else StratifiedStream(stream_seed)
 
     def save(done: int) -> None:
         path, optimizer_state = stage.path().cpu(), stage.optimizer_state(optimizer)  # collective
@@ -366,6 +378,7 @@ def solve(
                 "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "step": done, "level": current,
                 "path": path, "optimizer": optimizer_state,
                 "generator": generator_state(generator), "energy_history": list(history),
+                "stream_seed": stream_seed,
             })
 
     height, width = stage.base.shape[-2:]
@@ -382,7 +395,10 @@ def solve(
         for group in optimizer.param_groups:
             group["lr"] = rate
         optimizer.zero_grad(set_to_none=True)
-        sample = metric.sample(samples_per_step, height, width, generator)
+        if stream is None:
+            sample = metric.sample(samples_per_step, height, width, generator)
+        else:
+            sample = stream.sample(metric, step, height, width)
         distances = sharded_path_step(metric, stage.base, stage.free, stage.variable, stage.shard, sample,
                                       samples_per_step, chunk_size)
         optimizer.step()
