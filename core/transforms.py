@@ -56,6 +56,23 @@ class TransformRecord:
     def batch_size(self) -> int:
         return int(self.flip.shape[0])
 
+    def rows(self, start: int, stop: int) -> "TransformRecord":
+        """The record of images ``start..stop-1`` of the batch (per-image fields sliced, shared ones kept).
+
+        Used to evaluate one stratified sample in several network passes: the slices together are exactly
+        the record they were cut from."""
+        if not 0 <= start < stop <= self.batch_size:
+            raise ValueError(f"rows {start}:{stop} outside a record of {self.batch_size} images")
+        return TransformRecord(
+            scale_level=self.scale_level,
+            scale_offset=self.scale_offset,
+            offset=self.offset[start:stop],
+            flip=self.flip[start:stop],
+            swap=self.swap,
+            permutation=self.permutation[start:stop],
+            color=self.color[start:stop],
+        )
+
     def repeat(self, times: int) -> "TransformRecord":
         """The record for ``times`` stacked copies of the batch (per-image fields tiled, shared ones kept)."""
         return TransformRecord(
