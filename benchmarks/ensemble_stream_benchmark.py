@@ -1,7 +1,7 @@
 """Does stratifying the ensemble across consecutive solver steps help? Independent samples per step against
 :class:`elpips.ensemble_stream.StratifiedStream`, for the geodesic and the barycenter solver (one sample per step).
 
-    python benchmarks/ensemble_stream_benchmark.py [--size 32] [--frames 8] [--images 6] [--seeds 0,1,2]
+    python -m elpips.benchmarks.ensemble_stream_benchmark [--size 32] [--frames 8] [--images 6] [--seeds 0,1,2]
 
 Measures, for each solver:
 

@@ -1,4 +1,4 @@
-"""One ensemble sample per solver step, stratified across consecutive steps.
+"""One ensemble sample per solver step, stratified across consecutive steps (``docs/algorithm.md``, section 3).
 
 A solver that draws one single-image ensemble sample per step (the barycenter and geodesic solvers at
 ``samples_per_step=1``) sees every flip, permutation, colour factor and scale level, but independently from step

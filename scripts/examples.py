@@ -8,8 +8,7 @@ from elpips.io import EXAMPLES_DIR, example_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("examples", help="list the shipped example images",
-                                   description="List the example images; use them as example:NAME.")
+    parser = subparsers.add_parser("examples", description="List the example images; use them as example:NAME.")
     parser.set_defaults(handler=run)
 
 
