@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .dropout import DropoutMasks
+from .ensemble import EnsembleConfig
 from .transforms import (COLOR_MIN, COLOR_RANGE, MAX_OFFSET, PERMUTATIONS, TransformRecord, _shuffled_cycle,
                          default_num_scales, scale_level_probabilities)
 
@@ -138,9 +139,23 @@ class StratifiedStream:
         metric's own empty sample for deterministic metrics)."""
         from .metric import EnsembleSample
 
-        if not metric.config.ensemble:
+        if not metric.is_stochastic:
             return metric.sample(1, height, width)
+        _check_full_ensemble(metric.ensemble)
         num_scales = metric.num_scales or default_num_scales(height, width)
-        dropout = DropoutMasks(self.dropout_seed(step, num_scales), metric.dropout_keep) if metric.config.dropout \
+        dropout = DropoutMasks(self.dropout_seed(step, num_scales), metric.dropout_keep) if metric.ensemble.dropout \
             else None
         return EnsembleSample(self.record(step, num_scales), dropout)
+
+
+def _check_full_ensemble(ensemble: EnsembleConfig) -> None:
+    """The stream stratifies every piece of the ensemble: a metric with pieces switched off (or crop mode, another
+    offset) would be handed transforms it does not use."""
+    settings, full = ensemble.as_dict(), EnsembleConfig().as_dict()
+    for free in ("scale_levels", "dropout_keep"):
+        settings.pop(free, None)
+        full.pop(free, None)
+    if settings != full:
+        raise ValueError("ensemble_stream='stratified' draws the full E-LPIPS ensemble; this metric's ensemble is "
+                         f"{ensemble.summary()}: use "
+                         "ensemble_stream='independent'")

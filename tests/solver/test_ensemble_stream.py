@@ -231,3 +231,18 @@ def test_barycenter_stratified_stream_needs_a_metric(images):
 
     with pytest.raises(ValueError, match="needs an elpips.Metric"):
         solve(images(2, 8, 8), metric=plain, steps=1, ensemble_stream="stratified")
+
+
+def test_stream_refuses_a_partial_ensemble():
+    """The stream hands out full-ensemble transforms: a metric with a piece switched off must not receive them."""
+    import pytest
+
+    import elpips
+    from elpips.ensemble_stream import StratifiedStream
+
+    metric = elpips.Metric("elpips-vgg+geom", backbone_weights="random", device="cpu")
+    with pytest.raises(ValueError, match="ensemble_stream='independent'"):
+        StratifiedStream(seed=0).sample(metric, 0, 32, 32)
+    full = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", num_scales=1)
+    sample = StratifiedStream(seed=0).sample(full, 0, 32, 32)
+    assert sample.transform.batch_size == 1 and sample.dropout is not None
