@@ -18,10 +18,11 @@ from elpips.distributed import (broadcast_object, is_distributed, is_main_proces
 from elpips.geodesics import GeodesicResult, StepInfo, evaluate_path, linear_path, segment_intervals, solve
 from elpips.geodesics.sharded import path_shard
 from elpips.geodesics.solver import DEFAULT_BASE_RATE
-from elpips.io import OutputWriteError, ensure_output_dir, load_images, write_json
+from elpips.io import OutputWriteError, ensure_output_dir, write_json
 from elpips.schedules import reference_learning_rate
+from elpips.sizing import load_sized_images
 
-from .common import default_run_dir, positive_int, progress_bar, weights_report
+from .common import add_sizing_options, default_run_dir, positive_int, progress_bar, sizing_from, weights_report
 from .export import LOG, add_export_options, render_run, settings_from
 from .exports import frames_to_uint8
 
@@ -60,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk (8)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (25)")
     add_export_options(parser)
+    add_sizing_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -77,6 +79,7 @@ def compare_names(text: str, main: str) -> list[str]:
 def check_arguments(args: argparse.Namespace) -> list[str]:
     """Cheap checks before any weights are loaded; returns the compared metrics."""
     compared = compare_names(args.compare, args.metric)
+    sizing_from(args)  # a bad --resize fails before anything is read
     segment_intervals(args.frames, len(args.images))
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
@@ -225,9 +228,11 @@ def _run(args: argparse.Namespace) -> int:
     run_dir, seed, problem = broadcast_object((run_dir, seed, problem))  # rank 0's folder (a timestamp), seed
     if problem is not None:
         raise OutputWriteError(problem)
-    keys = load_images(args.images, max(get_config(name).min_size for name in [args.metric, *compared]))
+    keys, sizing = load_sized_images(args.images, sizing_from(args),
+                                     max(get_config(name).min_size for name in [args.metric, *compared]))
     settings = settings_from(args).resolved(*keys.shape[-2:])
     main_log, main_frames = solve_one(args, args.metric, keys, run_dir, seed, must_resume=True)
+    main_log["sizing"] = sizing
     main_log["compare"] = [{"metric": name, "dir": f"compare/{name}"} for name in compared]
     runs = [(main_log, main_frames)]
     for entry in main_log["compare"]:
