@@ -9,6 +9,8 @@ Inside a ``torch.distributed`` process group, ``solve(..., shard=True)`` splits 
 (:mod:`elpips.geodesics.sharded`).
 """
 
+from .clip import (SolveSettings, Window, WindowResult, crossfade, interpolate_windows, output_count,
+                   plan_windows, solve_window)
 from .energy import PathEvaluation, evaluate_path, path_step
 from .levels import Level, level_starts, plan_levels, time_ladder
 from .path import (downscale, free_mask, keyframe_indices, linear_path, resample_path, segment_intervals,
@@ -21,20 +23,28 @@ __all__ = [
     "Level",
     "PathEvaluation",
     "PathShard",
+    "SolveSettings",
     "StepInfo",
+    "Window",
+    "WindowResult",
+    "crossfade",
     "downscale",
     "evaluate_path",
     "free_mask",
+    "interpolate_windows",
     "keyframe_indices",
     "level_starts",
     "linear_path",
+    "output_count",
     "path_shard",
     "path_step",
+    "plan_windows",
     "plan_levels",
     "resample_path",
     "segment_intervals",
     "sharded_path_step",
     "solve",
+    "solve_window",
     "subdivide",
     "time_ladder",
     "upscale_path",
