@@ -1,4 +1,4 @@
-"""``elpips batch JOBS.jsonl [--out DIR]``: run a list of geodesic, barycenter and distance jobs.
+"""``elpips batch JOBS.jsonl [--out DIR]``: run a list of geodesic, barycenter, distance and interpolate jobs.
 
 Under ``torchrun`` the jobs are shared out between the ranks (round robin over the jobs not yet done, as rank
 0 read them), each job run whole by one rank on its device; alone, one process runs them all. The job file
@@ -33,16 +33,17 @@ from elpips.jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job,
 DEFAULT_TIMEOUT_HOURS = 168.0
 """A week: the collective timeout under torchrun (the final barrier waits for the slowest rank)."""
 
-RESUMABLE = {"geodesic": "checkpoint.pt", "barycenter": "checkpoint.pt"}
-"""Checkpoint file of a command that can continue an interrupted run with ``--resume``."""
+RESUMABLE = {"geodesic": "checkpoint.pt", "barycenter": "checkpoint.pt", "interpolate": "plan.json"}
+"""The file that shows a command's interrupted run can be continued with ``--resume``."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "batch", help="run a JSON-lines file of geodesic/barycenter/distance jobs (sharded under torchrun)",
+        "batch", help="run a JSON-lines file of geodesic/barycenter/distance/interpolate jobs (sharded under "
+                      "torchrun)",
         description="Run every job of JOBS.jsonl (one JSON object per line: {\"id\": ..., \"command\": "
-                    "\"geodesic|barycenter|distance\", \"inputs\": [...], \"args\": [...] or {...}}), each into "
-                    "DIR/jobs/<id>/ with a DONE.json or FAILED.json marker, and write DIR/summary.json. Jobs "
+                    "\"geodesic|barycenter|distance|interpolate\", \"inputs\": [...], \"args\": [...] or {...}}), "
+                    "each into DIR/jobs/<id>/ with a DONE.json or FAILED.json marker, and write DIR/summary.json. Jobs "
                     "already done are skipped, so running the same command again resumes. Under torchrun "
                     "(torchrun --nproc-per-node=G -m elpips batch ...) the jobs are shared out between the ranks. "
                     "Exit code 1 when a job failed.",

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "attack",
     "twoafc",
     "geodesic",
+    "interpolate",
     "export",
     "bench",
     "device_check",
