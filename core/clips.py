@@ -234,3 +234,17 @@ def open_clip(spec: str | os.PathLike, sizing: Sizing | None = None, fps: float 
                              "needed")
     return Clip(text, kind, count, rate, tuple(target), sizing, files, tuple(sizes[0]), reader,
                 sizing_record(sizing, tuple(target), sizes if kind == "frames" else sizes[:1]))
+
+
+def pan_frames(image: torch.Tensor, count: int, size: int) -> torch.Tensor:
+    """A camera pan over a still: ``count`` square crops of ``image`` ``[1, 3, H, W]`` (side ``min(H, W)``)
+    at evenly spaced offsets along its longer side, each resampled to ``size x size``:
+    ``[count, 3, size, size]`` float in [0, 1] (a test clip made from a shipped example)."""
+    if count < 2 or size < 1:
+        raise ValueError(f"a pan needs at least 2 frames and a positive size, got {count} frames of {size} px")
+    height, width = image.shape[-2:]
+    side = min(height, width)
+    offsets = torch.linspace(0, max(height, width) - side, count).round().long().tolist()
+    crops = [image[..., :side, offset:offset + side] if width >= height else image[..., offset:offset + side, :side]
+             for offset in offsets]
+    return torch.cat([resample(crop, size, size) for crop in crops])

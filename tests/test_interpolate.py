@@ -255,3 +255,17 @@ def test_two_ranks_share_the_windows_each_written_once(clip_files, tmp_path):
     alone = json.loads((tmp_path / "alone/log.json").read_text())
     assert np.array_equal(read_frames(out), read_frames(tmp_path / "alone"))
     assert alone["result"] == log["result"] and alone["processes"] == 1
+
+
+def test_pan_clip_from_a_shipped_example(tmp_path):
+    from elpips.clips import pan_frames
+    from elpips.io import load_image
+    from elpips.sizing import resample
+
+    cat = load_image("example:cat")  # 150 x 240: square crops at offsets 0 .. 90
+    frames = pan_frames(cat, 4, 50)
+    assert frames.shape == (4, 3, 50, 50)
+    assert torch.equal(frames[0], resample(cat[..., :, :150], 50, 50)[0])
+    assert torch.equal(frames[3], resample(cat[..., :, 90:240], 50, 50)[0])
+    assert main(["examples", "--pan", "cat", "--frames", "3", "--size", "40", "--out", str(tmp_path / "pan")]) == 0
+    assert open_clip(tmp_path / "pan").count == 3
