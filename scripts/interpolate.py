@@ -147,7 +147,7 @@ def prepare(args: argparse.Namespace, clip: Clip, run_dir: Path) -> tuple:
 
 
 class WindowProgress:
-    """Per step: a tqdm bar on a terminal. Per window: one line on stderr (also when it is not a terminal)."""
+    """Steps: a tqdm bar on a terminal, else a line every quarter of a window. Windows: one line each on stderr."""
 
     def __init__(self, tag: str, total_windows: int) -> None:
         self.tag, self.total, self.done, self.started = tag, total_windows, 0, time.perf_counter()
@@ -159,6 +159,9 @@ class WindowProgress:
             self.bar.unit = "step"
         self.bar.update(info.step - self.bar.n)
         self.bar.set_postfix(energy=f"{info.energy:.4g}", refresh=False)
+        if self.bar.disable and info.step % max(1, info.total_steps // 4) == 0 and info.step < info.total_steps:
+            print(f"{self.tag}window {self.done + 1} of this process: step {info.step}/{info.total_steps}, energy "
+                  f"{info.energy:.4g}", file=sys.stderr)
 
     def window_done(self, result: WindowResult, count: int) -> None:
         if self.bar is not None:
