@@ -122,15 +122,13 @@ def render_clip(run_dir: Path, frame_paths: list[Path], settings: ClipExport) ->
     with contextlib.ExitStack() as stack:
         if videos:
             video = VideoStream(run_dir / VIDEO, width, height, settings.fps, stack)
-            gap = np.full((height, 4, 3), 255, np.uint8)
             side = VideoStream(run_dir / COMPARISON_VIDEO, 2 * width + 4, height + 16, settings.fps, stack)
         for frame, fade in zip(read_frames(frame_paths), crossfade_frames(frame_paths, settings.factor)):
             rows.append(frame[settings.row].copy())
             fade_rows.append(fade[settings.row].copy())
             if videos:
                 video.send(frame)
-                pair = np.concatenate([frame, gap, fade], axis=1)
-                side.send(labelled(pair, f"{settings.label} | linear cross-fade"))
+                side.send(row([labelled(frame, settings.label), labelled(fade, "linear cross-fade")], gap=4))
     plain, figure = _scanline_figure(np.stack(rows), np.stack(fade_rows), settings)
     save_image(run_dir / SCANLINE, plain)
     save_image(run_dir / SCANLINE_COMPARISON, figure)

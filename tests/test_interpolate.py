@@ -144,6 +144,12 @@ def test_interpolate_l2_gives_the_crossfade_with_every_export(clip_files, tmp_pa
     reader = imageio_ffmpeg.read_frames(str(out / "interpolated.mp4"))
     meta = next(reader)
     assert meta["fps"] == 24 and sum(1 for _ in reader) == 10
+    reader = imageio_ffmpeg.read_frames(str(out / "comparison.mp4"))
+    meta = next(reader)
+    side = [np.frombuffer(raw, np.uint8).reshape(meta["size"][1], meta["size"][0], 3) for raw in reader]
+    assert len(side) == 10 and meta["size"] == (2 * SIZE + 4, SIZE + 16)  # labelled halves, 4 px apart
+    fade_half = np.stack(side)[:, 16:, SIZE + 4:].astype(np.float64)
+    assert np.abs(fade_half - closed_form).mean() < 6  # the right half is the cross-fade (H.264 is lossy)
     assert iio.imread(out / "scanline.png").shape[0] == 10 * log["export"]["scale"]
     assert missing_references(out)[0] == []
     assert not list((out / "windows").glob("*.pt"))  # checkpoints of finished windows are dropped
