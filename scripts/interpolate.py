@@ -224,6 +224,8 @@ def _run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     clip = open_clip(args.input, sizing_from(args), args.fps, min_size=get_config(args.metric).min_size)
     scanline_row(args, clip)
+    # before anything is written: unusable weights must not leave a half-started run behind
+    metric = Metric(args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed)
     run_dir = Path(args.out) if args.out else default_run_dir("interpolate")
     rank, world = distributed.rank_and_world()
     run_dir = distributed.broadcast_object(run_dir)  # rank 0's folder name (a timestamp)
@@ -233,7 +235,6 @@ def _run(args: argparse.Namespace) -> int:
     _, seed, pending = plan
     windows = plan_windows(clip.count, args.window)
     mine = distributed.round_robin([windows[index] for index in pending], rank, world)
-    metric = Metric(args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=seed)
     if rank == 0:
         if not metric.calibrated:
             print(f"note: {metric.weights_info.description}", file=sys.stderr)

@@ -213,13 +213,16 @@ def test_resume_after_a_kill_skips_finished_windows(clip_files, tmp_path, monkey
     (["{clip}", "--resize", "big"], "--resize must be WIDTHxHEIGHT"),
     (["{clip}", "--center-crop"], "--center-crop needs"),
     (["{clip}", "--row", "40"], "--row 40 is outside"),
+    (["{clip}", "--metric", "elpips-squeeze", "--backbone-weights", "{tmp}/missing.pth"], "missing.pth"),
 ])
 def test_bad_interpolate_input_is_one_error_line_and_exit_2(clip_files, tmp_path, capsys, arguments, message):
     filled = [argument.format(clip=clip_files["frames"], tmp=tmp_path) for argument in arguments]
     out = [] if "--out" in filled or "--resume" in filled else ["--out", str(tmp_path / "run")]
-    assert main(["interpolate", *filled, "--metric", "l2", "--steps", "0", "--samples", "1", *out]) == 2
+    metric = [] if "--metric" in filled else ["--metric", "l2"]
+    assert main(["interpolate", *filled, *metric, "--steps", "0", "--samples", "1", *out]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("elpips interpolate: error:") and message in error
+    assert not (tmp_path / "run").exists()  # nothing written before the error
 
 
 def test_interpolate_as_a_batch_job(clip_files, tmp_path):
