@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 Z_95 = 1.96
+"""The two-sided 95% quantile of the standard normal distribution (the reference's confidence factor)."""
 
 
 @dataclass

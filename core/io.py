@@ -1,7 +1,9 @@
 """Image files in and out: loading to ``[1, 3, H, W]`` float tensors, atomic writes of images, JSON and bytes.
 
-Loading accepts 8- and 16-bit PNG/JPEG/... through imageio (16-bit PNGs through pypng, which keeps all 16 bits): grey becomes RGB, grey+alpha becomes grey, RGBA
-drops alpha (as the reference does). Every problem becomes an :class:`ImageLoadError` with the file name in it.
+Loading accepts 8- and 16-bit PNG/JPEG/... through Pillow (16-bit PNGs through pypng, which keeps all 16 bits;
+other formats through imageio) as an image viewer shows them: the EXIF orientation is applied, CMYK, YCbCr and
+palette images are converted to RGB; grey becomes RGB, grey+alpha becomes grey, RGBA drops alpha (as the
+reference does). Every problem becomes an :class:`ImageLoadError` with the file name in it.
 Writing goes to a temporary file in the target folder, then ``os.replace``: nothing is ever half-written.
 """
 
@@ -20,6 +22,13 @@ import torch
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "data" / "examples"
 EXAMPLE_PREFIX = "example:"
+
+
+MAX_PIXELS = 40_000_000
+"""Largest image (height x width) :func:`load_image` accepts, checked from the file's header before decoding.
+Like ``PIL.Image.MAX_IMAGE_PIXELS`` it is a module setting: raise it (``elpips.io.MAX_PIXELS = ...``, or the
+command line's ``--max-pixels``) for larger images; every metric call then works in passes within its memory
+budget."""
 
 
 class ImageLoadError(ValueError):
@@ -61,6 +70,28 @@ def _read_png16(path: Path) -> np.ndarray:
     width, height, rows, info = png.Reader(filename=str(path)).asDirect()
     array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
     return array[:, :, 0] if info["planes"] == 1 else array
+
+
+_CONVERTED_MODES = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB", "RGBa": "RGBA",
+                   "P": "RGBA", "PA": "RGBA", "La": "LA"}
+"""Pillow modes whose pixels are not RGB(A) or grey values: converted as an image viewer shows them."""
+
+
+def _read_displayed(path: Path) -> np.ndarray:
+    """The first frame as an image viewer shows it: EXIF orientation applied, CMYK / YCbCr / palette / other
+    colour modes converted to RGB(A). Files Pillow cannot open go through imageio's other plugins."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError:
+        return np.asarray(iio.imread(path, index=0))
+    with image:
+        image.seek(0)
+        image = ImageOps.exif_transpose(image)
+        if image.mode in _CONVERTED_MODES:
+            image = image.convert(_CONVERTED_MODES[image.mode])
+        return np.asarray(image)
 
 
 def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
@@ -107,8 +138,9 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
         raise ImageLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a folder, not an image file")
+    _check_pixel_count(path)
     try:
-        array = _read_png16(path) if _is_16bit_png(path) else np.asarray(iio.imread(path, index=0))
+        array = _read_png16(path) if _is_16bit_png(path) else _read_displayed(path)
     except Exception as error:  # imageio raises many types for corrupt or unknown files
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
         raise ImageLoadError(f"{path}: cannot be read as an image (corrupt or unsupported file: {reason})") from None
@@ -117,6 +149,19 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
     if min(height, width) < min_size:
         raise ImageLoadError(f"{path}: image is {height}x{width} pixels; at least {min_size}x{min_size} needed")
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _check_pixel_count(path: Path) -> None:
+    """Refuse an image over :data:`MAX_PIXELS` from its header, before any pixel is decoded."""
+    try:
+        shape = iio.improps(path, index=0).shape
+    except Exception:  # unreadable headers are reported by the decoder with its own message
+        return
+    if len(shape) >= 2 and shape[0] * shape[1] > MAX_PIXELS:
+        raise ImageLoadError(
+            f"{path}: image is {shape[0]}x{shape[1]} = {shape[0] * shape[1] / 1e6:.1f} megapixels, over the limit "
+            f"of {MAX_PIXELS / 1e6:g} (raise it with --max-pixels, or elpips.io.MAX_PIXELS in Python)"
+        )
 
 
 def load_images(specs: list[str], min_size: int = 1) -> torch.Tensor:

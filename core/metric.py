@@ -13,6 +13,7 @@ Two layers of API:
 
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -29,7 +30,9 @@ from .distance import (normalize_channels, rms_distance, scale_input, tap_distan
                        weighted_distance)
 from .dropout import DEFAULT_KEEP_PROBABILITY, DropoutMasks
 from .estimate import Estimate, sequential_estimate
-from .transforms import TransformRecord, apply_transform, default_num_scales, sample_transform, scaled_size
+from .memory import MIN_BUDGET, default_memory_budget, images_per_pass
+from .tiling import BlockDropoutMasks, core_size, tiled_distance
+from .transforms import MAX_OFFSET, TransformRecord, apply_transform, default_num_scales, sample_transform, scaled_size
 from .validation import check_images, check_same_shape
 from .weights import WeightsInfo, load_backbone_weights, load_linear_weights
 
@@ -57,6 +60,21 @@ def _reduce(distances: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "sum":
         return distances.sum()
     return distances
+
+
+def _check_sample_count(n: object) -> None:
+    """``n`` (ensemble samples) must be a positive integer."""
+    try:
+        count = operator.index(n)  # ints and NumPy integers; not floats or bools
+    except TypeError:
+        count = 0
+    if isinstance(n, bool) or count < 1:
+        raise ValueError(f"n (ensemble samples) must be a positive integer, got {n!r}")
+
+
+def _passes(total: int, per_pass: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges covering ``0..total-1`` in pieces of at most ``per_pass``."""
+    return [(start, min(total, start + per_pass)) for start in range(0, total, per_pass)]
 
 
 @dataclass
@@ -128,6 +146,12 @@ class Metric(nn.Module):
             Distances do not depend on it beyond float rounding (the dropout masks are the same).
         higher_order_gradients: use plain autograd operations for the normalisation and distances instead of
             the default hand-written first-order backward passes (see below).
+        memory_budget: bytes one network pass may use (``None``: :func:`elpips.memory.default_memory_budget`,
+            2 GiB or a quarter of the free memory on the CPU, half the free memory of a GPU). Ensemble samples,
+            candidates and batch images are evaluated in as many passes as that takes, so the peak memory of
+            ``metric(x, y, n)``, :meth:`compare` and :meth:`estimate` does not grow with ``n`` or the number of
+            candidates. Results within one pass are unchanged; a call split into several passes draws one
+            stratified transform record for all of them and fresh dropout masks per pass.
         checkpoint_activations: recompute the network's activations in the backward pass instead of keeping
             them (``torch.utils.checkpoint``, one segment per tap, normalisation and tap distance included).
             Used only when autograd needs it (grad enabled and an input requires grad); trades about one extra
@@ -172,6 +196,7 @@ class Metric(nn.Module):
         checkpoint_activations: bool = False,
         channels_last: bool | None = None,
         higher_order_gradients: bool = False,
+        memory_budget: int | None = None,
     ) -> None:
         super().__init__()
         self.config = get_config(name)
@@ -181,6 +206,9 @@ class Metric(nn.Module):
         self.checkpoint_activations = bool(checkpoint_activations)
         self.channels_last = None if channels_last is None else bool(channels_last)
         self.higher_order_gradients = bool(higher_order_gradients)
+        if memory_budget is not None and memory_budget < MIN_BUDGET:
+            raise ValueError(f"memory_budget must be at least {MIN_BUDGET} bytes, got {memory_budget}")
+        self.memory_budget = memory_budget
         self.backbone = _new_backbone(self.config)
         self.weights_info = WeightsInfo("none", "no network weights (pixel distance)", True)
         self.linear_weights_source = "none"
@@ -423,20 +451,103 @@ class Metric(nn.Module):
         return weighted_adjacent_distances(sequence, left, right, self.linear_weights, self._fused)
 
     # -- everyday calls ----------------------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the metric computes in: its weights' (float32, or float64 after ``.double()``);
+        float32 for the weightless ``l2``."""
+        weights = next((buffer for buffer in self.buffers() if buffer.is_floating_point()), None)
+        return torch.float32 if weights is None else weights.dtype
+
     def _checked(self, images: torch.Tensor, name: str) -> torch.Tensor:
+        """Checked inputs on the metric's device and in its precision (float16, bfloat16 and float64 inputs are
+        converted; gradients flow back in the input's dtype). Under autocast the network still runs in the
+        autocast precision."""
         check_images(images, name, self.min_size)
-        return images.to(self.device)
+        return images.to(device=self.device, dtype=self.dtype)
+
+    def images_per_pass(self, height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
+        """How many ``height x width`` images one network pass may take within the memory budget (at least 1),
+        counting the ensemble's 7-pixel offset padding."""
+        budget = self._memory_budget()
+        pad = MAX_OFFSET if self.config.ensemble else 0
+        element_size = torch.empty((), dtype=dtype).element_size()
+        return images_per_pass(budget, self.config.backbone, (height + pad) * (width + pad), element_size)
+
+    def _memory_budget(self) -> int:
+        return default_memory_budget(self.device) if self.memory_budget is None else self.memory_budget
+
+    def _tiles_needed(self, *inputs: torch.Tensor) -> bool:
+        """Whether one pair is over the memory budget, so that it is evaluated tile by tile (no-grad calls only:
+        a differentiable call runs whole and its memory is the caller's choice)."""
+        if self.backbone is None or self.images_per_pass(*inputs[0].shape[-2:], inputs[0].dtype) >= 2:
+            return False
+        return not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs))
+
+    def _tiled_pair_distance(self, x: torch.Tensor, y: torch.Tensor, transform: TransformRecord | None,
+                             masks: DropoutMasks | None) -> torch.Tensor:
+        """The 0-dim distance of one pair ``[1, 3, H, W]`` under one transform, evaluated tile by tile."""
+        flat, _, _, _ = self._network_input(torch.stack([x, y]), EnsembleSample(transform, None))
+        block_masks = None if masks is None else BlockDropoutMasks(masks.seed, masks.keep_probability)
+        core = core_size(self._memory_budget(), self.config.backbone, x.element_size())
+        return tiled_distance(self.backbone, flat, self.linear_weights, lambda tap: _normalized(tap, self._fused),
+                              block_masks, core).to(x.dtype)
+
+    def _tiled_rows(self, total: int, height: int, width: int, generator: torch.Generator | None,
+                    dropout: bool | None):
+        """``(row, transform, masks)`` for each of ``total`` rows of one stratified sample (each row its own
+        mask seed), or ``(row, None, None)`` for a deterministic metric."""
+        if not self.config.ensemble:
+            return [(row, None, None) for row in range(total)]
+        sample = self.sample(total, height, width, generator, dropout)
+        generator = self.generator if generator is None else generator
+        rows = []
+        for row in range(total):
+            masks = sample.dropout if row == 0 or sample.dropout is None else self._dropout_masks(generator, True)
+            rows.append((row, sample.transform.rows(row, row + 1), masks))
+        return rows
+
+    def _tiled_sample_distances(self, x: torch.Tensor, y: torch.Tensor, n: int, generator: torch.Generator | None,
+                                dropout: bool | None) -> torch.Tensor:
+        """:meth:`sample_distances` for pairs over the memory budget: one pair and sample at a time, tiled."""
+        batch, _, height, width = x.shape
+        samples = n if self.config.ensemble else 1
+        distances = [self._tiled_pair_distance(x[row % batch:][:1], y[row % batch:][:1], transform, masks)
+                     for row, transform, masks in self._tiled_rows(samples * batch, height, width, generator,
+                                                                   dropout)]
+        return torch.stack(distances).reshape(samples, batch).expand(n, batch)
+
+    def _pass_sample(self, sample: EnsembleSample, start: int, stop: int,
+                     generator: torch.Generator) -> EnsembleSample:
+        """The part of ``sample`` for rows ``start..stop-1``: the first pass keeps the sample's own dropout
+        masks, later passes draw fresh ones (masks are drawn per pass shape), or none where the sample has none."""
+        rows = sample.transform.rows(start, stop)
+        if start == 0 or sample.dropout is None:
+            return EnsembleSample(rows, sample.dropout)
+        return EnsembleSample(rows, self._dropout_masks(generator, True))
 
     def sample_distances(self, x: torch.Tensor, y: torch.Tensor, n: int = 1,
                          generator: torch.Generator | None = None, dropout: bool | None = None) -> torch.Tensor:
-        """``[n, N]`` distances of ``n`` ensemble samples (one stratified batch of ``n * N``); unchecked inputs."""
+        """``[n, N]`` distances of ``n`` ensemble samples (one stratified record for ``n * N`` images, evaluated
+        in passes of at most :meth:`images_per_pass` pairs); unchecked inputs."""
         batch, _, height, width = x.shape
+        per_pass = max(1, self.images_per_pass(height, width, x.dtype) // 2)  # x and y share a pass
+        if self._tiles_needed(x, y):
+            return self._tiled_sample_distances(x, y, n, generator, dropout)
         if not self.config.ensemble:
-            return self._pair_distances(x, y, None).unsqueeze(0).expand(n, batch)
-        tiled_x = x.repeat(n, 1, 1, 1)
-        tiled_y = y.repeat(n, 1, 1, 1)
-        sample = self.sample(n * batch, height, width, generator, dropout)
-        return self._pair_distances(tiled_x, tiled_y, sample).reshape(n, batch)
+            distances = torch.cat([self._pair_distances(x[start:stop], y[start:stop], None)
+                                   for start, stop in _passes(batch, per_pass)])
+            return distances.unsqueeze(0).expand(n, batch)
+        total = n * batch
+        sample = self.sample(total, height, width, generator, dropout)
+        if total <= per_pass:
+            return self._pair_distances(x.repeat(n, 1, 1, 1), y.repeat(n, 1, 1, 1), sample).reshape(n, batch)
+        generator = self.generator if generator is None else generator
+        distances = []
+        for start, stop in _passes(total, per_pass):
+            rows = torch.arange(start, stop, device=x.device) % batch
+            part = self._pass_sample(sample, start, stop, generator)
+            distances.append(self._pair_distances(x[rows], y[rows], part))
+        return torch.cat(distances).reshape(n, batch)
 
     def forward(
         self,
@@ -466,8 +577,7 @@ class Metric(nn.Module):
             images.
         """
         reduction = self.reduction if reduction is None else _check_reduction(reduction)
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        _check_sample_count(n)
         x = self._checked(x, "x")
         y = self._checked(y, "y")
         check_same_shape(x, y)
@@ -494,18 +604,57 @@ class Metric(nn.Module):
     def compare_samples(self, reference: torch.Tensor, candidates: torch.Tensor, n: int = 1,
                         generator: torch.Generator | None = None) -> torch.Tensor:
         """``[n, M, N]`` sample distances from ``reference`` ``[N,3,H,W]`` to ``candidates`` ``[M,N,3,H,W]``;
-        every sample shared by all candidates. Unchecked inputs."""
+        every sample shared by all candidates. Unchecked inputs. Evaluated in passes within the memory budget:
+        rows of the stratified sample, and within a row range groups of candidates against the reference's
+        features computed once."""
         count, batch, _, height, width = candidates.shape
-        tiled_reference = reference.repeat(n, 1, 1, 1)
-        tiled_candidates = candidates.repeat(1, n, 1, 1, 1)
-        sample = self.sample(n * batch, height, width, generator)
-        if self._checkpointing(tiled_reference, tiled_candidates):
-            distances = self._checkpointed_distances(tiled_candidates, tiled_reference, sample)  # [M, n*N]
-            return distances.reshape(count, n, batch).transpose(0, 1)
-        reference_features = self.features(tiled_reference, sample)
-        candidate_features = self.features(tiled_candidates, sample)
-        distances = self.distance_between(candidate_features, reference_features)  # [M, n*N]
-        return distances.reshape(count, n, batch).transpose(0, 1)
+        total = n * batch
+        capacity = self.images_per_pass(height, width, candidates.dtype)
+        if self._tiles_needed(reference, candidates):
+            return self._tiled_compare_samples(reference, candidates, n, generator)
+        sample = self.sample(total, height, width, generator)
+        if total * (count + 1) <= capacity:
+            return self._compare_pass(reference.repeat(n, 1, 1, 1), candidates.repeat(1, n, 1, 1, 1),
+                                      sample).reshape(count, n, batch).transpose(0, 1)
+        generator = self.generator if generator is None else generator
+        rows_per_pass = max(1, min(total, capacity // 2))
+        columns = []
+        for start, stop in _passes(total, rows_per_pass):
+            rows = torch.arange(start, stop, device=reference.device) % batch
+            part = self._pass_sample(sample, start, stop, generator) if sample.transform is not None \
+                else sample
+            groups_per_pass = max(1, capacity // (stop - start) - 1)
+            if self._checkpointing(reference, candidates):
+                columns.append(torch.cat([self._compare_pass(reference[rows], candidates[first:last][:, rows], part)
+                                          for first, last in _passes(count, groups_per_pass)]))
+                continue
+            reference_features = self.features(reference[rows], part)
+            columns.append(torch.cat([
+                self.distance_between(self.features(candidates[first:last][:, rows], part), reference_features)
+                for first, last in _passes(count, groups_per_pass)]))
+        return torch.cat(columns, dim=1).reshape(count, n, batch).transpose(0, 1)
+
+    def _tiled_compare_samples(self, reference: torch.Tensor, candidates: torch.Tensor, n: int,
+                               generator: torch.Generator | None) -> torch.Tensor:
+        """:meth:`compare_samples` for images over the memory budget: every candidate against the reference, one
+        sample row at a time, tiled, all candidates under the row's transform and masks."""
+        count, batch, _, height, width = candidates.shape
+        samples = n if self.config.ensemble else 1
+        rows = []
+        for row, transform, masks in self._tiled_rows(samples * batch, height, width, generator, None):
+            image = row % batch
+            rows.append(torch.stack([
+                self._tiled_pair_distance(candidates[m, image:image + 1], reference[image:image + 1], transform, masks)
+                for m in range(count)]))
+        distances = torch.stack(rows, dim=1).reshape(count, samples, batch)  # [M, samples, N]
+        return distances.transpose(0, 1).expand(n, count, batch)
+
+    def _compare_pass(self, reference: torch.Tensor, candidates: torch.Tensor,
+                      sample: EnsembleSample) -> torch.Tensor:
+        """``[M, B]`` distances of ``candidates`` ``[M, B, 3, H, W]`` to ``reference`` ``[B, 3, H, W]`` in one pass."""
+        if self._checkpointing(reference, candidates):
+            return self._checkpointed_distances(candidates, reference, sample)
+        return self.distance_between(self.features(candidates, sample), self.features(reference, sample))
 
     def compare(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor], n: int = 1,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -520,8 +669,7 @@ class Metric(nn.Module):
         Returns:
             ``[M, N]``: row ``m`` is the distance tensor of candidate ``m``.
         """
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        _check_sample_count(n)
         reference = self._checked(reference, "reference")
         stacked = self._stack_candidates(reference, candidates)
         return self.compare_samples(reference, stacked, n, generator).mean(dim=0)

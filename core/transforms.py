@@ -56,6 +56,23 @@ class TransformRecord:
     def batch_size(self) -> int:
         return int(self.flip.shape[0])
 
+    def rows(self, start: int, stop: int) -> "TransformRecord":
+        """The record of images ``start..stop-1`` of the batch (per-image fields sliced, shared ones kept).
+
+        Used to evaluate one stratified sample in several network passes: the slices together are exactly
+        the record they were cut from."""
+        if not 0 <= start < stop <= self.batch_size:
+            raise ValueError(f"rows {start}:{stop} outside a record of {self.batch_size} images")
+        return TransformRecord(
+            scale_level=self.scale_level,
+            scale_offset=self.scale_offset,
+            offset=self.offset[start:stop],
+            flip=self.flip[start:stop],
+            swap=self.swap,
+            permutation=self.permutation[start:stop],
+            color=self.color[start:stop],
+        )
+
     def repeat(self, times: int) -> "TransformRecord":
         """The record for ``times`` stacked copies of the batch (per-image fields tiled, shared ones kept)."""
         return TransformRecord(
@@ -82,9 +99,16 @@ def scale_level_probabilities(num_scales: int) -> torch.Tensor:
 
 
 def _shuffled_cycle(count: int, period: int, generator: torch.Generator | None) -> torch.Tensor:
-    """``count`` values cycling ``0..period-1``, randomly shuffled (stratified sampling)."""
-    cycle = torch.arange(count) % period
-    return cycle[torch.randperm(count, generator=generator)]
+    """``count`` stratified draws from ``0..period-1`` (see docs/algorithm.md, "Stratified sampling").
+
+    The cycle ``0, 1, ..., period-1, 0, 1, ...`` is built up to a whole multiple of the period
+    (``ceil(count / period) * period`` entries), shuffled, and cut to its first ``count`` entries. Every element is
+    then uniform on ``0..period-1`` at every ``count`` (at ``count = 1`` a uniformly random value), and no value
+    occurs more than ``ceil(count / period)`` times in the batch.
+    """
+    padded = -(-count // period) * period
+    cycle = torch.arange(padded) % period
+    return cycle[torch.randperm(padded, generator=generator)[:count]]
 
 
 def sample_transform(
@@ -98,7 +122,10 @@ def sample_transform(
     """Draw one ensemble sample for a batch of ``batch`` images of size ``height x width``.
 
     Flip codes, permutations and colour factors are stratified within the batch (the reference's Latin
-    hypercube sampling); offsets are independent; scale level, scale offset and swap are shared.
+    hypercube sampling); offsets are independent; scale level, scale offset and swap are shared. At every batch
+    size each image's flip code is uniform on the 4 codes, its permutation uniform on the 6, and each colour
+    factor uniform on ``[0.2, 1)``; within the batch no flip code occurs more than ``ceil(N/4)`` times, no
+    permutation more than ``ceil(N/6)`` times, and each channel's factors fall one into each of the ``N`` strata.
 
     Args:
         batch: number of images ``N`` the record describes.

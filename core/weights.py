@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -73,27 +74,58 @@ def _features_only(state: dict, origin: str) -> dict[str, torch.Tensor]:
 def _load_imagenet_state(backbone: str) -> tuple[dict, WeightsInfo]:
     weights = TORCHVISION_WEIGHTS[backbone]
     path = expected_checkpoint_path(backbone)
+    if path.is_file():
+        try:
+            state = _read_state(path, "", "")
+        except WeightsUnavailableError:
+            raise WeightsUnavailableError(
+                f"the cached ImageNet weights '{path}' are corrupt or incomplete: delete the file to download it "
+                f"again, or pass backbone_weights=PATH (--backbone-weights PATH)") from None
+        return state, WeightsInfo("imagenet", f"torchvision {weights} ({path})", True)
     try:
         state = torch.hub.load_state_dict_from_url(weights.url, progress=True, map_location="cpu",
                                                    weights_only=True)
     except Exception as error:  # network errors come in many types (URLError, HTTPError, OSError...)
         raise WeightsUnavailableError(
-            f"The ImageNet weights of {backbone} are not cached and could not be downloaded ({error}): put "
-            f"'{path.name}' into '{path.parent}' (or set TORCH_HOME), or pass backbone_weights=PATH "
-            f"(--backbone-weights PATH) with a torchvision state dict."
-        ) from error
+            f"The ImageNet weights of {backbone} are not cached and could not be downloaded "
+            f"({_first_line(error)}): put '{path.name}' into '{path.parent}' (or set TORCH_HOME), or pass "
+            f"backbone_weights=PATH (--backbone-weights PATH) with a torchvision state dict."
+        ) from None
     return state, WeightsInfo("imagenet", f"torchvision {weights} ({path})", True)
 
 
-def _load_file_state(path: Path) -> tuple[dict, WeightsInfo]:
-    if not path.is_file():
-        raise WeightsUnavailableError(f"backbone weights file '{path}' does not exist")
+def _first_line(error: BaseException) -> str:
+    """The first sentence of an error message (torch's often go on for several lines of advice)."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line.split(". ")[0].rstrip(".:")
+
+
+def _read_state(path: Path, what: str, advice: str) -> dict:
+    """``torch.load(path, weights_only=True)`` with one clear sentence for every way it can fail."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsUnavailableError(f"backbone weights file '{path}' could not be read: {error}") from error
+    except pickle.UnpicklingError as error:
+        if "unsupported global" in str(error).lower():
+            raise WeightsUnavailableError(
+                f"{what} holds Python objects besides tensors; weights are loaded with weights_only=True, which "
+                f"never runs code from a file: save a plain state dict (torch.save(model.state_dict(), PATH))"
+            ) from None
+        raise WeightsUnavailableError(f"{what} could not be read: not a PyTorch weights file ({advice})") from None
+    except Exception as error:  # truncated zips, wrong magic numbers, unreadable files ...
+        reason = _first_line(error)
+        reason = "not a PyTorch weights file" if reason.isdigit() or not reason else reason
+        raise WeightsUnavailableError(f"{what} could not be read: {reason} ({advice})") from None
     if not isinstance(state, dict):
-        raise WeightsUnavailableError(f"backbone weights file '{path}' is not a state dict")
+        raise WeightsUnavailableError(f"{what} is not a state dict (it holds a {type(state).__name__})")
+    return state
+
+
+def _load_file_state(path: Path) -> tuple[dict, WeightsInfo]:
+    if path.is_dir():
+        raise WeightsUnavailableError(f"backbone weights '{path}' is a folder, not a weights file")
+    if not path.is_file():
+        raise WeightsUnavailableError(f"backbone weights file '{path}' does not exist")
+    state = _read_state(path, f"backbone weights file '{path}'", "expected a torchvision state dict")
     return state, WeightsInfo("file", str(path), True)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from elpips import EnsembleSample, Features, Metric
+from elpips.estimate import Z_95
 
 
 def _tiled(frames: torch.Tensor, samples: int) -> torch.Tensor:
@@ -175,7 +176,7 @@ def evaluate_path(metric: Metric, path: torch.Tensor, samples: int = 32, generat
     values = torch.cat(draws, dim=1).cpu().double()  # [K, samples]; on the CPU: MPS has no float64
     mean = values.mean(dim=1)
     if samples > 1:
-        half = 1.96 * values.std(dim=1, unbiased=True) / math.sqrt(samples)
+        half = Z_95 * values.std(dim=1, unbiased=True) / math.sqrt(samples)
     else:
         half = torch.zeros_like(mean)
     return PathEvaluation(mean.float().cpu(), half.float().cpu(), float((mean**2).sum()), samples)

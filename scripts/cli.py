@@ -15,6 +15,8 @@ from elpips import __version__
 from elpips.io import ImageLoadError, OutputWriteError
 from elpips.weights import WeightsUnavailableError
 
+from .common import apply_pixel_limit
+
 COMMAND_MODULES = [
     "distance",
     "compare",
@@ -35,6 +37,22 @@ EXIT_USAGE = 2
 """Exit code for bad input of any kind (argparse uses 2 for usage errors too)."""
 
 
+EXIT_OUT_OF_MEMORY = 3
+"""Exit code when the machine ran out of memory (CPU or GPU)."""
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """CPU allocation failures (``MemoryError``, torch's "can't allocate memory") and CUDA/MPS out-of-memory."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="elpips",
@@ -52,10 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        apply_pixel_limit(args)
         return int(args.handler(args) or 0)
     except (ImageLoadError, OutputWriteError, WeightsUnavailableError, ValueError, FileNotFoundError) as error:
         print(f"elpips {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except (MemoryError, RuntimeError) as error:
+        if not _is_out_of_memory(error):
+            raise
+        print(f"elpips {args.command}: error: out of memory ({_first_line(error)}); lower --memory-budget, "
+              f"or use smaller images, fewer frames or a smaller batch", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
     except KeyboardInterrupt:
         print(f"elpips {args.command}: interrupted", file=sys.stderr)
         return 130

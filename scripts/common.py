@@ -6,7 +6,9 @@ import argparse
 import sys
 
 import elpips
+import elpips.io
 from elpips import METRIC_NAMES, Metric
+from elpips.memory import parse_memory_size
 
 
 def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-vgg",
@@ -20,11 +22,32 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the ensemble sampling (reproducible runs)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    parser.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
+                        help="memory one network pass may use, e.g. 512M or 4G (default: 2G or a quarter of the "
+                             "free memory on the CPU, half the free GPU memory); more samples take more passes, "
+                             "not more memory")
+    parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
+                        help=f"largest image accepted, in pixels (default {elpips.io.MAX_PIXELS:,})")
+
+
+def memory_size(text: str) -> int:
+    """argparse type for ``--memory-budget``."""
+    try:
+        return parse_memory_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def apply_pixel_limit(args: argparse.Namespace) -> None:
+    """Raise or lower :data:`elpips.io.MAX_PIXELS` for this command if ``--max-pixels`` was given."""
+    if getattr(args, "max_pixels", None) is not None:
+        elpips.io.MAX_PIXELS = args.max_pixels
 
 
 def make_metric(args: argparse.Namespace, name: str | None = None) -> Metric:
     """Build the metric the options ask for and warn on stderr when its backbone is uncalibrated."""
-    metric = Metric(name or args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed)
+    metric = Metric(name or args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed,
+                    memory_budget=getattr(args, "memory_budget", None))
     if not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric

@@ -112,3 +112,44 @@ def test_linear_weights_override_and_errors(tmp_path, images):
         elpips.Metric("elpips-vgg", backbone_weights="random", linear_weights=path)
     with pytest.raises(elpips.WeightsUnavailableError, match="does not exist"):
         elpips.Metric("lpips-vgg", backbone_weights="random", linear_weights=tmp_path / "missing.npz")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"hello, not a weights file", "could not be read: not a PyTorch weights file"),
+    ("objects", "holds Python objects besides tensors"),
+    ("tensor", "is not a state dict (it holds a Tensor)"),
+    ("truncated", "could not be read: PytorchStreamReader failed reading zip archive"),
+    ("folder", "is a folder, not a weights file"),
+])
+def test_weights_file_messages_are_one_sentence(tmp_path, content, expected, capsys):
+    path = tmp_path / "weights.pth"
+    if content == "objects":
+        torch.save({"features.0.weight": _RunsCode()}, path)
+    elif content == "tensor":
+        torch.save(torch.zeros(3), path)
+    elif content == "truncated":
+        torch.save({"features.0.weight": torch.zeros(3)}, path)
+        path.write_bytes(path.read_bytes()[:60])
+    elif content == "folder":
+        path = tmp_path
+    else:
+        path.write_bytes(content)
+    with pytest.raises(elpips.WeightsUnavailableError) as info:
+        elpips.Metric("lpips-vgg", backbone_weights=path)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message and "weights_only=False" not in message
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_corrupt_cached_weights_say_so(torch_home, no_network):
+    path = expected_checkpoint_path("vgg16")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half a download")
+    with pytest.raises(elpips.WeightsUnavailableError, match="are corrupt or incomplete: delete the file"):
+        elpips.Metric("lpips-vgg", backbone_weights="imagenet")
