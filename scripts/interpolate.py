@@ -225,7 +225,8 @@ def _run(args: argparse.Namespace) -> int:
     clip = open_clip(args.input, sizing_from(args), args.fps, min_size=get_config(args.metric).min_size)
     scanline_row(args, clip)
     # before anything is written: unusable weights must not leave a half-started run behind
-    metric = Metric(args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed)
+    metric = Metric(args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed,
+                    memory_budget=args.memory_budget)
     run_dir = Path(args.out) if args.out else default_run_dir("interpolate")
     rank, world = distributed.rank_and_world()
     run_dir = distributed.broadcast_object(run_dir)  # rank 0's folder name (a timestamp)
