@@ -53,8 +53,16 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one line with a pointer to ``--help`` (argparse prints the whole usage block); the
+    subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="elpips",
         description="E-LPIPS perceptual distances, barycenters and geodesics.",
     )

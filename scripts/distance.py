@@ -18,7 +18,7 @@ from .common import (add_metric_options, add_sampling_options, make_metric, metr
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "distance", help="distance between two images",
-        description="Distance between two images of equal size, with a 95%% confidence half-width. "
+        description="Distance between two images of equal size, with a 95% confidence half-width. "
                     "Use example:cat / example:dog for the shipped example images.",
     )
     parser.add_argument("a", help="first image (PNG, JPEG, ...; or example:NAME)")
@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"a": args.a, "b": args.b, "distance": distance, "half_width_95": half_width,
                           "samples": estimate.samples, **weights_report(metric)}, indent=2))
     else:
-        uncertainty = f" ± {half_width:.4f} (95% CI, {estimate.samples} samples)" if metric.is_stochastic else ""
+        uncertainty = ""
+        if metric.is_stochastic:
+            uncertainty = (f" ± {half_width:.4f} (95% CI, {estimate.samples} samples)" if estimate.samples > 1
+                           else " (1 sample: no uncertainty estimate; use --samples 2 or more)")
         print(f"{metric_label(metric)}: {distance:.4f}{uncertainty}")
     return 0

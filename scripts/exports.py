@@ -52,12 +52,20 @@ class ExportSettings:
         scale = default_scale(width) if self.scale is None else int(self.scale)
         if scale < 1:
             raise ValueError(f"scale must be >= 1, got {scale}")
+        if height * width * scale * scale > MAX_EXPORT_PIXELS:
+            largest = int((MAX_EXPORT_PIXELS / (height * width)) ** 0.5)
+            raise ValueError(f"scale {scale} would make {height * scale}x{width * scale}-pixel marked frames; "
+                             f"the largest scale for {height}x{width} frames is {largest}")
         if not self.fps > 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         return ExportSettings(row, scale, float(self.fps), bool(self.pingpong))
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+MAX_EXPORT_PIXELS = 64_000_000
+"""Largest enlarged frame an export writes (64 megapixels, ~190 MB as RGB)."""
 
 
 def default_scale(width: int) -> int:

@@ -98,3 +98,11 @@ def test_any_float_precision_accepted(random_metric, images, dtype):
 def test_bad_sample_counts(random_metric, images, n):
     with pytest.raises(ValueError, match="positive integer"):
         random_metric("l2")(images(1, 8, 8), images(1, 8, 8), n=n)
+
+
+def test_impossible_export_scale_refused_before_allocating():
+    from elpips.scripts.exports import ExportSettings
+
+    with pytest.raises(ValueError, match="the largest scale for 64x96 frames is 102"):
+        ExportSettings(scale=100000).resolved(64, 96)
+    assert ExportSettings(scale=102).resolved(64, 96).scale == 102
