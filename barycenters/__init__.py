@@ -6,20 +6,26 @@
 
 Modules: :mod:`.solver` (the loop, checkpoints, resume), :mod:`.step` (one shared-feature gradient step),
 :mod:`.evaluate` (seeded many-sample objective), :mod:`.perturb` (inputs of the paper's demonstrations),
-:mod:`.options` (input checks).
+:mod:`.options` (input checks). Option checks, schedules, checkpoints and progress are
+:mod:`elpips.solver`'s, shared with the geodesic solver.
 """
 
+from elpips.solver import CLIP_HIGH, CLIP_LOW
+
 from .evaluate import Evaluation, evaluate_objective
-from .options import CLIP_HIGH, CLIP_LOW
 from .perturb import noisy_copies, shift_image, shifted_copies
-from .solver import REFERENCE_STEPS, BarycenterResult, StepInfo, solve
+from .solver import REFERENCE_STEPS, BarycenterResult, BarycenterStepInfo, solve
 from .step import draw_sample, shared_step
+
+StepInfo = BarycenterStepInfo
+"""The barycenter's :class:`~elpips.solver.StepInfo` (the name this package has always exported)."""
 
 __all__ = [
     "CLIP_HIGH",
     "CLIP_LOW",
     "REFERENCE_STEPS",
     "BarycenterResult",
+    "BarycenterStepInfo",
     "Evaluation",
     "StepInfo",
     "draw_sample",

@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from elpips.devices import resolve_device
-from elpips.schedules import reference_learning_rate
+from elpips.solver import CLIP_HIGH, CLIP_LOW
 from elpips.validation import check_images
-
-CLIP_LOW = 1e-5
-CLIP_HIGH = 1.0 - 1e-5
-"""The reference keeps the barycenter in ``[1e-5, 1 - 1e-5]`` (clipped after every step)."""
 
 INIT_NOISE_MEAN = 0.5
 INIT_NOISE_STD = 0.2
-
-
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum`` (bools and non-integers rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def check_power(power: Any) -> float:
@@ -66,21 +55,6 @@ def check_refs_per_step(refs_per_step: int | str, count: int) -> int:
         raise ValueError(f"refs_per_step must be 'all' or an integer in 1..{count} (the number of images), "
                          f"got {refs_per_step!r}")
     return refs_per_step
-
-
-def learning_rate_schedule(lr: float | Callable[[int], float] | None) -> tuple[Callable[[int], float], Any]:
-    """``(schedule(step) -> rate, description)``: ``None`` is the reference schedule, a number a constant rate."""
-    if lr is None:
-        return reference_learning_rate, "reference"
-    if callable(lr):
-        return lr, "custom"
-    try:
-        rate = float(lr)
-    except (TypeError, ValueError):
-        raise ValueError(f"lr must be None (reference schedule), a positive number or a callable, got {lr!r}") from None
-    if not math.isfinite(rate) or rate <= 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    return (lambda step: rate), rate
 
 
 def check_metric_device(metric: Any, device: str | torch.device | None) -> None:

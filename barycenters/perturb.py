@@ -1,4 +1,4 @@
-"""Input sets of the paper's two barycenter demonstrations (spec section 6): noisy copies and shifted copies."""
+"""Input sets of the paper's two barycenter demonstrations (``docs/algorithm.md#barycenters``): noisy copies and shifted copies."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def shift_image(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 def shifted_copies(image: torch.Tensor, count: int = 10, max_shift: int = 2,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` copies of ``image``, each shifted by an integer offset uniform in ``[-max_shift, max_shift]^2``
-    (reflect-padded, spec section 6).
+    (reflect-padded, ``docs/algorithm.md#barycenters``).
 
     Returns:
         ``([count, 3, H, W]`` in [0, 1], ``[count, 2]`` long ``(dy, dx)`` shifts).

@@ -1,33 +1,37 @@
 """``solve``: the perceptual barycenter ``argmin_x sum_i w_i d(x, x_i)^p`` by stochastic gradient descent.
 
-The reference procedure (spec section 6) with its defaults: start from noise ``0.5 + 0.2 N(0, 1)``, Adam with the
-learning rate ``0.03 / (1 + 0.02 t'^0.75)``, clip to ``[1e-5, 1 - 1e-5]`` after every step, 100 000 steps.
-Faster than the reference per reference image: each step compares ``x`` with all chosen references under one
-shared ensemble sample (:func:`~elpips.barycenters.step.shared_step`). No file I/O here except the optional
-checkpoint (``elpips.checkpoint``: atomic writes).
+The reference procedure (``docs/algorithm.md#barycenters``) with its defaults: start from noise
+``0.5 + 0.2 N(0, 1)``, Adam with the learning rate ``0.03 / (1 + 0.02 t'^0.75)``, clip to ``[1e-5, 1 - 1e-5]``
+after every step, 100 000 steps. Faster than the reference per reference image: each step compares ``x`` with
+all chosen references under one shared ensemble sample (:func:`~elpips.barycenters.step.shared_step`).
+
+``solve`` runs four named phases: :func:`_prepare` (checks and settings), :func:`_start` or :func:`_resume`
+(the run's state), :func:`_iterate` (the steps, checkpoints and evaluations) and :func:`_finish` (the result).
+No file I/O here except the optional checkpoint (:mod:`elpips.solver.checkpoint`: atomic writes).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 
-from elpips.checkpoint import generator_state, load_checkpoint, restore_generator, save_checkpoint
+from elpips.solver import (StepInfo, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
+                           learning_rate_schedule, load_checkpoint, make_generator, reference_learning_rate,
+                           reporting, restore_generator, save_checkpoint)
 
 from .evaluate import Evaluation, evaluate_objective
-from .options import (CLIP_HIGH, CLIP_LOW, check_inputs, check_metric_device, check_positive_int, check_power,
-                      check_refs_per_step, images_digest, initial_image, learning_rate_schedule, normalized_weights)
+from .options import (check_inputs, check_metric_device, check_power, check_refs_per_step, images_digest,
+                      initial_image, normalized_weights)
 from .step import draw_sample, shared_step
 
 REFERENCE_STEPS = 100_000
 """The reference's number of steps ("may take hours")."""
 
-CHECKPOINT_FORMAT = "elpips-barycenter/1"
+CHECKPOINT_FORMAT = checkpoint_format("barycenter")
 RUNNING_DECAY = 0.98
 """Decay of the running (exponential moving average) objective estimate, bias-corrected."""
 
@@ -37,24 +41,17 @@ RESUME_KEYS = ("metric", "backbone_weights", "num_images", "height", "width", "p
 
 
 @dataclass
-class StepInfo:
-    """What a callback sees after each step.
+class BarycenterStepInfo(StepInfo):
+    """:class:`~elpips.solver.StepInfo` of a barycenter step.
 
     Attributes:
-        step: steps completed (1-based); ``steps``: the run's total.
-        loss: this step's objective estimate (one ensemble sample, chosen references).
         objective: running estimate (bias-corrected moving average of ``loss``).
-        lr: the learning rate used by this step.
         image: the current ``[1, 3, H, W]`` iterate in ``[1e-5, 1 - 1e-5]`` (detached; do not modify).
         evaluation: the seeded many-sample estimate if one was taken at this step, else ``None``.
         distances: ``[k]`` this step's distances to the chosen references; ``indices``: which references.
     """
 
-    step: int
-    steps: int
-    loss: float
     objective: float
-    lr: float
     image: torch.Tensor
     evaluation: Evaluation | None
     distances: torch.Tensor
@@ -71,7 +68,8 @@ class BarycenterResult:
         evaluations: the seeded many-sample estimates (start, every ``eval_every`` steps, end).
         state: everything needed to continue (the checkpoint's content).
         settings: the run's settings as recorded in checkpoints and logs.
-        elapsed_s: solver seconds over all sessions of the run; ``steps_run``: steps this call ran.
+        elapsed_s: solver seconds of the whole run, over every call that continued it; ``steps_run``: steps this
+            call ran.
         resumed_from: the checkpoint's step when resumed, else ``None``.
     """
 
@@ -86,19 +84,60 @@ class BarycenterResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _make_generator(generator: torch.Generator | int | None) -> torch.Generator:
-    if isinstance(generator, torch.Generator):
-        if generator.device.type != "cpu":
-            raise ValueError("generator must be a CPU torch.Generator (samples are drawn on the CPU)")
-        return generator
-    made = torch.Generator()
-    if generator is None:
-        made.seed()
-    elif isinstance(generator, int) and not isinstance(generator, bool):
-        made.manual_seed(generator)
-    else:
-        raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {generator!r}")
-    return made
+@dataclass
+class _Problem:
+    """What every step of one run needs: the metric, the references on its device and the checked options."""
+
+    metric: Any
+    references: torch.Tensor
+    weights: torch.Tensor
+    weights64: torch.Tensor
+    power: float
+    refs: int
+    steps: int
+    samples_per_step: int
+    chunk_size: int
+    checkpoint_every: int
+    eval_every: int
+    eval_samples: int
+    eval_seed: int
+    log_every: int
+    schedule: Callable[[int], float]
+    generator: torch.Generator
+    settings: dict[str, Any]
+
+    @property
+    def count(self) -> int:
+        return self.references.shape[0]
+
+    def evaluate(self, x: torch.Tensor, step: int) -> Evaluation:
+        return evaluate_objective(self.metric, x, self.references, self.weights, self.power, self.eval_samples,
+                                  self.eval_seed, step, chunk_size=self.chunk_size)
+
+
+@dataclass
+class _Run:
+    """The state a checkpoint holds: the iterate, Adam, the running objective, the logs and the clock."""
+
+    x: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    start: int
+    running: float
+    running_count: int
+    history: list[dict[str, float]]
+    evaluations: list[Evaluation]
+    elapsed: float
+    resumed_from: int | None = None
+    step_seconds: float = 0.0
+
+    def state(self, problem: _Problem, step: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "settings": problem.settings, "step": step,
+            "image": self.x.detach().cpu().clone(), "optimizer": self.optimizer.state_dict(),
+            "generator": generator_state(problem.generator), "running": [self.running, self.running_count],
+            "history": list(self.history), "evaluations": [entry.as_dict() for entry in self.evaluations],
+            "elapsed_s": self.elapsed,
+        }
 
 
 def _resolve_metric(metric: Any, device: str | torch.device | None) -> Any:
@@ -123,12 +162,140 @@ def _metric_device(metric: Any, device: str | torch.device | None, images: torch
 
 
 def _check_resumable(saved: dict[str, Any], settings: dict[str, Any], path: str | os.PathLike) -> None:
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"'{path}' is not a barycenter checkpoint (format {saved.get('format')!r})")
+    check_format(saved, "barycenter", path)
     for key in RESUME_KEYS:
         if saved["settings"].get(key) != settings.get(key):
             raise ValueError(f"cannot resume from '{path}': {key} was {saved['settings'].get(key)!r}, "
                              f"now {settings.get(key)!r}")
+
+
+def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, steps: int, lr: Any, init: Any,
+             refs_per_step: int | str, samples_per_step: int, generator: Any, device: Any,
+             checkpoint: str | os.PathLike | None, checkpoint_every: int, resume: bool, eval_every: int | None,
+             eval_samples: int, eval_seed: int, log_every: int | None, chunk_size: int) -> _Problem:
+    """Check every option (one ``ValueError`` for the first bad one) and gather the run's settings."""
+    check_inputs(images, getattr(metric, "min_size", 1))
+    count, _, height, width = images.shape
+    power = check_power(power)
+    steps = check_positive_int(steps, "steps", minimum=0)
+    refs = check_refs_per_step(refs_per_step, count)
+    samples_per_step = check_positive_int(samples_per_step, "samples_per_step")
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    eval_every = check_positive_int(checkpoint_every if eval_every is None else eval_every, "eval_every")
+    eval_samples = check_positive_int(eval_samples, "eval_samples")
+    if log_every is None and resume and checkpoint is not None and os.path.isfile(checkpoint):
+        log_every = load_checkpoint(checkpoint)["settings"].get("log_every")  # keep the run's spacing
+    log_every = check_positive_int(max(1, steps // 1000) if log_every is None else log_every, "log_every")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    schedule, lr_description = learning_rate_schedule(lr, reference_learning_rate)
+    weights64 = normalized_weights(weights, count)
+    generator = make_generator(generator)
+    run_device = _metric_device(metric, device, images)
+    settings: dict[str, Any] = {
+        "metric": getattr(metric, "name", getattr(metric, "__name__", type(metric).__name__)),
+        "backbone_weights": getattr(getattr(metric, "weights_info", None), "source", None),
+        "num_images": count, "height": height, "width": width, "power": power,
+        "weights": weights64.tolist(), "refs_per_step": "all" if refs == count else refs,
+        "samples_per_step": samples_per_step, "lr": lr_description,
+        "init": init if isinstance(init, str) else "image", "steps": steps, "seed": generator.initial_seed(),
+        "eval_samples": eval_samples, "eval_seed": eval_seed, "eval_every": eval_every,
+        "checkpoint_every": checkpoint_every, "log_every": log_every, "chunk_size": chunk_size,
+        "device": str(run_device),
+        "images_sha256": images_digest(images),
+    }
+    return _Problem(metric, images.detach().to(device=run_device, dtype=torch.float32),
+                    weights64.to(device=run_device, dtype=torch.float32), weights64, power, refs, steps,
+                    samples_per_step, chunk_size, checkpoint_every, eval_every, eval_samples, eval_seed, log_every,
+                    schedule, generator, settings)
+
+
+def _start(problem: _Problem, init: str | torch.Tensor) -> _Run:
+    """A fresh run: the initial image, a new Adam, the objective at step 0."""
+    x = initial_image(init, problem.references, problem.weights64, problem.generator).requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=problem.schedule(0))
+    return _Run(x, optimizer, 0, 0.0, 0, [], [problem.evaluate(x, 0)], 0.0)
+
+
+def _resume(problem: _Problem, checkpoint: str | os.PathLike) -> _Run:
+    """The run saved in ``checkpoint`` (which must match the settings), continuing bit-exactly."""
+    saved = load_checkpoint(checkpoint)
+    _check_resumable(saved, problem.settings, checkpoint)
+    x = saved["image"].to(problem.references.device).requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=problem.schedule(0))
+    optimizer.load_state_dict(saved["optimizer"])
+    restore_generator(problem.generator, saved["generator"])
+    problem.settings["seed"] = saved["settings"]["seed"]
+    step = int(saved["step"])
+    return _Run(x, optimizer, step, float(saved["running"][0]), int(saved["running"][1]), list(saved["history"]),
+                [Evaluation(**entry) for entry in saved["evaluations"]], float(saved["elapsed_s"]),
+                resumed_from=step)
+
+
+def _step(problem: _Problem, run: _Run, step: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """One Adam step at global step ``step``: ``(learning rate, loss, distances [k], reference indices [k])``."""
+    rate = float(problem.schedule(step))
+    for group in run.optimizer.param_groups:
+        group["lr"] = rate
+    count, (height, width) = problem.count, problem.references.shape[-2:]
+    if problem.refs == count:
+        indices = torch.arange(count)
+    else:
+        indices = torch.randperm(count, generator=problem.generator)[:problem.refs]
+    chosen = indices.to(problem.references.device)
+    sample = draw_sample(problem.metric, problem.samples_per_step, height, width, problem.generator)
+    run.optimizer.zero_grad(set_to_none=True)
+    coefficients = problem.weights[chosen] * (count / problem.refs)
+    distances = shared_step(problem.metric, run.x, problem.references[chosen], coefficients, problem.power, sample,
+                            problem.samples_per_step, problem.chunk_size)
+    run.optimizer.step()
+    clip_(run.x)
+    loss = float((coefficients * distances.pow(problem.power)).sum())
+    return rate, loss, distances, indices
+
+
+def _iterate(problem: _Problem, run: _Run, checkpoint: str | os.PathLike | None,
+             callback: Callable[[BarycenterStepInfo], None] | None) -> None:
+    """Run the steps from ``run.start`` to ``problem.steps``: log, evaluate, checkpoint and report each one."""
+    steps = problem.steps
+    for step in range(run.start, steps):
+        began = time.perf_counter()
+        rate, loss, distances, indices = _step(problem, run, step)
+        run.running = RUNNING_DECAY * run.running + (1 - RUNNING_DECAY) * loss
+        run.running_count += 1
+        objective = run.running / (1 - RUNNING_DECAY**run.running_count)
+        done = step + 1
+        run.step_seconds += time.perf_counter() - began
+        if done % problem.log_every == 0 or done == steps or done == 1:
+            run.history.append({"step": done, "loss": loss, "objective": objective, "lr": rate})
+        evaluation = None
+        if done % problem.eval_every == 0 or done == steps:
+            evaluation = problem.evaluate(run.x, done)
+            run.evaluations.append(evaluation)
+        run.elapsed += time.perf_counter() - began
+        if checkpoint is not None and (done % problem.checkpoint_every == 0 or done == steps):
+            save_checkpoint(checkpoint, run.state(problem, done))
+        if callback is not None:
+            callback(BarycenterStepInfo(done, steps, rate, loss, time.perf_counter() - began, objective,
+                                        run.x.detach(), evaluation, distances, indices))
+
+
+def _finish(problem: _Problem, run: _Run) -> BarycenterResult:
+    """The final evaluation (unless the last step took one) and the result."""
+    final_step = max(run.start, problem.steps)
+    if not run.evaluations or run.evaluations[-1].step != final_step:
+        run.evaluations.append(problem.evaluate(run.x, final_step))
+    steps_run = max(0, problem.steps - run.start)
+    timings = {"solver_seconds": run.elapsed, "step_seconds_this_call": run.step_seconds,
+               "seconds_per_step": run.step_seconds / steps_run if steps_run else 0.0}
+    return BarycenterResult(image=run.x.detach().cpu().clone(), history=run.history, evaluations=run.evaluations,
+                            state=run.state(problem, final_step), settings=problem.settings, elapsed_s=run.elapsed,
+                            steps_run=steps_run, resumed_from=run.resumed_from, timings=timings)
+
+
+def _describe(info: BarycenterStepInfo) -> dict[str, str]:
+    return {"objective": f"{info.objective:.4g}"}
 
 
 def solve(
@@ -143,7 +310,7 @@ def solve(
     samples_per_step: int = 1,
     generator: torch.Generator | int | None = None,
     device: str | torch.device | None = None,
-    callback: Callable[[StepInfo], None] | None = None,
+    callback: Callable[[BarycenterStepInfo], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     resume: bool = False,
@@ -172,7 +339,7 @@ def solve(
         generator: CPU generator or int seed for every random choice of the run (noise start, references,
             ensemble samples); ``None``: a fresh random seed (recorded in ``settings``).
         device: only for a metric given by name, or to assert the metric's device.
-        callback: called with a :class:`StepInfo` after every step (after any checkpoint of that step).
+        callback: called with a :class:`BarycenterStepInfo` after every step (after any checkpoint of that step).
         checkpoint: path of the checkpoint file, written atomically every ``checkpoint_every`` steps and at the end.
         resume: continue from ``checkpoint`` (which must exist and match the settings). With the same settings the
             result is bit-identical to an uninterrupted run.
@@ -180,132 +347,16 @@ def solve(
         eval_samples, eval_seed: draws and seed of those evaluations (the same draws every time).
         log_every: steps between history entries (default ``max(1, steps // 1000)``; on resume, the run's).
         chunk_size: references per forward pass (bounds memory for large ``N``).
-        progress: show a tqdm bar (objective, ETA) on stderr.
+        progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: objective, ETA).
 
     Returns:
         A :class:`BarycenterResult`.
     """
     metric = _resolve_metric(metric, device)
-    check_inputs(images, getattr(metric, "min_size", 1))
-    count, _, height, width = images.shape
-    power = check_power(power)
-    steps = check_positive_int(steps, "steps", minimum=0)
-    refs = check_refs_per_step(refs_per_step, count)
-    samples_per_step = check_positive_int(samples_per_step, "samples_per_step")
-    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-    eval_every = check_positive_int(checkpoint_every if eval_every is None else eval_every, "eval_every")
-    eval_samples = check_positive_int(eval_samples, "eval_samples")
-    if log_every is None and resume and checkpoint is not None and os.path.isfile(checkpoint):
-        log_every = load_checkpoint(checkpoint)["settings"].get("log_every")  # keep the run's spacing
-    log_every = check_positive_int(max(1, steps // 1000) if log_every is None else log_every, "log_every")
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs a checkpoint path")
-    schedule, lr_description = learning_rate_schedule(lr)
-    weights64 = normalized_weights(weights, count)
-    generator = _make_generator(generator)
-    run_device = _metric_device(metric, device, images)
-    references = images.detach().to(device=run_device, dtype=torch.float32)
-    weights_device = weights64.to(device=run_device, dtype=torch.float32)
-
-    settings: dict[str, Any] = {
-        "metric": getattr(metric, "name", getattr(metric, "__name__", type(metric).__name__)),
-        "backbone_weights": getattr(getattr(metric, "weights_info", None), "source", None),
-        "num_images": count, "height": height, "width": width, "power": power,
-        "weights": weights64.tolist(), "refs_per_step": "all" if refs == count else refs,
-        "samples_per_step": samples_per_step, "lr": lr_description,
-        "init": init if isinstance(init, str) else "image", "steps": steps, "seed": generator.initial_seed(),
-        "eval_samples": eval_samples, "eval_seed": eval_seed, "eval_every": eval_every,
-        "checkpoint_every": checkpoint_every, "log_every": log_every, "chunk_size": chunk_size,
-        "device": str(run_device),
-        "images_sha256": images_digest(images),
-    }
-
-    def evaluate(x: torch.Tensor, step: int) -> Evaluation:
-        return evaluate_objective(metric, x, references, weights_device, power, eval_samples, eval_seed, step,
-                                  chunk_size=chunk_size)
-
-    resumed_from = None
-    if resume:
-        saved = load_checkpoint(checkpoint)
-        _check_resumable(saved, settings, checkpoint)
-        x = saved["image"].to(run_device).requires_grad_(True)
-        optimizer = torch.optim.Adam([x], lr=schedule(0))
-        optimizer.load_state_dict(saved["optimizer"])
-        restore_generator(generator, saved["generator"])
-        start = resumed_from = int(saved["step"])
-        running, running_count = float(saved["running"][0]), int(saved["running"][1])
-        history = list(saved["history"])
-        evaluations = [Evaluation(**entry) for entry in saved["evaluations"]]
-        elapsed = float(saved["elapsed_s"])
-        settings["seed"] = saved["settings"]["seed"]
-    else:
-        x = initial_image(init, references, weights64, generator).requires_grad_(True)
-        optimizer = torch.optim.Adam([x], lr=schedule(0))
-        start, running, running_count, history, elapsed = 0, 0.0, 0, [], 0.0
-        evaluations = [evaluate(x, 0)]
-
-    def state(step: int) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT, "settings": settings, "step": step, "image": x.detach().cpu().clone(),
-            "optimizer": optimizer.state_dict(), "generator": generator_state(generator),
-            "running": [running, running_count], "history": list(history),
-            "evaluations": [entry.as_dict() for entry in evaluations], "elapsed_s": elapsed,
-        }
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=steps, initial=min(start, steps), desc="barycenter", unit="step", file=sys.stderr,
-               dynamic_ncols=True, disable=not progress, leave=False)
-    scale = count / refs
-    step_seconds = 0.0
-    try:
-        for step in range(start, steps):
-            began = time.perf_counter()
-            rate = float(schedule(step))
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-            if refs == count:
-                indices = torch.arange(count)
-            else:
-                indices = torch.randperm(count, generator=generator)[:refs]
-            chosen = indices.to(run_device)
-            sample = draw_sample(metric, samples_per_step, height, width, generator)
-            optimizer.zero_grad(set_to_none=True)
-            coefficients = weights_device[chosen] * scale
-            distances = shared_step(metric, x, references[chosen], coefficients, power, sample,
-                                    samples_per_step, chunk_size)
-            optimizer.step()
-            with torch.no_grad():
-                x.clamp_(CLIP_LOW, CLIP_HIGH)
-            loss = float((coefficients * distances.pow(power)).sum())
-            running = RUNNING_DECAY * running + (1 - RUNNING_DECAY) * loss
-            running_count += 1
-            objective = running / (1 - RUNNING_DECAY**running_count)
-            done = step + 1
-            step_seconds += time.perf_counter() - began
-            if done % log_every == 0 or done == steps or done == 1:
-                history.append({"step": done, "loss": loss, "objective": objective, "lr": rate})
-            evaluation = None
-            if done % eval_every == 0 or done == steps:
-                evaluation = evaluate(x, done)
-                evaluations.append(evaluation)
-            elapsed += time.perf_counter() - began
-            if checkpoint is not None and (done % checkpoint_every == 0 or done == steps):
-                save_checkpoint(checkpoint, state(done))
-            bar.set_postfix(objective=f"{objective:.4g}", refresh=False)
-            bar.update(1)
-            if callback is not None:
-                callback(StepInfo(done, steps, loss, objective, rate, x.detach(), evaluation, distances,
-                                  indices))
-    finally:
-        bar.close()
-    final_step = max(start, steps)
-    if not evaluations or evaluations[-1].step != final_step:
-        evaluations.append(evaluate(x, final_step))
-    steps_run = max(0, steps - start)
-    timings = {"solver_seconds": elapsed, "step_seconds_this_session": step_seconds,
-               "seconds_per_step": step_seconds / steps_run if steps_run else 0.0}
-    return BarycenterResult(image=x.detach().cpu().clone(), history=history, evaluations=evaluations,
-                            state=state(final_step), settings=settings, elapsed_s=elapsed, steps_run=steps_run,
-                            resumed_from=resumed_from, timings=timings)
+    problem = _prepare(images, weights, metric, power, steps, lr, init, refs_per_step, samples_per_step, generator,
+                       device, checkpoint, checkpoint_every, resume, eval_every, eval_samples, eval_seed, log_every,
+                       chunk_size)
+    run = _resume(problem, checkpoint) if resume else _start(problem, init)
+    with reporting("barycenter", problem.steps, _describe, progress, callback) as on_step:
+        _iterate(problem, run, checkpoint, on_step)
+    return _finish(problem, run)

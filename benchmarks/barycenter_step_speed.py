@@ -5,7 +5,7 @@ under the (same) ensemble sample, the distance, and a backward pass: 2N forwards
 (:func:`elpips.barycenters.shared_step`) computes x's features once: N + 1 forwards, 1 backward. Both get the
 same sample and must produce the same gradient (checked and reported).
 
-    python benchmarks/barycenter_step_speed.py --count 10 --size 64 --backbone-weights random
+    python -m elpips.benchmarks.barycenter_step_speed --count 10 --size 64 --backbone-weights random
 
 Writes ``outputs/benchmarks/barycenter_step_speed.json`` and ``.md`` (atomically). Not part of the test suite.
 """
@@ -16,15 +16,16 @@ import argparse
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 import elpips
 from elpips.barycenters import draw_sample, shared_step
 from elpips.io import write_json, write_text
+
+from .timing import paired_timings
 
 
 def per_pair_step(metric: elpips.Metric, x: torch.Tensor, references: torch.Tensor, coefficients: torch.Tensor,
@@ -35,21 +36,6 @@ def per_pair_step(metric: elpips.Metric, x: torch.Tensor, references: torch.Tens
         fr = metric.features(references[index:index + 1], sample)
         distance = metric.distance_between(fx, fr).sum()
         (coefficients[index] * distance.pow(power)).backward()
-
-
-def median_seconds(fn: Callable[[], None], repeats: int, device: torch.device) -> list[float]:
-    """Wall times of ``repeats`` calls of ``fn`` after one warm-up call (synchronising CUDA)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - began)
-    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         x_pairs.grad = None
         per_pair_step(metric, x_pairs, references, coefficients, 2.0, sample)
 
-    shared_times, pair_times = [], []
-    for _ in range(args.repeats):  # alternate so that load changes hit both alike
-        shared_times += median_seconds(shared, 1, device)
-        pair_times += median_seconds(pairs, 1, device)
+    times = paired_timings({"shared": shared, "per_pair": pairs}, args.repeats, 1, device)
+    shared_times, pair_times = times["shared"], times["per_pair"]
     gradient_error = float((x_shared.grad - x_pairs.grad).abs().max() / x_pairs.grad.abs().max())
     shared_s, pair_s = statistics.median(shared_times), statistics.median(pair_times)
     report = {

@@ -1,7 +1,7 @@
 """Wall time of one small ``elpips batch`` (6 tiny geodesic jobs, random backbone) run by one process and by
 ``torchrun --standalone --nproc-per-node=2``; writes outputs/benchmarks/batch_scaling.json.
 
-    python benchmarks/batch_scaling.py [--jobs 6] [--repeats 2] [--size 48] [--steps 40]
+    python -m elpips.benchmarks.batch_scaling [--jobs 6] [--repeats 2] [--size 48] [--steps 40]
 
 Timed end to end (interpreter start, imports, process group, jobs, summary), as a user would see it. The
 configurations alternate within each repeat so a change of machine load hits them alike; the load average is
@@ -55,7 +55,7 @@ CONFIGS = {
 }
 
 
-def time_once(command: list[str], extra_env: dict, out: Path) -> dict:
+def run_batch_once(command: list[str], extra_env: dict, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, **extra_env}
     if not extra_env:
@@ -99,7 +99,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for name, build in CONFIGS.items():
                 command, env = build(jobs, str(folder / "out"))
-                result = time_once(command, env, folder / "out")
+                result = run_batch_once(command, env, folder / "out")
                 runs[name].append(result)
                 print(f"repeat {repeat + 1}: {name}: {result['wall_s']:.1f} s (jobs {result['job_s_mean']:.2f} s each, "
                       f"load {result['load_avg_1min_before']})", file=sys.stderr)

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (issue 6, item 7): correctness first, then the benchmark table on CUDA.
+# Prepared GPU check: the numbers first (elpips check-device), then the benchmark table on CUDA (elpips bench).
 #
-# For a session lent a GPU machine through the `device` tool. That machine has PyTorch but not the `lpips`
-# package (the benchmark's LPIPS peer): carry it as a wheel. Once, on the development machine, in the repo root:
-#     echo /.whl/ >> .git/info/exclude
-#     python3 -m pip download --no-deps --only-binary=:all: -d .whl lpips
-# Then call the tool's `run` with carry [".whl"], timeout_s 540 and the command
+# Run from the repository root on a machine with a CUDA GPU and PyTorch:
 #     bash benchmarks/device_run.sh
-# Results come back from $OUT (device_check-*.json, the benchmark's .json/.md, a log).
+# Results go to $OUT (default outputs/device): gpu.txt, device_check-*.json, the benchmark's .json/.md and the
+# logs of both steps. The benchmark compares with the `lpips` package; where it cannot be installed from an
+# index, put its wheel in .whl/ (python3 -m pip download --no-deps --only-binary=:all: -d .whl lpips) and this
+# script installs it from there. Exit status 0 only when both steps succeed.
 set -uo pipefail
 OUT=${OUT:-outputs/device}
 mkdir -p "$OUT"

@@ -1,7 +1,7 @@
 """Geodesic solver measurements: cost of the shared-feature step vs per-pair evaluation, and what coarse-to-fine
 buys. Writes ``outputs/benchmarks/geodesic.json`` and ``geodesic.md``.
 
-    python benchmarks/geodesic_benchmark.py A.png B.png [--downscale 2] [--crop 64] [--frames 10] [--steps 60]
+    python -m elpips.benchmarks.geodesic_benchmark A.png B.png [--downscale 2] [--crop 64] [--frames 10] [--steps 60]
 
 Timings are wall-clock medians on whatever device the metric picks (``--device``); the backbone is random unless
 ``--backbone-weights`` says otherwise (step cost does not depend on the weights; energies do).
@@ -22,6 +22,8 @@ from elpips.geodesics import evaluate_path, free_mask, linear_path, path_step, s
 from elpips.geodesics.path import downscale
 from elpips.io import load_images, write_json, write_text
 
+from .timing import sync
+
 
 def prepare(images: list[str], factor: int, crop: int | None) -> torch.Tensor:
     """Keyframes ``[2, 3, h, w]``: box-downscaled by ``factor``, then centre-cropped to ``crop`` px."""
@@ -40,11 +42,6 @@ def per_pair_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variab
         frames.append(next(rows) if free[k] else path[k:k + 1])
     for a, b in zip(frames[:-1], frames[1:]):
         metric.distance_between(metric.features(a, sample), metric.features(b, sample)).square().sum().backward()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_steps(metric: Metric, keys: torch.Tensor, frames: int, repeats: int) -> dict:

@@ -1,7 +1,7 @@
 """One geodesic solved by 1 process vs sharded over 2 gloo processes (CPU): step time, peak memory per rank,
 and the agreement of the energies. Writes ``outputs/benchmarks/geodesic_sharding.json``.
 
-    python benchmarks/geodesic_sharding.py [--size 64] [--frames 17] [--steps 8]
+    python -m elpips.benchmarks.geodesic_sharding [--size 64] [--frames 17] [--steps 8]
 
 Each process uses one torch thread; the random backbone (timings do not depend on weight values).
 """
@@ -35,7 +35,7 @@ def _run(size: int, frames: int, steps: int, shard: bool) -> dict:
     torch.set_num_threads(1)
     metric = Metric("elpips-vgg", backbone_weights="random", device="cpu", seed=0)
     times: list[float] = []
-    result = solve(_keyframes(size), frames=frames, metric=metric, steps=steps, coarse_to_fine=False, schedule=0.01,
+    result = solve(_keyframes(size), frames=frames, metric=metric, steps=steps, coarse_to_fine=False, lr=0.01,
                    generator=torch.Generator().manual_seed(1), eval_samples=2, chunk_size=frames,
                    callback=lambda info: times.append(info.seconds), shard=shard)
     rank, world = rank_and_world()

@@ -1,7 +1,7 @@
 """``elpips interpolate`` on the CPU: seconds per interpolated frame, peak memory against clip length, and the
 speed-up from sharing windows over 2 torchrun ranks. Writes ``outputs/benchmarks/interpolate.{json,md}``.
 
-    python benchmarks/interpolate_benchmark.py [--sections speed,memory,ranks] [--steps 10]
+    python -m elpips.benchmarks.interpolate_benchmark [--sections speed,memory,ranks] [--steps 10]
 
 * **speed**: one window (a keyframe pair, x4: 3 new frames) of a pan over the shipped cat at 64 and 128 px,
   ``--steps`` steps (coarse-to-fine: half of them on 3 frames, half on 5), in this process with one thread; wall

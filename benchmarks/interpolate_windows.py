@@ -4,7 +4,7 @@ Do multi-keyframe windows make motion smoother across keyframes, and what do the
 ``outputs/benchmarks/interpolate_windows.{json,md}`` and, for the paired timing (``--sections timing``: the whole
 clip as pairs and as one window, interleaved), ``interpolate_windows_timing.json``.
 
-    python benchmarks/interpolate_windows.py [--size 64] [--frames 5] [--factor 4] [--steps 30]
+    python -m elpips.benchmarks.interpolate_windows [--size 64] [--frames 5] [--factor 4] [--steps 30]
 
 The clip is a camera pan over the shipped cat (``elpips examples --pan cat``). Each configuration is stitched into
 one path of ``(T-1) K + 1`` frames and evaluated under the very same seeded ensemble samples (paired, ``--samples``):

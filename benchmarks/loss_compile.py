@@ -1,6 +1,6 @@
 """Does ``torch.compile`` of a training step that uses the metric as its loss work, and is it faster? (CPU)
 
-    python benchmarks/loss_compile.py [--metric elpips-vgg] [--crop 32] [--batch 8] [--steps 20]
+    python -m elpips.benchmarks.loss_compile [--metric elpips-vgg] [--crop 32] [--batch 8] [--steps 20]
 
 Compiles one whole Adam step of a small residual CNN (``train-example``'s model) whose loss is the metric,
 reports the compile time (first call), the graph breaks (``torch._dynamo.explain``) and the steady-state
@@ -11,13 +11,15 @@ seconds per step against eager mode, and writes ``outputs/benchmarks/loss_compil
 from __future__ import annotations
 
 import argparse
-import time
+import statistics
 
 import torch
 
 import elpips
+from elpips.experiments.denoiser import ResidualCNN
 from elpips.io import write_json
-from elpips.scripts.train_example import ResidualCNN
+
+from .timing import time_once
 
 
 def make_step(metric, model, optimiser):
@@ -32,15 +34,10 @@ def make_step(metric, model, optimiser):
 
 
 def timed(step, data, steps: int) -> tuple[float, float]:
-    start = time.perf_counter()
-    step(*data[0])
-    first = time.perf_counter() - start
-    times = []
-    for noisy, clean in data[1:steps + 1]:
-        start = time.perf_counter()
-        step(noisy, clean)
-        times.append(time.perf_counter() - start)
-    return first, sorted(times)[len(times) // 2]
+    """Seconds of the first call (compilation included) and the median of the next ``steps`` calls."""
+    first = time_once(lambda: step(*data[0]), "cpu")
+    times = [time_once(lambda pair=pair: step(*pair), "cpu") for pair in data[1:steps + 1]]
+    return first, statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Peak memory and time of one loss step (forward + backward) with and without ``checkpoint_activations``.
 
-    python benchmarks/loss_memory.py [--size 256] [--batch 1] [--metrics elpips-vgg lpips-vgg] [--repeats 3]
+    python -m elpips.benchmarks.loss_memory [--size 256] [--batch 1] [--metrics elpips-vgg lpips-vgg] [--repeats 3]
 
 Writes ``outputs/benchmarks/loss_memory.json`` (atomically) and prints a table. CPU only. Every configuration
 runs in a fresh interpreter (one torch thread unless ``--threads``) so configurations do not share allocator
@@ -8,9 +8,8 @@ caches. Two numbers per configuration:
 
 * ``saved_mib``: bytes of the tensors autograd keeps for the backward pass after the forward pass (counted with
   ``torch.autograd.graph.saved_tensors_hooks``, each storage once): exact and allocator-independent.
-* ``step_peak_mib``: the peak resident-set growth of a forward + backward step above the RSS before it
-  (``VmHWM - VmRSS`` after resetting the kernel's peak mark; glibc made to ``mmap`` large blocks so freed
-  tensors leave the RSS at once), after a warm-up step. Linux only.
+* ``step_peak_mib``: the peak resident-set growth of a forward + backward step above the RSS before it, after a
+  warm-up step (:func:`elpips.benchmarks.memory.peak_rss_step`). Linux only.
 
 The backbone is the seeded random VGG (``backbone_weights="random"``): memory and time do not depend on the
 weights' values, so the numbers hold for the ImageNet weights too.
@@ -21,19 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-
-
-def _status_kib(field: str) -> int | None:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    return None
+from .memory import MALLOC_ENV, peak_rss_step
+from .timing import time_once
 
 
 def measure(metric_name: str, size: int, batch: int, checkpointing: bool, repeats: int) -> dict:
@@ -68,18 +60,11 @@ def measure(metric_name: str, size: int, batch: int, checkpointing: bool, repeat
     saved = sum(storages.values()) - x.untyped_storage().nbytes() * (x.untyped_storage().data_ptr() in storages)
     loss.backward()
     del loss, x
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    before = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
-    step()
-    peak = _status_kib("VmHWM")
+    times = [time_once(step, "cpu") for _ in range(repeats)]
+    peak = peak_rss_step(step, warmup=False)
     return {"metric": metric_name, "size": size, "batch": batch, "checkpoint_activations": checkpointing,
-            "saved_mib": saved / 2**20, "step_peak_mib": (peak - before) / 1024,
-            "step_seconds_median": sorted(times)[len(times) // 2], "threads": torch.get_num_threads()}
+            "saved_mib": saved / 2**20, "step_peak_mib": peak["step_peak_mib"],
+            "step_seconds_median": statistics.median(times), "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.metrics:
         for flag in ("0", "1"):
-            command = [sys.executable, __file__, "--one", f"{name},{flag}", "--size", str(args.size),
+            command = [sys.executable, "-m", "elpips.benchmarks.loss_memory", "--one", f"{name},{flag}", "--size", str(args.size),
                        "--batch", str(args.batch), "--repeats", str(args.repeats), "--threads", str(args.threads)]
-            environment = {**os.environ, **_MALLOC_ENV, "OMP_NUM_THREADS": str(args.threads)}
+            environment = {**os.environ, **MALLOC_ENV, "OMP_NUM_THREADS": str(args.threads)}
             result = subprocess.run(command, capture_output=True, text=True, env=environment, check=True)
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
             row = rows[-1]

@@ -32,7 +32,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if resolved.type not in SUPPORTED_DEVICE_TYPES:
         raise ValueError(f"device {device!r} is not supported; use one of: {', '.join(SUPPORTED_DEVICE_TYPES)}")
     if resolved.type == "cuda" and not _cuda_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} requested but MPS is not available on this machine")
+        raise ValueError(f"device {device!r} requested but MPS is not available")
     return resolved

@@ -1,4 +1,5 @@
-"""Pure functions for the distance of one ensemble sample (spec sections 3 and 4)."""
+"""Pure functions for the distance of one ensemble sample (``docs/algorithm.md#networks``,
+``#distance``)."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def local_device(requested: str | torch.device | None = None) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if requested == "cuda":
-        raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+        raise ValueError("device 'cuda' requested but CUDA is not available")
     return torch.device("cpu")
 
 

@@ -1,4 +1,4 @@
-"""Shared dropout masks for one ensemble sample (spec section 3, "Dropout").
+"""Shared dropout masks for one ensemble sample (``docs/algorithm.md#dropout``).
 
 Before every convolution the input is multiplied by ``m / keep``, ``m ~ Bernoulli(keep)``, elementwise (on the
 CPU drawn as geometric gaps between the dropped elements, :func:`dropped_positions`; elsewhere by ``bernoulli_``). The

@@ -1,4 +1,4 @@
-"""Sequential Monte Carlo estimation of E-LPIPS with a 95% confidence half-width (spec section 5)."""
+"""Sequential Monte Carlo estimation of E-LPIPS with a 95% confidence half-width (``docs/algorithm.md#estimate``)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
-"""The random input transformations of E-LPIPS (spec sections 2 and 2b).
+"""The random input transformations of E-LPIPS (``docs/algorithm.md#transforms``, ``#stratification``,
+``#record``).
 
 One ensemble sample for a batch of ``N`` images is a :class:`TransformRecord`. Sampling
 (:func:`sample_transform`) and applying (:func:`apply_transform`) are pure functions: applying a record is
 deterministic and differentiable, and the same record can be applied to any number of image batches (x, y,
 candidates, path frames) so that they all see the same transformation.
 
-Order of operations (spec section 2): scale -> offset -> flip -> swap -> colour permutation -> colour scaling.
+Order of operations (``docs/algorithm.md#transforms``): scale -> offset -> flip -> swap -> colour permutation ->
+colour scaling.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ PERMUTATIONS = torch.tensor(list(itertools.permutations(range(3))), dtype=torch.
 
 @dataclass
 class TransformRecord:
-    """One ensemble sample for a batch of ``N`` images (spec section 2b).
+    """One ensemble sample for a batch of ``N`` images (``docs/algorithm.md#record``).
 
     Attributes:
         scale_level: ``s >= 1``; the batch is box-downscaled by ``s`` (1 = no scaling).
@@ -99,7 +101,7 @@ def scale_level_probabilities(num_scales: int) -> torch.Tensor:
 
 
 def _shuffled_cycle(count: int, period: int, generator: torch.Generator | None) -> torch.Tensor:
-    """``count`` stratified draws from ``0..period-1`` (see docs/algorithm.md, "Stratified sampling").
+    """``count`` stratified draws from ``0..period-1`` (``docs/algorithm.md#stratification``).
 
     The cycle ``0, 1, ..., period-1, 0, 1, ...`` is built up to a whole multiple of the period
     (``ceil(count / period) * period`` entries), shuffled, and cut to its first ``count`` entries. Every element is

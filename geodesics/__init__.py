@@ -5,21 +5,32 @@ whose interior frames minimise ``sum_k d(x_k, x_{k+1})^2`` under E-LPIPS, LPIPS 
     >>> result = solve([a, b], frames=10, metric=elpips.Metric("elpips-vgg"), steps=500)
     >>> result.frames.shape                       # [10, 3, H, W], a and b unchanged at both ends
 
-Inside a ``torch.distributed`` process group, ``solve(..., shard=True)`` splits the frames over the ranks
-(:mod:`elpips.geodesics.sharded`).
+Modules: :mod:`.solver` (the phases of a solve), :mod:`.energy` (one shared-sample step of the path energy),
+:mod:`.evaluate` (many-sample distances along a path), :mod:`.levels` (coarse-to-fine stages), :mod:`.stage`
+(the path at one stage), :mod:`.path` (frame counts, blends, resampling), :mod:`.options` (input checks, the
+default schedule). Inside a ``torch.distributed`` process group, ``solve(..., shard=True)`` splits the frames
+over the ranks (:mod:`.sharded`). Option checks, schedules, checkpoints and progress are :mod:`elpips.solver`'s,
+shared with the barycenter solver.
 """
 
 from .clip import (SolveSettings, Window, WindowResult, crossfade, interpolate_windows, output_count,
                    plan_windows, solve_window)
-from .energy import PathEvaluation, evaluate_path, path_step
+from .energy import path_step
+from .evaluate import PathEvaluation, evaluate_path
 from .levels import Level, level_starts, plan_levels, time_ladder
+from .options import DEFAULT_BASE_RATE, geodesic_learning_rate
 from .path import (downscale, free_mask, keyframe_indices, linear_path, resample_path, segment_intervals,
                    subdivide, upscale_path)
 from .sharded import PathShard, path_shard, sharded_path_step
-from .solver import GeodesicResult, StepInfo, solve
+from .solver import GeodesicResult, GeodesicStepInfo, solve
+
+StepInfo = GeodesicStepInfo
+"""The geodesic's :class:`~elpips.solver.StepInfo` (the name this package has always exported)."""
 
 __all__ = [
+    "DEFAULT_BASE_RATE",
     "GeodesicResult",
+    "GeodesicStepInfo",
     "Level",
     "PathEvaluation",
     "PathShard",
@@ -31,6 +42,7 @@ __all__ = [
     "downscale",
     "evaluate_path",
     "free_mask",
+    "geodesic_learning_rate",
     "interpolate_windows",
     "keyframe_indices",
     "level_starts",

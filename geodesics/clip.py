@@ -28,9 +28,11 @@ import torch
 
 from elpips import Metric
 
-from .energy import evaluate_path
+from elpips.solver import Schedule
+
+from .evaluate import evaluate_path
 from .path import linear_path
-from .solver import Schedule, StepInfo, solve
+from .solver import GeodesicStepInfo, solve
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class SolveSettings:
     """The per-window solver options (see :func:`~elpips.geodesics.solve`)."""
 
     steps: int = 200
-    schedule: Schedule | float | None = None
+    lr: Schedule | float | None = None
     coarse_to_fine: bool = True
     spatial: bool = False
     chunk_size: int = 8
@@ -141,7 +143,7 @@ class WindowResult:
 
 def solve_window(metric: Metric, keyframes: torch.Tensor, window: Window, factor: int, seed: int,
                  settings: SolveSettings, checkpoint: str | os.PathLike | None = None, resume: bool = False,
-                 callback: Callable[[StepInfo], None] | None = None) -> WindowResult:
+                 callback: Callable[[GeodesicStepInfo], None] | None = None) -> WindowResult:
     """The geodesic through one window's keyframes.
 
     Args:
@@ -156,7 +158,7 @@ def solve_window(metric: Metric, keyframes: torch.Tensor, window: Window, factor
     own_seed = window_seed(seed, window.index)
     started = time.perf_counter()
     result = solve(keyframes, frames=[factor] * window.segments, metric=metric, steps=settings.steps,
-                   schedule=settings.schedule, coarse_to_fine=settings.coarse_to_fine, spatial=settings.spatial,
+                   lr=settings.lr, coarse_to_fine=settings.coarse_to_fine, spatial=settings.spatial,
                    generator=torch.Generator().manual_seed(own_seed), callback=callback, checkpoint=checkpoint,
                    checkpoint_every=settings.checkpoint_every, resume=resume, chunk_size=settings.chunk_size,
                    eval_samples=settings.eval_samples,
@@ -171,7 +173,7 @@ def interpolate_windows(metric: Metric, read_keyframes: Callable[[int, int], tor
                         windows: Iterable[Window], factor: int, seed: int, settings: SolveSettings,
                         checkpoint_for: Callable[[Window], str | os.PathLike | None] | None = None,
                         resume_for: Callable[[Window], bool] | None = None,
-                        callback: Callable[[StepInfo], None] | None = None) -> Iterator[WindowResult]:
+                        callback: Callable[[GeodesicStepInfo], None] | None = None) -> Iterator[WindowResult]:
     """Solve ``windows`` one after another, yielding each result (only one window is held at a time).
 
     Args:

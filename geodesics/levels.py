@@ -6,6 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
+
+from .path import downscale, keyframe_indices, linear_path, resample_path, upscale_path
+
 
 @dataclass(frozen=True)
 class Level:
@@ -70,3 +74,27 @@ def level_starts(levels: Sequence[Level]) -> list[int]:
         starts.append(total)
         total += level.steps
     return starts
+
+
+def initial_path(level: Level, keys: torch.Tensor, init: torch.Tensor | None,
+                 intervals: tuple[int, ...]) -> torch.Tensor:
+    """The starting path of the first stage: the linear blend at its frame count and scale, or the given
+    full-resolution path ``init`` resampled to it (keyframes exact)."""
+    if init is None:
+        return linear_path(downscale(keys, level.scale), level.intervals)
+    path = resample_path(init, intervals, level.intervals)
+    coarse = downscale(path, level.scale)
+    coarse[keyframe_indices(level.intervals)] = downscale(keys, level.scale)
+    return coarse
+
+
+def carry_path(path: torch.Tensor, old: Level, new: Level, keys: torch.Tensor) -> torch.Tensor:
+    """Carry a solved path to the next stage: resample in time, then lift to the new resolution."""
+    if old.intervals != new.intervals:
+        path = resample_path(path, old.intervals, new.intervals)
+    if old.scale != new.scale:
+        if old.scale % new.scale:
+            raise ValueError(f"cannot go from scale {old.scale} to {new.scale}")
+        factor = old.scale // new.scale
+        path = upscale_path(path, downscale(keys, new.scale), new.intervals, factor)
+    return path

@@ -12,8 +12,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-CLIP_LOW, CLIP_HIGH = 1e-5, 1.0 - 1e-5
-"""Interior frames are kept in this range after every step (the reference's barycenter practice)."""
+from elpips.solver import CLIP_HIGH, CLIP_LOW
+
 
 
 def segment_intervals(frames: int | Sequence[int], num_keyframes: int) -> tuple[int, ...]:

@@ -18,6 +18,7 @@ collectives only.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,8 @@ from elpips.distributed import (all_reduce_sum, contiguous_block, exchange_backw
                                 rank_and_world)
 
 from .energy import path_step
+from .levels import Level
+from .stage import Stage
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,6 @@ def path_shard(frames: int, rank: int | None = None, world_size: int | None = No
         rank, world_size = rank_and_world()
     start, stop = contiguous_block(frames, rank, world_size)
     return PathShard(rank, world_size, start, stop, frames)
-
-
-def single_shard(frames: int) -> PathShard:
-    """The whole path as one shard (the single-process case)."""
-    return PathShard(0, 1, 0, frames, frames)
 
 
 def sharded_path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: torch.Tensor | None,
@@ -145,3 +143,45 @@ def gather_rows(local_rows: torch.Tensor, offset: int, total: int) -> torch.Tens
     full = torch.zeros(total, *local_rows.shape[1:], dtype=local_rows.dtype, device=local_rows.device)
     full[offset:offset + local_rows.shape[0]] = local_rows
     return all_reduce_sum(full)
+
+
+class ShardedStage(Stage):
+    """:class:`~elpips.geodesics.stage.Stage` for one rank: ``variable`` holds this rank's interior frames only.
+    Rows of ``base`` outside this rank's block are stale between gathers; :meth:`path` and the optimizer state
+    are collective (every rank must call them)."""
+
+    def __init__(self, level: Level, path: torch.Tensor) -> None:
+        self.shard = path_shard(level.frames)
+        super().__init__(level, path)
+        self.offset = int(self.free[:self.shard.start].sum())  # first owned row of the global variable
+
+    def owned_rows(self) -> torch.Tensor:
+        return self.free & self.shard.owned()
+
+    def path(self) -> torch.Tensor:
+        return gather_frames(self.local_path(), self.shard)
+
+    def step(self, metric: Metric, sample: EnsembleSample, samples: int, chunk_size: int) -> torch.Tensor:
+        return sharded_path_step(metric, self.base, self.free, self.variable, self.shard, sample, samples,
+                                 chunk_size)
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
+        state = optimizer.state_dict()
+        if self.shard.world_size == 1:
+            return state
+        state = copy.deepcopy(state)  # state_dict() shares the live per-parameter tensors: never edit those
+        total = int(self.free.sum())
+        for slot in state["state"].values():
+            for key, value in list(slot.items()):
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == self.variable.shape[0]:
+                    slot[key] = gather_rows(value, self.offset, total)
+        return state
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        if self.shard.world_size > 1:
+            total, count = int(self.free.sum()), self.variable.shape[0]
+            for slot in state["state"].values():
+                for key, value in list(slot.items()):
+                    if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == total:
+                        slot[key] = value[self.offset:self.offset + count].clone()
+        optimizer.load_state_dict(state)

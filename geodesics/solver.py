@@ -1,58 +1,62 @@
 """``solve``: a discrete geodesic through keyframes, minimising ``sum_k d(x_k, x_{k+1})^2`` by Adam.
 
 Each step draws one ensemble sample shared by the whole path (see :mod:`elpips.geodesics.energy`), takes an
-Adam step on the interior frames with the learning rate of ``schedule(step)``, and clips them to
-``[1e-5, 1 - 1e-5]``. Coarse-to-fine in time (and optionally in space) visits the stages of
+Adam step on the interior frames with the learning rate of ``lr(step)``, and clips them to ``[1e-5, 1 - 1e-5]``.
+Coarse-to-fine in time (and optionally in space) visits the stages of
 :func:`~elpips.geodesics.levels.plan_levels`; Adam restarts at each stage. With a checkpoint path the state is
-saved atomically every ``checkpoint_every`` steps, and ``resume=True`` continues bit-exactly.
+saved atomically every ``checkpoint_every`` steps, and ``resume=True`` continues bit-exactly
+(``docs/algorithm.md#geodesics``).
+
+``solve`` runs four named phases: :func:`_prepare` (checks, stages, settings), :func:`_start` or :func:`_resume`
+(the run's state), :func:`_iterate` (the steps and checkpoints) and :func:`_finish` (the evaluation and result).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from elpips import Metric
-from elpips.checkpoint import generator_state, load_checkpoint, restore_generator, save_checkpoint
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
-from elpips.schedules import reference_learning_rate
+from elpips.solver import (StepInfo, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
+                           learning_rate_schedule, load_checkpoint, make_generator, renamed_keyword, reporting,
+                           restore_generator, save_checkpoint)
 from elpips.validation import check_images
 
-from .energy import evaluate_path, path_step
-from .levels import Level, level_starts, plan_levels
-from .path import (CLIP_HIGH, CLIP_LOW, downscale, free_mask, keyframe_indices, linear_path, resample_path,
-                   segment_intervals, upscale_path)
-from .sharded import PathShard, gather_frames, gather_rows, path_shard, sharded_path_step, single_shard
+from .evaluate import evaluate_path
+from .levels import Level, carry_path, initial_path, level_starts, plan_levels
+from .options import check_init, fingerprint, geodesic_learning_rate, stack_keyframes
+from .path import keyframe_indices, segment_intervals
+from .sharded import ShardedStage, path_shard
+from .stage import Stage
 
-CHECKPOINT_FORMAT = "elpips-geodesic-1"
+CHECKPOINT_FORMAT = checkpoint_format("geodesic")
+
+Schedule = Callable[[int], float]
 
 
 @dataclass
-class StepInfo:
-    """What a ``callback`` sees after every step.
+class GeodesicStepInfo(StepInfo):
+    """:class:`~elpips.solver.StepInfo` of a geodesic step; ``loss`` is the one-sample path energy at this
+    stage's frame count.
 
     Attributes:
-        step: steps completed (1-based), out of ``total_steps``.
         level: index of the current coarse-to-fine stage, out of ``num_levels``.
         frames: frames on the path at this stage.
-        energy: this step's one-sample estimate of the path energy (at this stage's frame count).
-        learning_rate: the learning rate used.
-        seconds: wall time of this step.
     """
 
-    step: int
-    total_steps: int
     level: int
     num_levels: int
     frames: int
-    energy: float
-    learning_rate: float
-    seconds: float
+
+    @property
+    def energy(self) -> float:
+        """This step's one-sample estimate of the path energy (``loss``)."""
+        return self.loss
 
 
 @dataclass
@@ -96,159 +100,169 @@ class GeodesicResult:
                 for d in self.segment_distances()]
 
 
-Schedule = Callable[[int], float]
+@dataclass
+class _Plan:
+    """Everything fixed for one solve: the metric, the keyframes on its device, the stages and the options."""
 
-DEFAULT_BASE_RATE = 0.005
-"""Base rate of the default schedule. The barycenter's 0.03 starts from noise; a geodesic starts from the linear
-blend, where 0.03 overshoots (cat/dog at 75x120, random backbone, 40 steps: energy +129% vs the blend, 0.01: -7%,
-0.003: -9%)."""
+    metric: Metric
+    keys: torch.Tensor
+    intervals: tuple[int, ...]
+    initial: torch.Tensor | None
+    levels: list[Level]
+    schedule: Schedule
+    generator: torch.Generator
+    fingerprint: dict
+    sharded: bool
+    chunk_size: int
+    samples_per_step: int
+    checkpoint_every: int
 
+    @property
+    def total_steps(self) -> int:
+        return sum(level.steps for level in self.levels)
 
-def geodesic_learning_rate(step: int) -> float:
-    """The reference's decaying schedule ``base / (1 + 0.02 t'^0.75)`` with ``base =`` :data:`DEFAULT_BASE_RATE`."""
-    return reference_learning_rate(step, DEFAULT_BASE_RATE)
-
-
-def _schedule(schedule: Schedule | float | None) -> Schedule:
-    if schedule is None:
-        return geodesic_learning_rate
-    if isinstance(schedule, (int, float)) and not isinstance(schedule, bool):
-        if not schedule > 0:
-            raise ValueError(f"a constant learning rate must be > 0, got {schedule}")
-        rate = float(schedule)
-        return lambda step: rate
-    if callable(schedule):
-        return schedule
-    raise ValueError(f"schedule must be None, a positive number or a callable step -> lr, got {schedule!r}")
-
-
-def _stack_keyframes(keyframes: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    if isinstance(keyframes, torch.Tensor):
-        return keyframes
-    if len(keyframes) == 0:
-        raise ValueError("keyframes is empty: give at least 2 images")
-    shaped = []
-    for index, image in enumerate(keyframes):
-        if not isinstance(image, torch.Tensor):
-            raise ValueError(f"keyframe {index} must be a torch.Tensor, got {type(image).__name__}")
-        if image.dim() == 4 and image.shape[0] == 1:
-            image = image[0]
-        if image.dim() != 3:
-            raise ValueError(f"keyframe {index} must be [3, H, W] or [1, 3, H, W], got {list(image.shape)}")
-        shaped.append(image)
-    if len({tuple(image.shape) for image in shaped}) > 1:
-        raise ValueError(f"keyframes must have the same size, got {[list(image.shape) for image in shaped]}")
-    return torch.stack(shaped)
+    def stage(self, index: int, path: torch.Tensor) -> Stage:
+        """The stage ``index`` holding ``path`` (one rank's share of it when sharded)."""
+        return (ShardedStage if self.sharded else Stage)(self.levels[index], path)
 
 
-def _check_init(init: str | torch.Tensor, keys: torch.Tensor, intervals: tuple[int, ...]) -> torch.Tensor | None:
-    """``None`` for the linear blend, else the initial full-resolution path with exact keyframes."""
-    if isinstance(init, str):
-        if init != "linear":
-            raise ValueError(f"init must be 'linear' or a [K+1, 3, H, W] tensor, got {init!r}")
-        return None
-    if not isinstance(init, torch.Tensor):
-        raise ValueError(f"init must be 'linear' or a tensor, got {type(init).__name__}")
-    expected = [sum(intervals) + 1, *keys.shape[1:]]
-    if list(init.shape) != expected:
-        raise ValueError(f"init must have shape {expected} (the whole path), got {list(init.shape)}")
-    check_images(init, "init")
-    path = init.detach().to(device=keys.device, dtype=torch.float32).clone()
-    path[keyframe_indices(intervals)] = keys
-    return path
+@dataclass
+class _Run:
+    """The state a checkpoint holds: the stage, its Adam, the energy history and where the run is."""
+
+    stage: Stage
+    optimizer: torch.optim.Optimizer
+    current: int
+    first_step: int
+    history: list[float]
+    run_seconds: float = 0.0
 
 
-def _fingerprint(metric: Metric, keys: torch.Tensor, levels: list[Level], samples_per_step: int,
-                 init: torch.Tensor | None) -> dict:
-    """What a checkpoint must agree on to be resumed."""
-    keys64 = keys.detach().cpu().double()  # MPS has no float64
-    return {
-        "metric": metric.name,
-        "backbone_weights": metric.weights_info.source,
-        "keyframes_shape": list(keys.shape),
-        "keyframes_sum": round(float(keys64.sum()), 6),
-        "keyframes_square_sum": round(float(keys64.square().sum()), 6),
-        "levels": [[list(level.intervals), level.scale, level.steps] for level in levels],
-        "samples_per_step": samples_per_step,
-        "init": "linear" if init is None else round(float(init.detach().cpu().double().sum()), 6),
-    }
-
-
-class _Stage:
-    """The path at one stage: the frames, the free mask and the Adam variable (this rank's interior frames;
-    all of them without sharding). Rows of ``base`` outside this rank's block are stale between gathers."""
-
-    def __init__(self, level: Level, path: torch.Tensor, sharded: bool) -> None:
-        self.level = level
-        self.free = free_mask(level.intervals)
-        self.shard: PathShard = path_shard(level.frames) if sharded else single_shard(level.frames)
-        self.rows = self.free & self.shard.owned()
-        self.offset = int(self.free[:self.shard.start].sum())  # first owned row of the global variable
-        self.base = path.detach().clone()
-        self.variable = path[self.rows.to(path.device)].detach().clone().requires_grad_(True)
-
-    def local_path(self) -> torch.Tensor:
-        full = self.base.clone()
-        full[self.rows.to(full.device)] = self.variable.detach()
-        return full
-
-    def path(self) -> torch.Tensor:
-        """The whole current path (collective when sharded)."""
-        return gather_frames(self.local_path(), self.shard)
-
-    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
-        """The optimizer state of the whole path's variable (collective when sharded; Adam is elementwise)."""
-        state = optimizer.state_dict()
-        if self.shard.world_size == 1:
-            return state
-        state = copy.deepcopy(state)  # state_dict() shares the live per-parameter tensors: never edit those
-        total = int(self.free.sum())
-        for slot in state["state"].values():
-            for key, value in list(slot.items()):
-                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == self.variable.shape[0]:
-                    slot[key] = gather_rows(value, self.offset, total)
-        return state
-
-    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
-        """Load a whole-path optimizer state (as :meth:`optimizer_state` writes it), keeping this rank's rows."""
-        if self.shard.world_size > 1:
-            total, count = int(self.free.sum()), self.variable.shape[0]
-            for slot in state["state"].values():
-                for key, value in list(slot.items()):
-                    if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == total:
-                        slot[key] = value[self.offset:self.offset + count].clone()
-        optimizer.load_state_dict(state)
-
-
-def _initial_path(level: Level, keys: torch.Tensor, init: torch.Tensor | None,
-                  intervals: tuple[int, ...]) -> torch.Tensor:
-    if init is None:
-        return linear_path(downscale(keys, level.scale), level.intervals)
-    path = resample_path(init, intervals, level.intervals)
-    coarse = downscale(path, level.scale)
-    coarse[keyframe_indices(level.intervals)] = downscale(keys, level.scale)
-    return coarse
-
-
-def _transition(path: torch.Tensor, old: Level, new: Level, keys: torch.Tensor) -> torch.Tensor:
-    """Carry a solved path to the next stage: resample in time, then lift to the new resolution."""
-    if old.intervals != new.intervals:
-        path = resample_path(path, old.intervals, new.intervals)
-    if old.scale != new.scale:
-        if old.scale % new.scale:
-            raise ValueError(f"cannot go from scale {old.scale} to {new.scale}")
-        factor = old.scale // new.scale
-        path = upscale_path(path, downscale(keys, new.scale), new.intervals, factor)
-    return path
-
-
-def _validate_counts(steps: int, chunk_size: int, samples_per_step: int, eval_samples: int,
-                     checkpoint_every: int) -> None:
+def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any, lr: Any, coarse_to_fine: bool,
+             spatial: bool, generator: Any, eval_generator: torch.Generator | None, checkpoint_every: int,
+             chunk_size: int, samples_per_step: int, eval_samples: int, coarse_fraction: float,
+             shard: bool) -> _Plan:
+    """Check every option, plan the stages and agree on the random streams across ranks."""
     for name, value, low in (("steps", steps, 0), ("chunk_size", chunk_size, 1),
                              ("samples_per_step", samples_per_step, 1), ("eval_samples", eval_samples, 1),
                              ("checkpoint_every", checkpoint_every, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_positive_int(value, name, minimum=low)
+    schedule, _ = learning_rate_schedule(lr, geodesic_learning_rate)
+    keys = stack_keyframes(keyframes)
+    check_images(keys, "keyframes", metric.min_size)
+    if keys.shape[0] < 2:
+        raise ValueError(f"a geodesic needs at least 2 keyframes, got {keys.shape[0]}")
+    keys = keys.detach().to(device=metric.device, dtype=torch.float32)
+    intervals = segment_intervals(frames, keys.shape[0])
+    if spatial and min(keys.shape[-2:]) // 2 < metric.min_size:
+        raise ValueError(f"spatial coarse-to-fine needs images of at least {2 * metric.min_size} px for "
+                         f"{metric.name}, got {keys.shape[-2]}x{keys.shape[-1]}")
+    initial = check_init(init, keys, intervals)
+    levels = plan_levels(intervals, steps, coarse_to_fine, spatial, coarse_fraction)
+    generator = make_generator(generator, default=metric.generator)
+    sharded = shard and is_distributed()
+    if sharded:  # every rank must draw the very same ensemble samples
+        restore_generator(generator, broadcast_object(generator_state(generator)))
+        if eval_generator is not None:
+            restore_generator(eval_generator, broadcast_object(generator_state(eval_generator)))
+    return _Plan(metric, keys, intervals, initial, levels, schedule, generator,
+                 fingerprint(metric, keys, levels, samples_per_step, initial), sharded, chunk_size, samples_per_step,
+                 checkpoint_every)
+
+
+def _start(plan: _Plan) -> _Run:
+    """A fresh run at the first stage, from the linear blend or the given path."""
+    stage = plan.stage(0, initial_path(plan.levels[0], plan.keys, plan.initial, plan.intervals))
+    return _Run(stage, torch.optim.Adam([stage.variable], lr=plan.schedule(0)), 0, 0, [])
+
+
+def _resume(plan: _Plan, checkpoint: str | os.PathLike) -> _Run:
+    """The run saved in ``checkpoint`` (written with the same settings), continuing bit-exactly."""
+    state = load_checkpoint(checkpoint)
+    check_format(state, "geodesic", checkpoint)
+    differing = sorted(k for k in plan.fingerprint if state["fingerprint"].get(k) != plan.fingerprint[k])
+    if differing:
+        raise ValueError(f"checkpoint '{checkpoint}' was written with other settings ({', '.join(differing)} "
+                         "differ): resuming needs the same keyframes, metric, frames, steps and "
+                         "coarse-to-fine options")
+    current, first_step = int(state["level"]), int(state["step"])
+    stage = plan.stage(current, state["path"].to(plan.metric.device))
+    optimizer = torch.optim.Adam([stage.variable], lr=plan.schedule(first_step))
+    stage.load_optimizer_state(optimizer, state["optimizer"])
+    restore_generator(plan.generator, state["generator"])
+    return _Run(stage, optimizer, current, first_step, list(state["energy_history"]))
+
+
+def _save(plan: _Plan, run: _Run, checkpoint: str | os.PathLike, done: int) -> None:
+    """Write the checkpoint of step ``done`` (collective when sharded; rank 0 writes)."""
+    path, optimizer_state = run.stage.path().cpu(), run.stage.optimizer_state(run.optimizer)
+    if is_main_process():
+        save_checkpoint(checkpoint, {
+            "format": CHECKPOINT_FORMAT, "fingerprint": plan.fingerprint, "step": done, "level": run.current,
+            "path": path, "optimizer": optimizer_state,
+            "generator": generator_state(plan.generator), "energy_history": list(run.history),
+        })
+
+
+def _enter_level(plan: _Plan, run: _Run, step: int) -> None:
+    """Move to the stage that ``step`` belongs to, if the run is not there yet (Adam restarts)."""
+    starts = level_starts(plan.levels)
+    level = max(index for index, start in enumerate(starts) if start <= step)
+    if level != run.current:
+        path = carry_path(run.stage.path(), plan.levels[run.current], plan.levels[level], plan.keys)
+        run.stage, run.current = plan.stage(level, path), level
+        run.optimizer = torch.optim.Adam([run.stage.variable], lr=plan.schedule(step))
+
+
+def _iterate(plan: _Plan, run: _Run, checkpoint: str | os.PathLike | None,
+             callback: Callable[[GeodesicStepInfo], None] | None) -> None:
+    """Run the steps from ``run.first_step`` to the end: one shared sample, one Adam step, clip, checkpoint."""
+    total = plan.total_steps
+    for step in range(run.first_step, total):
+        started = time.perf_counter()
+        _enter_level(plan, run, step)
+        height, width = run.stage.base.shape[-2:]
+        rate = float(plan.schedule(step))
+        for group in run.optimizer.param_groups:
+            group["lr"] = rate
+        run.optimizer.zero_grad(set_to_none=True)
+        sample = plan.metric.sample(plan.samples_per_step, height, width, plan.generator)
+        distances = run.stage.step(plan.metric, sample, plan.samples_per_step, plan.chunk_size)
+        run.optimizer.step()
+        clip_(run.stage.variable)
+        energy = float(distances.square().mean(dim=1).sum())
+        run.history.append(energy)
+        if checkpoint is not None and ((step + 1) % plan.checkpoint_every == 0 or step + 1 == total):
+            _save(plan, run, checkpoint, step + 1)
+        seconds = time.perf_counter() - started
+        run.run_seconds += seconds
+        if callback is not None:
+            callback(GeodesicStepInfo(step + 1, total, rate, energy, seconds, run.current, len(plan.levels),
+                                      plan.levels[run.current].frames))
+
+
+def _finish(plan: _Plan, run: _Run, eval_samples: int, eval_generator: torch.Generator | None) -> GeodesicResult:
+    """The final path at full resolution with exact keyframes, its many-sample distances and the result."""
+    path = run.stage.path()
+    if run.current != len(plan.levels) - 1:  # the final stage got no steps: carry the path there anyway
+        path = carry_path(path, plan.levels[run.current], plan.levels[-1], plan.keys)
+    indices = keyframe_indices(plan.intervals)
+    path[indices] = plan.keys
+    evaluation = evaluate_path(plan.metric, path, eval_samples,
+                               plan.generator if eval_generator is None else eval_generator,
+                               chunk_size=plan.chunk_size, shard=path_shard(path.shape[0]) if plan.sharded else None)
+    ran = plan.total_steps - run.first_step
+    return GeodesicResult(
+        frames=path.detach().cpu(), keyframe_indices=indices, intervals=plan.intervals,
+        distances=evaluation.distances, half_widths=evaluation.half_widths, energy=evaluation.energy,
+        samples=evaluation.samples, energy_history=run.history, levels=plan.levels,
+        step_seconds=run.run_seconds / ran if ran else 0.0, resumed_from=run.first_step,
+    )
+
+
+def _describe(info: GeodesicStepInfo) -> dict[str, Any]:
+    return {"energy": f"{info.loss:.4g}", "stage": f"{info.level + 1}/{info.num_levels}",
+            "frames": info.frames}
 
 
 def solve(
@@ -257,12 +271,12 @@ def solve(
     metric: Metric | None = None,
     steps: int = 500,
     init: str | torch.Tensor = "linear",
-    schedule: Schedule | float | None = None,
+    lr: Schedule | float | None = None,
     coarse_to_fine: bool = True,
     spatial: bool = False,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | int | None = None,
     device: str | torch.device | None = None,
-    callback: Callable[[StepInfo], None] | None = None,
+    callback: Callable[[GeodesicStepInfo], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 50,
     resume: bool = False,
@@ -272,6 +286,8 @@ def solve(
     eval_generator: torch.Generator | None = None,
     coarse_fraction: float = 0.5,
     shard: bool = False,
+    progress: bool = False,
+    schedule: Schedule | float | None = None,
 ) -> GeodesicResult:
     """A discrete geodesic through ``keyframes``: the path whose interior frames minimise
     ``E = sum_k d(x_k, x_{k+1})^2`` (a perceptual spline through more than two keyframes).
@@ -285,13 +301,13 @@ def solve(
         steps: Adam steps in total, all stages together.
         init: ``"linear"`` (the piecewise-linear blend) or a ``[K+1, 3, H, W]`` path in [0, 1] (keyframe rows
             are replaced by the keyframes).
-        schedule: learning rate per global step: a callable, a constant, or ``None`` for
-            :func:`geodesic_learning_rate` (``0.005 / (1 + 0.02 t'^0.75)``).
+        lr: learning rate per global step: a callable, a constant, or ``None`` for
+            :func:`~elpips.geodesics.options.geodesic_learning_rate` (``0.005 / (1 + 0.02 t'^0.75)``).
         coarse_to_fine: start with few interior frames and subdivide (see :func:`plan_levels`).
         spatial: solve the coarse stages at half resolution (needs ``min(H, W) / 2 >= metric.min_size``).
-        generator: CPU generator for the ensemble sampling (default: the metric's own).
+        generator: CPU generator or int seed for the ensemble sampling (default: the metric's own).
         device: move the metric there (default: where the metric is).
-        callback: called with a :class:`StepInfo` after every step (and after any checkpoint write).
+        callback: called with a :class:`GeodesicStepInfo` after every step (and after any checkpoint write).
         checkpoint: file for the solver state (written atomically every ``checkpoint_every`` steps and at the end).
         resume: continue from ``checkpoint`` (it must exist and match these settings); bit-exact with the
             same generator seed.
@@ -306,107 +322,21 @@ def solve(
             generators start from rank 0's states; only rank 0 writes the checkpoint (keep it on a filesystem
             every rank can read for ``resume``); the result is the same on every rank. Checkpoints do not depend
             on the number of ranks.
+        progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: energy, stage, ETA).
+        schedule: the old name of ``lr`` (deprecated).
 
     Returns:
         A :class:`GeodesicResult`; ``frames`` is ``[K+1, 3, H, W]`` on the CPU.
     """
+    lr = renamed_keyword(lr, schedule, "lr", "schedule", "elpips.geodesics.solve")
     metric = Metric() if metric is None else metric
     if device is not None:
         metric.to(device)
-    _validate_counts(steps, chunk_size, samples_per_step, eval_samples, checkpoint_every)
-    learning_rate = _schedule(schedule)
-    keys = _stack_keyframes(keyframes)
-    check_images(keys, "keyframes", metric.min_size)
-    if keys.shape[0] < 2:
-        raise ValueError(f"a geodesic needs at least 2 keyframes, got {keys.shape[0]}")
-    keys = keys.detach().to(device=metric.device, dtype=torch.float32)
-    intervals = segment_intervals(frames, keys.shape[0])
-    if spatial and min(keys.shape[-2:]) // 2 < metric.min_size:
-        raise ValueError(f"spatial coarse-to-fine needs images of at least {2 * metric.min_size} px for "
-                         f"{metric.name}, got {keys.shape[-2]}x{keys.shape[-1]}")
-    initial = _check_init(init, keys, intervals)
-    levels = plan_levels(intervals, steps, coarse_to_fine, spatial, coarse_fraction)
-    starts = level_starts(levels)
-    total = sum(level.steps for level in levels)
-    generator = metric.generator if generator is None else generator
-    fingerprint = _fingerprint(metric, keys, levels, samples_per_step, initial)
-    sharded = shard and is_distributed()
-    if sharded:  # every rank must draw the very same ensemble samples
-        restore_generator(generator, broadcast_object(generator_state(generator)))
-        if eval_generator is not None:
-            restore_generator(eval_generator, broadcast_object(generator_state(eval_generator)))
-
-    current = 0
-    stage = _Stage(levels[0], _initial_path(levels[0], keys, initial, intervals), sharded)
-    optimizer = torch.optim.Adam([stage.variable], lr=learning_rate(0))
-    history: list[float] = []
-    first_step = 0
-    if resume:
-        if checkpoint is None:
-            raise ValueError("resume=True needs a checkpoint path")
-        state = load_checkpoint(checkpoint)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"'{checkpoint}' is not a geodesic checkpoint")
-        differing = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
-        if differing:
-            raise ValueError(f"checkpoint '{checkpoint}' was written with other settings ({', '.join(differing)} "
-                             "differ): resuming needs the same keyframes, metric, frames, steps and "
-                             "coarse-to-fine options")
-        current, first_step, history = int(state["level"]), int(state["step"]), list(state["energy_history"])
-        path = state["path"].to(metric.device)
-        stage = _Stage(levels[current], path, sharded)
-        optimizer = torch.optim.Adam([stage.variable], lr=learning_rate(first_step))
-        stage.load_optimizer_state(optimizer, state["optimizer"])
-        restore_generator(generator, state["generator"])
-
-    def save(done: int) -> None:
-        path, optimizer_state = stage.path().cpu(), stage.optimizer_state(optimizer)  # collective
-        if is_main_process():
-            save_checkpoint(checkpoint, {
-                "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "step": done, "level": current,
-                "path": path, "optimizer": optimizer_state,
-                "generator": generator_state(generator), "energy_history": list(history),
-            })
-
-    height, width = stage.base.shape[-2:]
-    run_seconds = 0.0
-    for step in range(first_step, total):
-        started = time.perf_counter()
-        level = max(index for index, start in enumerate(starts) if start <= step)
-        if level != current:
-            path = _transition(stage.path(), levels[current], levels[level], keys)
-            stage, current = _Stage(levels[level], path, sharded), level
-            optimizer = torch.optim.Adam([stage.variable], lr=learning_rate(step))
-            height, width = stage.base.shape[-2:]
-        rate = float(learning_rate(step))
-        for group in optimizer.param_groups:
-            group["lr"] = rate
-        optimizer.zero_grad(set_to_none=True)
-        sample = metric.sample(samples_per_step, height, width, generator)
-        distances = sharded_path_step(metric, stage.base, stage.free, stage.variable, stage.shard, sample,
-                                      samples_per_step, chunk_size)
-        optimizer.step()
-        with torch.no_grad():
-            stage.variable.clamp_(CLIP_LOW, CLIP_HIGH)
-        energy = float(distances.square().mean(dim=1).sum())
-        history.append(energy)
-        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == total):
-            save(step + 1)
-        seconds = time.perf_counter() - started
-        run_seconds += seconds
-        if callback is not None:
-            callback(StepInfo(step + 1, total, current, len(levels), levels[current].frames, energy, rate, seconds))
-
-    path = stage.path()
-    if current != len(levels) - 1:  # the final stage got no steps: carry the path there anyway
-        path = _transition(path, levels[current], levels[-1], keys)
-    path[keyframe_indices(intervals)] = keys
-    evaluation = evaluate_path(metric, path, eval_samples, generator if eval_generator is None else eval_generator,
-                               chunk_size=chunk_size, shard=path_shard(path.shape[0]) if sharded else None)
-    ran = total - first_step
-    return GeodesicResult(
-        frames=path.detach().cpu(), keyframe_indices=keyframe_indices(intervals), intervals=intervals,
-        distances=evaluation.distances, half_widths=evaluation.half_widths, energy=evaluation.energy,
-        samples=evaluation.samples, energy_history=history, levels=levels,
-        step_seconds=run_seconds / ran if ran else 0.0, resumed_from=first_step,
-    )
+    plan = _prepare(keyframes, frames, metric, steps, init, lr, coarse_to_fine, spatial, generator, eval_generator,
+                    checkpoint_every, chunk_size, samples_per_step, eval_samples, coarse_fraction, shard)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    run = _resume(plan, checkpoint) if resume else _start(plan)
+    with reporting(metric.name, plan.total_steps, _describe, progress and is_main_process(), callback) as on_step:
+        _iterate(plan, run, checkpoint, on_step)
+    return _finish(plan, run, eval_samples, eval_generator)

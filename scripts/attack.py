@@ -20,10 +20,10 @@ import torch
 
 from elpips import get_config
 from elpips.io import ImageLoadError, load_image, load_images, save_image, write_json
-from elpips.robustness import EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2, mean_pairwise_distance
+from elpips.experiments.robustness import EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2, mean_pairwise_distance
 
-from .common import (add_metric_options, default_run_dir, make_metric, metric_label, positive_int, progress_bar,
-                     weights_report)
+from .common import (add_metric_options, calibration_label, default_run_dir, make_metric, metric_label, positive_int,
+                     progress_bar, weights_report)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -57,7 +57,7 @@ def _add_common(parser: argparse.ArgumentParser, steps: int, step_size: float, s
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "attack", help="adversarial attacks A1 (pull toward a target) and A2 (push away under a budget)",
+        "attack",
         description="Adversarial attacks on perceptual metrics (E-LPIPS paper, section 3).",
     )
     kinds = parser.add_subparsers(dest="attack", metavar="KIND")
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _row_label(kind: str, entry: dict) -> str:
-    name = entry["metric"] + ("" if entry["calibrated"] else " (random)")
+    name = calibration_label(entry["metric"], entry["calibrated"], short=True)
     if kind == "a1":
         return f"{name}: pulled {entry['relative_pull']:.3f}, d {entry['distance']:.4f}"
     normalized = f" ({entry['normalized_distance']:.3f} x mean)" if "normalized_distance" in entry else ""

@@ -17,23 +17,22 @@ from typing import Any
 
 import torch
 
-from elpips.barycenters import REFERENCE_STEPS, StepInfo, evaluate_objective, noisy_copies, shifted_copies, solve
+from elpips.barycenters import (REFERENCE_STEPS, BarycenterStepInfo, evaluate_objective, noisy_copies,
+                                 shifted_copies, solve)
 from elpips.barycenters.options import check_power, check_refs_per_step, normalized_weights
-from elpips.checkpoint import load_checkpoint
-from elpips.validation import check_images
 from elpips.io import load_image, save_image, write_json
 from elpips.sizing import conform_images, load_sized_images, resample
+from elpips.solver import CHECKPOINT_NAME, load_checkpoint
+from elpips.validation import check_images
 
-from .common import (add_metric_options, add_sizing_options, default_run_dir, make_metric, metric_label,
-                     positive_int, sizing_from, weights_report)
-from .figures import contact_sheet
-
-CHECKPOINT_NAME = "checkpoint.pt"
+from .common import (add_metric_options, add_sizing_options, calibration_label, default_run_dir, make_metric,
+                     metric_label, positive_int, sizing_from, weights_report)
+from .render.figures import contact_sheet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "barycenter", help="perceptual barycenter (average) of several images",
+        "barycenter",
         description="Minimise sum_i w_i d(x, x_i)^p over images x by gradient descent (Adam, the reference's "
                     "schedule). p=2: barycenter; p=1: median. With --perturb, the inputs are copies of one "
                     "image with noise or small shifts (the paper's demonstrations).",
@@ -160,8 +159,8 @@ def init_option(args: argparse.Namespace, inputs: torch.Tensor) -> str | torch.T
     return cropped(image, parse_crop(args.crop, *image.shape[-2:]))
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
+def run_folder(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The run's folder and checkpoint path, checked against ``--resume``."""
     out = Path(args.out) if args.out else default_run_dir("barycenter")
     checkpoint = out / CHECKPOINT_NAME
     if args.resume and args.out is None:
@@ -170,6 +169,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
     if not args.resume and checkpoint.exists():
         raise ValueError(f"'{out}' already holds a run: pass --resume to continue it, or choose another --out")
+    return out, checkpoint
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    out, checkpoint = run_folder(args)
     seed = resolve_seed(args, checkpoint)
     inputs, original, source = make_inputs(args, seed)
     weights = parse_weights(args.weights, inputs.shape[0])
@@ -192,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
     marks = snapshot_steps(args.steps)
 
-    def on_step(info: StepInfo) -> None:
+    def on_step(info: BarycenterStepInfo) -> None:
         if info.step in marks:
             save_image(out / "snapshots" / f"step_{info.step:06d}.png", info.image)
 
@@ -200,14 +205,33 @@ def run(args: argparse.Namespace) -> int:
         result = solve(inputs, weights, metric=metric, power=args.power, steps=args.steps, init=init,
                        refs_per_step=args.refs_per_step, samples_per_step=args.samples_per_step, generator=seed,
                        callback=on_step, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-                       resume=args.resume, eval_samples=args.eval_samples, progress=sys.stderr.isatty())
+                       resume=args.resume, eval_samples=args.eval_samples, progress=True)
     except KeyboardInterrupt:
         print(f"interrupted: continue with the same command plus --resume --out {out}", file=sys.stderr)
         raise
 
+    write_results(args, out, metric, inputs, l2_mean, original, result)
+    log = write_log(args, out, metric, source, seed, result, l2_mean, inputs, original is not None, started)
+    objective = log["objective"]
+    print(f"{metric_label(metric)} barycenter of {inputs.shape[0]} images, p={args.power:g}, "
+          f"{result.state['step']} steps: objective {objective['start']:.4g} -> {objective['end']:.4g} "
+          f"(L2 mean: {objective['l2_mean']:.4g})")
+    print(f"wrote {out}/barycenter.png, contact_sheet.png, log.json")
+    return 0
+
+
+def write_results(args: argparse.Namespace, out: Path, metric: Any, inputs: torch.Tensor, l2_mean: torch.Tensor,
+                  original: torch.Tensor | None, result: Any) -> None:
+    """``barycenter.png`` and ``contact_sheet.png`` (inputs | L2 mean | result, captioned with the metric)."""
     save_image(out / "barycenter.png", result.image)
-    label = metric.name + ("" if args.power == 2 else f" p={args.power:g}") + ("" if metric.calibrated else " (random)")
+    label = calibration_label(metric.name + ("" if args.power == 2 else f" p={args.power:g}"), metric.calibrated,
+                              short=True)
     save_image(out / "contact_sheet.png", contact_sheet(inputs, l2_mean, result.image, label, original))
+
+
+def write_log(args: argparse.Namespace, out: Path, metric: Any, source: dict[str, Any], seed: int, result: Any,
+              l2_mean: torch.Tensor, inputs: torch.Tensor, has_original: bool, started: float) -> dict[str, Any]:
+    """``log.json``: settings, seed, weights, the objective at start and end and of the L2 mean, history."""
     mean_evaluation = evaluate_objective(metric, l2_mean.to(metric.device), inputs.to(metric.device),
                                          torch.tensor(result.settings["weights"], device=metric.device),
                                          args.power, args.eval_samples, result.settings["eval_seed"])
@@ -223,13 +247,9 @@ def run(args: argparse.Namespace) -> int:
         "history": result.history,
         "evaluations": [entry.as_dict() for entry in result.evaluations],
         "resumed_from_step": result.resumed_from,
-        "timings": {**result.timings, "wall_seconds_this_session": time.perf_counter() - started},
+        "timings": {**result.timings, "wall_seconds_this_call": time.perf_counter() - started},
         "outputs": ["inputs/", "l2_mean.png", "barycenter.png", "snapshots/", "contact_sheet.png", "log.json",
-                    CHECKPOINT_NAME] + (["original.png"] if original is not None else []),
+                    CHECKPOINT_NAME] + (["original.png"] if has_original else []),
     }
     write_json(out / "log.json", log)
-    print(f"{metric_label(metric)} barycenter of {inputs.shape[0]} images, p={args.power:g}, "
-          f"{result.state['step']} steps: objective {start.objective:.4g} -> {end.objective:.4g} "
-          f"(L2 mean: {mean_evaluation.objective:.4g})")
-    print(f"wrote {out}/barycenter.png, contact_sheet.png, log.json")
-    return 0
+    return log

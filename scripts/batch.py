@@ -2,7 +2,7 @@
 
 Under ``torchrun`` the jobs are shared out between the ranks (round robin over the jobs not yet done, as rank
 0 read them), each job run whole by one rank on its device; alone, one process runs them all. The job file
-format is described in :mod:`elpips.jobs`. Each job writes into ``DIR/jobs/<id>/`` and finishes with a
+format is described in :mod:`elpips.scripts.jobs`. Each job writes into ``DIR/jobs/<id>/`` and finishes with a
 ``DONE.json`` (skipped when the command is run again) or ``FAILED.json`` marker; rank 0 writes
 ``DIR/summary.json``. Exit code 0: every job done; 1: some job failed; 2: bad jobs file (nothing run).
 """
@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import functools
 import gc
-import importlib
 import io
 import json
 import socket
@@ -27,20 +26,23 @@ import torch
 
 from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
-from elpips.jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
-                         summary_table, write_marker)
+from elpips.solver import CHECKPOINT_NAME
+
+from .cli import command_module
+from .jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
+                   summary_table, write_marker)
 
 DEFAULT_TIMEOUT_HOURS = 168.0
 """A week: the collective timeout under torchrun (the final barrier waits for the slowest rank)."""
 
-RESUMABLE = {"geodesic": "checkpoint.pt", "barycenter": "checkpoint.pt", "interpolate": "plan.json"}
-"""The file that shows a command's interrupted run can be continued with ``--resume``."""
+RESUMABLE = {"geodesic": CHECKPOINT_NAME, "barycenter": CHECKPOINT_NAME, "interpolate": "plan.json"}
+"""Commands that continue an interrupted run with ``--resume``, and the file in their folder that shows
+there is one to continue (the checkpoint, :data:`~elpips.solver.CHECKPOINT_NAME`; interpolate: its plan)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "batch", help="run a JSON-lines file of geodesic/barycenter/distance/interpolate jobs (sharded under "
-                      "torchrun)",
+        "batch",
         description="Run every job of JOBS.jsonl (one JSON object per line: {\"id\": ..., \"command\": "
                     "\"geodesic|barycenter|distance|interpolate\", \"inputs\": [...], \"args\": [...] or {...}}), "
                     "each into DIR/jobs/<id>/ with a DONE.json or FAILED.json marker, and write DIR/summary.json. Jobs "
@@ -80,7 +82,7 @@ def _job_parser() -> argparse.ArgumentParser:
     parser = _RaisingParser(prog="elpips", add_help=False)
     subparsers = parser.add_subparsers(dest="command")
     for name in COMMANDS:
-        importlib.import_module(f"elpips.scripts.{name}").register(subparsers)
+        command_module(name).register(subparsers)
     return parser
 
 
@@ -104,7 +106,7 @@ def job_argv(job: Job, folder: Path, device: torch.device) -> list[str]:
     if job.command == "distance":
         return [*argv, "--json"]
     argv += ["--out", str(folder)]
-    if (folder / RESUMABLE[job.command]).is_file():
+    if job.command in RESUMABLE and (folder / RESUMABLE[job.command]).is_file():
         argv.append("--resume")
     return argv
 

@@ -1,7 +1,7 @@
-"""``elpips bench``: the performance benchmark suite (issue 6), writing ``outputs/benchmarks/<timestamp>.{json,md}``.
+"""``elpips bench``: the performance benchmark suite, writing ``outputs/benchmarks/<timestamp>.{json,md}``.
 
-The measurements live in :mod:`.benchmarks` and the ``bench_*`` modules; this module only parses options,
-shows progress and writes the results.
+The measurements live in :mod:`elpips.benchmarks` (imported only when the command runs); this module only parses
+options, shows progress and writes the results.
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ import argparse
 import os
 import sys
 
-from .bench_env import load_average
-from .bench_suite import make_plan, run_suite, section_count, write_results
-
 DEFAULT_OUT = "outputs/benchmarks"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "bench", help="benchmark the metric and the solver steps (paired timing ratios)",
+        "bench",
         description="Time E-LPIPS against bare VGG16 features and the lpips package, shared-feature barycenter "
                     "and geodesic steps against naive per-pair steps, geodesic scaling and peak memory, and "
                     "the variance of stratified vs independent sampling. Paired medians on a seeded random "
@@ -42,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from elpips.benchmarks.environment import load_average
+    from elpips.benchmarks.suite import make_plan, run_suite, section_count, write_results
 
     plan = make_plan(args.quick, args.device, args.size, args.batch, args.repeats, args.threads)
     load, cpus = load_average(), os.cpu_count() or 1

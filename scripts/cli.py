@@ -1,8 +1,10 @@
-"""The ``elpips`` command: a thin dispatcher over subcommand modules.
+"""The ``elpips`` command: a thin, lazy dispatcher over subcommand modules.
 
 Each subcommand lives in its own module in this package with two functions: ``register(subparsers)`` adds its
-parser (and sets ``handler=run``), ``run(args) -> int`` does the work. To add a command, write the module and
-list it in :data:`COMMAND_MODULES`.
+parser (and sets ``handler=run``), ``run(args) -> int`` does the work. :data:`COMMAND_MODULES` names each
+command's module and one line of help; only the module of the command being run is imported, so
+``elpips distance`` loads neither the benchmark suite nor the training or batch code. To add a command, write
+the module and list it in :data:`COMMAND_MODULES`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
 from elpips import __version__
 from elpips.io import ImageLoadError, OutputWriteError
@@ -17,25 +20,26 @@ from elpips.weights import WeightsUnavailableError
 
 from .common import apply_pixel_limit
 
-COMMAND_MODULES = [
-    "distance",
-    "compare",
-    "examples",
-    "barycenter",
-    "attack",
-    "twoafc",
-    "geodesic",
-    "interpolate",
-    "export",
-    "bench",
-    "device_check",
-    "train_example",
-    "batch",
-]
+COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "distance": ("distance", "distance between two images"),
+    "compare": ("compare", "which of several candidates is closest to a reference"),
+    "examples": ("examples", "list the shipped example images (or make a test clip from one)"),
+    "barycenter": ("barycenter", "perceptual barycenter (average) of several images"),
+    "attack": ("attack", "adversarial attacks A1 (pull toward a target) and A2 (push away under a budget)"),
+    "2afc": ("twoafc", "agreement with human judgements on the BAPPS 2AFC data"),
+    "geodesic": ("geodesic", "perceptual geodesic (interpolation / morph) between images"),
+    "interpolate": ("interpolate", "frame interpolation of a clip (video, GIF, frames) along geodesics"),
+    "export": ("export", "re-render the exports of a saved geodesic run"),
+    "bench": ("bench", "benchmark the metric and the solver steps (paired timing ratios)"),
+    "check-device": ("check_device", "check the metric's numbers on a device (GPU) against float64 on the CPU"),
+    "train-example": ("train_example", "train a small denoiser/deblurrer with L2, LPIPS or E-LPIPS as the loss"),
+    "batch": ("batch", "run a JSON-lines file of geodesic/barycenter/distance/interpolate jobs (sharded under "
+                       "torchrun)"),
+}
+"""Command name -> (module in :mod:`elpips.scripts`, one line of help for ``elpips --help``)."""
 
 EXIT_USAGE = 2
 """Exit code for bad input of any kind (argparse uses 2 for usage errors too)."""
-
 
 EXIT_OUT_OF_MEMORY = 3
 """Exit code when the machine ran out of memory (CPU or GPU)."""
@@ -61,7 +65,14 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(name: str) -> ModuleType:
+    """The module of command ``name`` (imported now)."""
+    return importlib.import_module(f"elpips.scripts.{COMMAND_MODULES[name][0]}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``elpips`` parser: every command listed with its help; only ``command``'s own parser is built (which
+    imports its module)."""
     parser = OneLineErrorParser(
         prog="elpips",
         description="E-LPIPS perceptual distances, barycenters and geodesics.",
@@ -69,14 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"elpips {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"elpips.scripts.{name}").register(subparsers)
+    for name, (_, summary) in COMMAND_MODULES.items():
+        if name == command:
+            command_module(name).register(_WithHelp(subparsers, summary))
+        else:
+            subparsers.add_parser(name, help=summary, add_help=False)
     return parser
 
 
+class _WithHelp:
+    """``subparsers`` for one command's ``register``: its parser gets the one line of help from the table."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction, summary: str) -> None:
+        self.subparsers, self.summary = subparsers, summary
+
+    def add_parser(self, name: str, **options) -> argparse.ArgumentParser:
+        return self.subparsers.add_parser(name, help=self.summary, **options)
+
+
+def requested_command(argv: list[str]) -> str | None:
+    """The command named in ``argv`` (the first argument that is not an option), if it is one."""
+    first = next((argument for argument in argv if not argument.startswith("-")), None)
+    return first if first in COMMAND_MODULES else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(requested_command(argv)).parse_args(argv)
     try:
         apply_pixel_limit(args)
         return int(args.handler(args) or 0)

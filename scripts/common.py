@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import elpips
 import elpips.io
 from elpips import METRIC_NAMES, Metric
 from elpips.memory import parse_memory_size
+
+if TYPE_CHECKING:
+    from .render.frames import ExportSettings
 
 
 def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-vgg",
@@ -44,21 +48,34 @@ def apply_pixel_limit(args: argparse.Namespace) -> None:
         elpips.io.MAX_PIXELS = args.max_pixels
 
 
-def make_metric(args: argparse.Namespace, name: str | None = None) -> Metric:
-    """Build the metric the options ask for and warn on stderr when its backbone is uncalibrated."""
-    metric = Metric(name or args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed,
-                    memory_budget=getattr(args, "memory_budget", None))
-    if not metric.calibrated:
+def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | None = None,
+                announce: bool = True) -> Metric:
+    """Build the metric the options ask for (``name`` and ``seed`` override ``--metric`` and ``--seed``) and,
+    if ``announce``, warn on stderr when its backbone is uncalibrated."""
+    metric = Metric(name or args.metric, backbone_weights=args.backbone_weights, device=args.device,
+                    seed=args.seed if seed is None else seed, memory_budget=getattr(args, "memory_budget", None))
+    if announce and not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric
 
 
 DEFAULT_SAMPLES = 32
 
+UNCALIBRATED = "UNCALIBRATED: random backbone"
+"""How every text output marks a metric on random (uncalibrated) backbone weights."""
+
+
+def calibration_label(name: str, calibrated: bool, short: bool = False) -> str:
+    """``name``, marked when its backbone is uncalibrated so that no output hides random weights:
+    ``elpips-vgg [UNCALIBRATED: random backbone]``, or ``elpips-vgg (random)`` where space is short (captions)."""
+    if calibrated:
+        return name
+    return f"{name} (random)" if short else f"{name} [{UNCALIBRATED}]"
+
 
 def metric_label(metric: Metric) -> str:
-    """``elpips-vgg``, or ``elpips-vgg [UNCALIBRATED: random backbone]`` so no output hides random weights."""
-    return metric.name if metric.calibrated else f"{metric.name} [UNCALIBRATED: random backbone]"
+    """:func:`calibration_label` of a metric."""
+    return calibration_label(metric.name, metric.calibrated)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +125,29 @@ def default_run_dir(kind: str, root: str = "outputs") -> "Path":
     from pathlib import Path
 
     return Path(root) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def add_export_options(parser: argparse.ArgumentParser, defaults_from_log: bool = False) -> None:
+    """``--row --scale --fps --pingpong/--no-pingpong`` (``None`` = keep the run's or use the default)."""
+    keep = " (default: as in log.json)" if defaults_from_log else ""
+    parser.add_argument("--row", type=int, default=None, help=f"scanline row (default: middle){keep}")
+    parser.add_argument("--scale", type=int, default=None, help=f"enlargement of scanline plots{keep}")
+    parser.add_argument("--fps", type=float, default=None, help=f"animation frame rate (default 8){keep}")
+    parser.add_argument("--pingpong", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"GIF plays forward and back (default on){keep}")
+
+
+def settings_from(args: argparse.Namespace, base: ExportSettings | None = None) -> ExportSettings:
+    """Export settings: ``base`` (or the defaults) with the options the user gave."""
+    from .render.frames import ExportSettings
+
+    settings = base or ExportSettings()
+    return ExportSettings(
+        row=settings.row if args.row is None else args.row,
+        scale=settings.scale if args.scale is None else args.scale,
+        fps=settings.fps if args.fps is None else args.fps,
+        pingpong=settings.pingpong if args.pingpong is None else args.pingpong,
+    )
 
 
 def add_sizing_options(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from .distance import estimate_with_options
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "compare", help="which of several candidates is closest to a reference",
+        "compare",
         description="Distances from a reference to each candidate under shared ensemble samples, so the "
                     "difference between candidates is measured with low variance.",
     )

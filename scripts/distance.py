@@ -17,7 +17,7 @@ from .common import (add_metric_options, add_sampling_options, make_metric, metr
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "distance", help="distance between two images",
+        "distance",
         description="Distance between two images of equal size, with a 95% confidence half-width. "
                     "Use example:cat / example:dog for the shipped example images.",
     )

@@ -13,7 +13,7 @@ from .common import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("examples", help="list the shipped example images (or make a test clip)",
+    parser = subparsers.add_parser("examples",
                                    description="List the example images; use them as example:NAME. With --pan NAME "
                                                "--out DIR, write a camera pan over one of them as frame PNGs (a "
                                                "clip for elpips interpolate).")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import sys
 import time
 from pathlib import Path
 
@@ -15,23 +14,21 @@ import torch
 from elpips import METRIC_NAMES, Metric, get_config
 from elpips.distributed import (broadcast_object, is_distributed, is_main_process, launched_by_torchrun,
                                 process_group)
-from elpips.geodesics import GeodesicResult, StepInfo, evaluate_path, linear_path, segment_intervals, solve
-from elpips.geodesics.sharded import path_shard
-from elpips.geodesics.solver import DEFAULT_BASE_RATE
+from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicResult, evaluate_path, linear_path, path_shard,
+                              segment_intervals, solve)
 from elpips.io import OutputWriteError, ensure_output_dir, write_json
-from elpips.schedules import reference_learning_rate
 from elpips.sizing import load_sized_images
+from elpips.solver import CHECKPOINT_NAME, reference_learning_rate
 
-from .common import add_sizing_options, default_run_dir, positive_int, progress_bar, sizing_from, weights_report
-from .export import LOG, add_export_options, render_run, settings_from
-from .exports import frames_to_uint8
-
-CHECKPOINT = "checkpoint.pt"
+from .common import (add_export_options, add_metric_options, add_sizing_options, calibration_label,
+                     default_run_dir, make_metric, positive_int, settings_from, sizing_from, weights_report)
+from .render.frames import frames_to_uint8
+from .render.run import LOG, render_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "geodesic", help="perceptual geodesic (interpolation / morph) between images",
+        "geodesic",
         description="Find the path A = x_0, ..., x_K = B minimising sum_k d(x_k, x_{k+1})^2 and export frames, "
                     "scanline plots, GIF/MP4 animations and an index.html viewer. With more images the path "
                     "passes through each of them. Under torchrun (torchrun --nproc-per-node=G -m elpips geodesic "
@@ -40,15 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="keyframes A B [C ...] (or example:NAME)")
     parser.add_argument("--frames", type=int, default=10, help="frames on the path, keyframes included (10)")
     parser.add_argument("--steps", type=int, default=500, help="optimisation steps, all stages together (500)")
-    parser.add_argument("--metric", default="elpips-vgg", choices=METRIC_NAMES, help="distance (elpips-vgg)")
-    parser.add_argument("--backbone-weights", default="imagenet", metavar="imagenet|PATH|random",
-                        help="'imagenet' (torchvision cache / download), a state-dict file, or 'random[:SEED]' "
-                             "(uncalibrated, for smoke tests)")
+    add_metric_options(parser)
     parser.add_argument("--compare", default="", metavar="M1,M2",
                         help="also solve under these metrics (e.g. lpips-vgg,l2) and draw comparison.png")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the ensemble sampling (default: random, "
-                                                                  "written to log.json)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--out", default=None, help="run directory (default outputs/geodesic-DATE-TIME)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
     parser.add_argument("--lr", type=float, default=DEFAULT_BASE_RATE,
@@ -94,62 +85,27 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     return compared
 
 
-class Progress:
-    """tqdm bar (energy, stage, ETA) on a terminal; a line every ~10% of the steps otherwise."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label = label
-        self.bar = progress_bar(label, total)
-        self.bar.unit = "step"
-        self.every = max(1, total // 10)
-        self.started = time.perf_counter()
-        self.first_step: int | None = None
-
-    def __call__(self, info: StepInfo) -> None:
-        if self.first_step is None:  # a resumed run starts late: its ETA counts only the steps run now
-            self.first_step = info.step - 1
-            self.bar.n = self.bar.last_print_n = self.first_step
-        self.bar.update(info.step - self.bar.n)
-        self.bar.set_postfix(energy=f"{info.energy:.4g}", stage=f"{info.level + 1}/{info.num_levels}",
-                             frames=info.frames, refresh=False)
-        if self.bar.disable and (info.step % self.every == 0 or info.step == info.total_steps):
-            elapsed = time.perf_counter() - self.started
-            eta = elapsed / (info.step - self.first_step) * (info.total_steps - info.step)
-            print(f"{self.label}: step {info.step}/{info.total_steps}, energy {info.energy:.4g}, stage "
-                  f"{info.level + 1}/{info.num_levels} ({info.frames} frames), ETA {eta:.0f} s", file=sys.stderr)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: Path, seed: int,
               must_resume: bool) -> tuple[dict, torch.Tensor]:
     """Solve under metric ``name`` with its checkpoint in ``run_dir``; returns its log (without exports) and
     the frames ``[K+1, 3, H, W]``. With ``--resume`` a run whose checkpoint is missing starts afresh, unless
     ``must_resume``."""
-    checkpoint = run_dir / CHECKPOINT
+    checkpoint = run_dir / CHECKPOINT_NAME
     resume = broadcast_object(args.resume and checkpoint.is_file())  # rank 0's view of the run folder
     if args.resume and must_resume and not resume:
         raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
-    metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device, seed=seed)
-    if not metric.calibrated and is_main_process():
-        print(f"note: {metric.weights_info.description}", file=sys.stderr)
+    metric = make_metric(args, name, seed=seed, announce=is_main_process())
     keys = keys.to(metric.device)
-    progress = Progress(name, args.steps) if is_main_process() else None  # one progress report per run
     sharded = is_distributed()
     base = args.lr
     started = time.perf_counter()
-    try:
-        result = solve(keys, frames=args.frames, metric=metric, steps=args.steps,
-                       schedule=lambda step: reference_learning_rate(step, base),
-                       coarse_to_fine=args.coarse_to_fine, spatial=args.spatial,
-                       generator=torch.Generator().manual_seed(seed), callback=progress, checkpoint=checkpoint,
-                       checkpoint_every=args.checkpoint_every, resume=resume, chunk_size=args.chunk,
-                       eval_samples=args.samples, eval_generator=torch.Generator().manual_seed(seed + 1),
-                       shard=sharded)
-    finally:
-        if progress is not None:
-            progress.close()
+    result = solve(keys, frames=args.frames, metric=metric, steps=args.steps,
+                   lr=lambda step: reference_learning_rate(step, base),
+                   coarse_to_fine=args.coarse_to_fine, spatial=args.spatial,
+                   generator=torch.Generator().manual_seed(seed), checkpoint=checkpoint,
+                   checkpoint_every=args.checkpoint_every, resume=resume, chunk_size=args.chunk,
+                   eval_samples=args.samples, eval_generator=torch.Generator().manual_seed(seed + 1),
+                   shard=sharded, progress=True)  # one progress report per run: rank 0's
     solve_seconds = time.perf_counter() - started
     # the linear blend under the same seeded samples as the solved path's distances: a paired comparison
     linear_frames = linear_path(keys, result.intervals)
@@ -160,7 +116,7 @@ def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: 
 
 def summarize(args: argparse.Namespace, metric: Metric, result: GeodesicResult, linear_energy: float, seed: int,
               solve_seconds: float) -> dict:
-    """The run's ``log.json`` content (exports are added by :func:`render_run`)."""
+    """The run's ``log.json`` content (exports are added by :func:`~elpips.scripts.render.run.render_run`)."""
     return {
         "kind": "geodesic",
         "options": {key: value for key, value in vars(args).items() if key != "handler"},
@@ -245,8 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     main_log["timings"]["export_s"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / LOG, main_log)
     for log, _ in runs:
-        name = log["weights"]["metric"]
-        print(report(log, name if log["weights"]["calibrated"] else f"{name} [UNCALIBRATED: random backbone]"))
+        print(report(log, calibration_label(log["weights"]["metric"], log["weights"]["calibrated"])))
     files = main_log["files"]
     print(f"wrote {run_dir}/: frames/ ({len(files['frames'])} PNGs), "
           + ", ".join(name for key, name in files.items() if key != "frames") + ", index.html, log.json")

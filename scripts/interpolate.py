@@ -26,15 +26,15 @@ from elpips import distributed
 from elpips.clips import Clip, open_clip
 from elpips.geodesics import SolveSettings, Window, WindowResult, output_count, plan_windows, solve_window
 from elpips.geodesics.clip import check_factor
-from elpips.geodesics.solver import DEFAULT_BASE_RATE, StepInfo
+from elpips.geodesics import DEFAULT_BASE_RATE, GeodesicStepInfo
 from elpips.io import ensure_output_dir, save_image, write_json
-from elpips.schedules import reference_learning_rate
+from elpips.solver import reference_learning_rate
 
-from .clip_render import ClipExport, render_clip
 from .common import (add_metric_options, add_sizing_options, default_run_dir, metric_label, positive_int,
                      progress_bar, sizing_from, weights_report)
-from .exports import FRAMES_DIR, default_scale
-from .viewer import write_index
+from .render.clip import ClipExport, render_clip
+from .render.frames import FRAMES_DIR, default_scale
+from .render.viewer import write_index
 
 PLAN = "plan.json"
 LOG = "log.json"
@@ -44,7 +44,7 @@ PLAN_FORMAT = "elpips-interpolate-1"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "interpolate", help="frame interpolation of a clip along perceptual geodesics",
+        "interpolate",
         description="Put K-1 new frames on the geodesic between every pair of consecutive frames of a video, an "
                     "animated GIF, or a folder / glob of frames (quote the glob), window by window, and write the "
                     "frames, a video at K x the frame rate, a side-by-side video against the linear cross-fade, "
@@ -153,7 +153,7 @@ class WindowProgress:
         self.tag, self.total, self.done, self.started = tag, total_windows, 0, time.perf_counter()
         self.bar = None
 
-    def __call__(self, info: StepInfo) -> None:
+    def __call__(self, info: GeodesicStepInfo) -> None:
         if self.bar is None:
             self.bar = progress_bar(f"{self.tag}window {self.done + 1}", info.total_steps)
             self.bar.unit = "step"
@@ -194,7 +194,7 @@ def write_window(run_dir: Path, result: WindowResult, clip: Clip, factor: int, r
 def solve_mine(args: argparse.Namespace, clip: Clip, run_dir: Path, seed: int, mine: list[Window],
                metric: Metric, rank: int, world: int) -> None:
     """Solve and write this process's windows, one at a time (each alone on this rank: no sharding)."""
-    settings = SolveSettings(steps=args.steps, schedule=lambda step: reference_learning_rate(step, args.lr),
+    settings = SolveSettings(steps=args.steps, lr=lambda step: reference_learning_rate(step, args.lr),
                              coarse_to_fine=args.coarse_to_fine, spatial=args.spatial, chunk_size=args.chunk,
                              eval_samples=args.samples, checkpoint_every=args.checkpoint_every)
     progress = WindowProgress(f"[rank {rank}/{world}] " if world > 1 else "", len(plan_windows(clip.count,

@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from elpips import Metric
+from elpips.experiments.denoiser import ResidualCNN
 from elpips.io import ensure_output_dir, load_image, save_image, write_json
 
-from .common import add_metric_options, default_run_dir, make_metric, positive_int, progress_bar, weights_report
-from .figures import column, labelled, row, tile
+from .common import (add_metric_options, calibration_label, default_run_dir, make_metric, positive_int, progress_bar,
+                     weights_report)
+from .render.figures import column, labelled, row, tile
 
 LOSSES = ("l2", "lpips-vgg", "elpips-vgg")
 TASKS = ("denoise", "deblur")
@@ -40,7 +42,7 @@ VALIDATION_ELPIPS_SAMPLES = 4
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "train-example", help="train a small denoiser/deblurrer with L2, LPIPS or E-LPIPS as the loss",
+        "train-example",
         description="Train a few-layer residual CNN to denoise or deblur random crops of images, with the "
                     "chosen loss; write a loss log (log.json) and validation samples (samples.png). The "
                     "defaults take under 2 minutes on a 2-core CPU.",
@@ -71,27 +73,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # -- model and data -------------------------------------------------------------------------------------------------
-class ResidualCNN(nn.Module):
-    """``clamp(x + f(x), 0, 1)`` with ``f`` a stack of ``depth`` 3x3 convolutions (ReLU between them)."""
-
-    def __init__(self, width: int = 32, depth: int = 4) -> None:
-        super().__init__()
-        if depth < 2:
-            raise ValueError(f"the CNN needs at least 2 convolutions, got --depth {depth}")
-        channels = [3] + [width] * (depth - 1) + [3]
-        layers: list[nn.Module] = []
-        for index, (inputs, outputs) in enumerate(zip(channels[:-1], channels[1:])):
-            layers.append(nn.Conv2d(inputs, outputs, 3, padding=1, padding_mode="reflect"))
-            if index < depth - 1:
-                layers.append(nn.ReLU())
-        self.body = nn.Sequential(*layers)
-        nn.init.zeros_(self.body[-1].weight)  # starts as the identity: the loss curve starts at the input's
-        nn.init.zeros_(self.body[-1].bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + self.body(x)).clamp(0, 1)
-
-
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur (radius ``ceil(3 sigma)``, reflect padding) of ``[N, 3, H, W]``."""
     radius = max(1, math.ceil(3 * sigma))
@@ -275,7 +256,7 @@ def print_summary(log: dict, out: Path) -> None:
     first, last = log["validation"][0], log["validation"][-1]
     train = log["train_loss"]
     head = min(10, len(train))
-    label = log["loss"] + (" [UNCALIBRATED: random backbone]" if not log["calibrated"] else "")
+    label = calibration_label(log["loss"], log["calibrated"])
     print(f"{log['task']} with {label}: {log['steps']} steps in {log['wall_seconds']:.1f} s")
     print(f"  training loss  {sum(train[:head]) / head:.4f} (first {head} steps) -> "
           f"{sum(train[-head:]) / head:.4f} (last {head})")

@@ -12,14 +12,14 @@ import json
 
 from elpips import distributed
 from elpips.io import write_json
-from elpips.twoafc import agreed_seed, choose_categories, evaluate_2afc, my_triplet_count
+from elpips.experiments.twoafc import agreed_seed, choose_categories, evaluate_2afc, my_triplet_count
 
 from .common import add_metric_options, make_metric, metric_label, positive_int, progress_bar, weights_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "2afc", help="agreement with human judgements on the BAPPS 2AFC data",
+        "2afc",
         description="Score a metric on BAPPS 2AFC triplets: per triplet (d0<d1)(1-h) + (d1<d0)h + (d0=d1)/2, "
                     "h = fraction of humans preferring p1. DIR holds 2afc/<split>/<category>/{ref,p0,p1,judge}/ "
                     "(scripts/download_dataset_valonly.sh of github.com/richzhang/PerceptualSimilarity downloads it into "

@@ -1,4 +1,4 @@
-"""Shared fixtures: metrics on the seeded random backbone (cached per session), small random images."""
+"""Shared fixtures: metrics on the seeded random backbone (cached for the whole test run), small random images."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _cached_metric(name: str, seed: int) -> elpips.Metric:
 def random_metric():
     """``random_metric(name, seed=0)``: a CPU metric with the seeded random backbone.
 
-    Cached per session: do not mutate it; its sampling generator is re-seeded on every request.
+    Cached for the whole test run: do not mutate it; its sampling generator is re-seeded on every request.
     """
 
     def make(name: str = "elpips-vgg", seed: int = 0) -> elpips.Metric:

@@ -1,4 +1,4 @@
-"""Helpers for tests that start several ranks on this machine (gloo over 127.0.0.1), as torchrun would."""
+"""Helpers for tests that start several ranks on the local host (gloo over 127.0.0.1), as torchrun would."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Transforms are done image by image with NumPy (``np.pad`` reflect, explicit block means, slicing for flips,
 transposes, fancy indexing for permutations); the networks are written out with ``torch.nn.functional`` in
-float64 from a torchvision-layout state dict; the distance follows spec section 4 literally. It shares no
+float64 from a torchvision-layout state dict; the distance follows docs/algorithm.md#distance literally. It shares no
 code with the package.
 """
 
@@ -17,7 +17,7 @@ SCALE = np.array([0.458, 0.448, 0.450])
 
 
 def transform_one(image: np.ndarray, index: int, record) -> np.ndarray:
-    """Spec section 2 for image ``index`` of the batch. ``image``: ``[3, H, W]`` float64."""
+    """docs/algorithm.md#transforms for image ``index`` of the batch. ``image``: ``[3, H, W]`` float64."""
     s = record.scale_level
     if s > 1:
         _, h, w = image.shape
@@ -90,7 +90,7 @@ def squeeze_taps(x: torch.Tensor, state: dict) -> list[torch.Tensor]:
 
 
 def distance(taps_a: list[torch.Tensor], taps_b: list[torch.Tensor], weights: list[np.ndarray]) -> np.ndarray:
-    """Spec section 4: per tap unit-normalise, squared difference, pixel mean, dot with weights; sum taps."""
+    """docs/algorithm.md#distance: per tap unit-normalise, squared difference, pixel mean, dot with weights; sum taps."""
     total = np.zeros(taps_a[0].shape[0])
     for a, b, w in zip(taps_a, taps_b, weights):
         a = a.numpy()

@@ -45,7 +45,8 @@ def parameters_to_buffers(module: nn.Module) -> None:
 
 class StagedBackbone(nn.Module):
     """A feature network run tap by tap: stage ``k`` maps tap ``k - 1`` (or the input) to tap ``k``, so that a
-    caller can checkpoint stage by stage. Subclasses fill ``self._stages`` and implement :meth:`run_stage`."""
+    caller can checkpoint stage by stage. Subclasses fill ``self._stages`` (indices into their layers) and
+    implement :meth:`run_layer`."""
 
     _stages: list[list[int]]
 
@@ -55,6 +56,13 @@ class StagedBackbone(nn.Module):
         return len(self._stages)
 
     def run_stage(self, stage: int, x: torch.Tensor, dropout: DropoutHook | None = None) -> torch.Tensor:
+        """Tap ``stage`` from tap ``stage - 1`` (stage 0: from the input; E-LPIPS stage 0 is the identity)."""
+        for index in self._stages[stage]:
+            x = self.run_layer(index, x, dropout)
+        return x
+
+    def run_layer(self, index: int, x: torch.Tensor, dropout: DropoutHook | None) -> torch.Tensor:
+        """Layer ``index`` of the network applied to ``x`` (dropout before every convolution)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, dropout: DropoutHook | None = None) -> list[torch.Tensor]:

@@ -77,18 +77,14 @@ class SqueezeNetFeatures(StagedBackbone):
                 current = []
         return stages, conv_numbers
 
-    def run_stage(self, stage: int, x: torch.Tensor, dropout: DropoutHook | None = None) -> torch.Tensor:
-        """Tap ``stage`` from tap ``stage - 1`` (stage 0: from the input; E-LPIPS stage 0 is the identity)."""
-        for index in self._stages[stage]:
-            layer = self.features[index]
-            conv_index = self._conv_numbers.get(index)
-            if isinstance(layer, nn.Conv2d):
-                x = conv_relu(layer, x, dropout, conv_index)
-            elif index in _POOL_INDICES:
-                x = F.max_pool2d(x, 3, 2, ceil_mode=self.ceil_mode)
-            else:
-                squeezed = conv_relu(layer.squeeze, x, dropout, conv_index)
-                expand1 = conv_relu(layer.expand1x1, squeezed, dropout, conv_index + 1)
-                expand3 = conv_relu(layer.expand3x3, squeezed, dropout, conv_index + 2)
-                x = torch.cat([expand1, expand3], dim=1)
-        return x
+    def run_layer(self, index: int, x: torch.Tensor, dropout: DropoutHook | None) -> torch.Tensor:
+        layer = self.features[index]
+        conv_index = self._conv_numbers.get(index)
+        if isinstance(layer, nn.Conv2d):
+            return conv_relu(layer, x, dropout, conv_index)
+        if index in _POOL_INDICES:
+            return F.max_pool2d(x, 3, 2, ceil_mode=self.ceil_mode)
+        squeezed = conv_relu(layer.squeeze, x, dropout, conv_index)
+        expand1 = conv_relu(layer.expand1x1, squeezed, dropout, conv_index + 1)
+        expand3 = conv_relu(layer.expand3x3, squeezed, dropout, conv_index + 2)
+        return torch.cat([expand1, expand3], dim=1)

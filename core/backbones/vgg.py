@@ -68,14 +68,10 @@ class VGG16Features(StagedBackbone):
                     current = []
         return stages, conv_numbers
 
-    def run_stage(self, stage: int, x: torch.Tensor, dropout: DropoutHook | None = None) -> torch.Tensor:
-        """Tap ``stage`` from tap ``stage - 1`` (stage 0: from the input; E-LPIPS stage 0 is the identity)."""
-        for index in self._stages[stage]:
-            layer = self.features[index]
-            if isinstance(layer, nn.Conv2d):
-                x = conv_relu(layer, x, dropout, self._conv_numbers[index])
-            elif isinstance(layer, nn.MaxPool2d):
-                x = F.max_pool2d(x, 2, 2)
-            else:
-                x = F.avg_pool2d(x, 2, 2)
-        return x
+    def run_layer(self, index: int, x: torch.Tensor, dropout: DropoutHook | None) -> torch.Tensor:
+        layer = self.features[index]
+        if isinstance(layer, nn.Conv2d):
+            return conv_relu(layer, x, dropout, self._conv_numbers[index])
+        if isinstance(layer, nn.MaxPool2d):
+            return F.max_pool2d(x, 2, 2)
+        return F.avg_pool2d(x, 2, 2)

@@ -1,0 +1,27 @@
+"""The small image-to-image CNN of the loss example (``elpips train-example``) and of the loss benchmarks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResidualCNN(nn.Module):
+    """``clamp(x + f(x), 0, 1)`` with ``f`` a stack of ``depth`` 3x3 convolutions (ReLU between them)."""
+
+    def __init__(self, width: int = 32, depth: int = 4) -> None:
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"the CNN needs at least 2 convolutions, got --depth {depth}")
+        channels = [3] + [width] * (depth - 1) + [3]
+        layers: list[nn.Module] = []
+        for index, (inputs, outputs) in enumerate(zip(channels[:-1], channels[1:])):
+            layers.append(nn.Conv2d(inputs, outputs, 3, padding=1, padding_mode="reflect"))
+            if index < depth - 1:
+                layers.append(nn.ReLU())
+        self.body = nn.Sequential(*layers)
+        nn.init.zeros_(self.body[-1].weight)  # starts as the identity: the loss curve starts at the input's
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.body(x)).clamp(0, 1)

@@ -1,0 +1,187 @@
+"""``elpips check-device``: do the metric and the solver steps give the right numbers on this device?
+
+Every check compares float32 on ``--device`` with a float64 recomputation on the CPU (same seeded random
+weights, same fixed ensemble sample, dropout off so that the random streams of the two devices do not matter),
+or two float32 runs on the device that must agree (the two memory layouts under one sample, dropout on).
+Writes ``<out>/device_check-<timestamp>.json`` and exits 1 if any check fails. On the CPU it checks float32
+against float64 (the test suite runs it that way); the point is a GPU (``--device cuda``), where it also
+records the error with TF32 convolutions and matrix products (PyTorch's cuDNN default) next to plain float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from typing import Iterator
+
+import torch
+
+import elpips
+from elpips.devices import resolve_device
+from elpips.dropout import DropoutMasks
+from elpips.io import write_json
+
+DEFAULT_OUT = "outputs/device_check"
+METRICS = ("elpips-vgg", "elpips-squeeze", "lpips-vgg", "lpips-squeeze")
+DISTANCE_TOLERANCE = 1e-4
+"""Largest relative distance error of float32 against float64 (TF32 runs are recorded, not judged)."""
+GRADIENT_TOLERANCE = 1e-3
+"""Largest relative L2 error of a float32 gradient against float64 (ReLU kinks and max-pooling near-ties
+move single elements; see tests/core/test_fused_ops.py)."""
+
+
+def _images(count: int, size: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(count, 3, size, size, generator=generator, dtype=torch.float64)
+
+
+def _relative(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """Relative L2 error of ``value`` (any device, any float dtype) against a float64 CPU ``reference``."""
+    return float((value.detach().cpu().double() - reference).norm() / reference.norm().clamp_min(1e-300))
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Allow or forbid TF32 in cuDNN convolutions and CUDA matrix products (no-op elsewhere)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _distance_and_gradient(metric: elpips.Metric, x: torch.Tensor, y: torch.Tensor, record) -> tuple:
+    variable = x.clone().requires_grad_(True)
+    distances = metric(variable, y, transform=record, dropout=False)
+    distances.sum().backward()
+    return distances.detach(), variable.grad
+
+
+def check_metric(name: str, device: torch.device, size: int = 48) -> dict:
+    """One metric, fixed sample without dropout: device float32 (both layouts, TF32 on/off) vs CPU float64."""
+    reference_metric = elpips.Metric(name, backbone_weights="random", device="cpu").double()
+    x, y = _images(2, size, 1), _images(2, size, 2)
+    record = elpips.sample_transform(2, size, size, num_scales=2, generator=torch.Generator().manual_seed(3))
+    expected, expected_grad = _distance_and_gradient(reference_metric, x, y, record)
+    metric = elpips.Metric(name, backbone_weights="random", device=device)
+    runs = {}
+    for tf32 in ((False, True) if device.type == "cuda" else (False,)):
+        for channels_last in (False, True):
+            metric.channels_last = channels_last
+            with _tf32(tf32, device):
+                got, grad = _distance_and_gradient(metric, x.float().to(device), y.float().to(device), record)
+            key = f"{'channels_last' if channels_last else 'default_layout'}{'_tf32' if tf32 else ''}"
+            runs[key] = {"distance_error": _relative(got, expected), "gradient_error": _relative(grad, expected_grad)}
+            if not tf32:
+                runs[key]["passed"] = (runs[key]["distance_error"] < DISTANCE_TOLERANCE
+                                       and runs[key]["gradient_error"] < GRADIENT_TOLERANCE)
+    return {"metric": name, "size": size, "runs": runs, "passed": all(run.get("passed", True) for run in runs.values())}
+
+
+def check_layouts_with_dropout(device: torch.device, size: int = 48) -> dict:
+    """E-LPIPS-VGG with dropout on the device: one sample (same masks) in both layouts gives the same distances,
+    and the masks keep about 99% of the elements."""
+    x, y = _images(3, size, 4).float().to(device), _images(3, size, 5).float().to(device)
+    distances = []
+    for channels_last in (False, True):
+        metric = elpips.Metric("elpips-vgg", backbone_weights="random", device=device, seed=6,
+                               channels_last=channels_last)
+        with torch.no_grad():
+            distances.append(metric(x, y, n=4).cpu().double())
+    masks = DropoutMasks(seed=7).mask(1, torch.Size((4, 64, 32, 32)), device, torch.float32)
+    keep_rate = float((masks > 0).float().mean())
+    error = _relative(distances[1], distances[0])
+    return {"layout_distance_error": error, "mask_keep_rate": keep_rate,
+            "passed": error < DISTANCE_TOLERANCE and abs(keep_rate - 0.99) < 0.003}
+
+
+def check_solver_steps(device: torch.device, size: int = 32, frames: int = 4) -> dict:
+    """One geodesic path step and one barycenter step (fixed sample, no dropout): device vs CPU float64."""
+    from elpips.barycenters import shared_step
+    from elpips.geodesics import path_step
+
+    path = _images(frames + 1, size, 8)
+    free = torch.tensor([False] + [True] * (frames - 1) + [False])
+    record = elpips.sample_transform(2, size, size, num_scales=1, generator=torch.Generator().manual_seed(9))
+    references = _images(3, size, 10)
+    coefficients = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    results = {}
+    for label, metric, dtype in (("reference", elpips.Metric("elpips-vgg", backbone_weights="random",
+                                                              device="cpu").double(), torch.float64),
+                                 ("device", elpips.Metric("elpips-vgg", backbone_weights="random", device=device),
+                                  torch.float32)):
+        target = torch.device("cpu") if label == "reference" else device
+        sample = metric.sample_for(record, dropout=False)
+        variable = path[1:-1].to(target, dtype).clone().requires_grad_(True)
+        distances = path_step(metric, path.to(target, dtype), free, variable, sample, samples=2, chunk_size=2)
+        x = references.mean(dim=0, keepdim=True).to(target, dtype).requires_grad_(True)
+        to_references = shared_step(metric, x, references.to(target, dtype), coefficients.to(target, dtype), 2.0,
+                                    sample, samples=2)
+        results[label] = (distances, variable.grad, to_references, x.grad)
+    expected = [tensor.double() for tensor in results["reference"]]
+    names = ("path_distance_error", "path_gradient_error", "barycenter_distance_error", "barycenter_gradient_error")
+    errors = {name: _relative(got, want) for name, got, want in zip(names, results["device"], expected)}
+    passed = all(errors[name] < (DISTANCE_TOLERANCE if "distance" in name else GRADIENT_TOLERANCE) for name in names)
+    return {**errors, "passed": passed}
+
+
+def run_checks(device: str | torch.device | None = None, metrics: tuple[str, ...] | None = None) -> dict:
+    """All checks on ``device`` (``metrics``: default :data:`METRICS`);
+    ``{"device", "passed", "metrics", "dropout_layouts", "solvers", ...}``."""
+    device = resolve_device(device)
+    metrics = METRICS if metrics is None else metrics
+    started = time.perf_counter()
+    record = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "torch": torch.__version__,
+        "backbone": "seeded random (weights do not change what is checked)",
+        "tolerances": {"distance_relative": DISTANCE_TOLERANCE, "gradient_relative_l2": GRADIENT_TOLERANCE},
+        "metrics": [check_metric(name, device) for name in metrics],
+        "dropout_layouts": check_layouts_with_dropout(device),
+        "solvers": check_solver_steps(device),
+    }
+    record["passed"] = (all(result["passed"] for result in record["metrics"])
+                        and record["dropout_layouts"]["passed"] and record["solvers"]["passed"])
+    record["duration_s"] = time.perf_counter() - started
+    return record
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check-device",
+        description="Compare distances and gradients of every network metric and of one geodesic and one "
+                    "barycenter step on --device (float32, both memory layouts; on CUDA also with TF32) with a "
+                    "float64 recomputation on the CPU. Seeded random backbone; about a minute on a CPU. "
+                    "Exit 1 if a check fails.",
+    )
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the metric's default)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from elpips.io import ensure_output_dir
+
+    out_dir = ensure_output_dir(args.out)
+    record = run_checks(args.device)
+    for result in record["metrics"]:
+        for key, run_result in result["runs"].items():
+            verdict = {True: "ok", False: "FAILED"}.get(run_result.get("passed"), "recorded")
+            print(f"{result['metric']:15s} {key:22s} distance {run_result['distance_error']:.1e}  "
+                  f"gradient {run_result['gradient_error']:.1e}  {verdict}")
+    dropout = record["dropout_layouts"]
+    print(f"dropout layouts: distance {dropout['layout_distance_error']:.1e}, keep rate "
+          f"{dropout['mask_keep_rate']:.4f}  {'ok' if dropout['passed'] else 'FAILED'}")
+    solvers = record["solvers"]
+    print("solver steps: " + ", ".join(f"{key} {value:.1e}" for key, value in solvers.items() if key != "passed")
+          + f"  {'ok' if solvers['passed'] else 'FAILED'}")
+    path = write_json(out_dir / f"device_check-{time.strftime('%Y%m%d-%H%M%S')}.json", record)
+    print(f"{'all checks passed' if record['passed'] else 'SOME CHECKS FAILED'} on {record['device']} "
+          f"({record['duration_s']:.0f} s); wrote {path}")
+    return 0 if record["passed"] else 1

@@ -1,0 +1,84 @@
+"""Figures from image tensors: labelled tiles, grids and the barycenter contact sheet (pure arrays, no files)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from elpips.io import to_uint8
+
+BACKGROUND = 255
+LABEL_HEIGHT = 16
+GAP = 6
+AUTO_WIDTH = 128
+
+
+def tile(image: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
+    """``[1, 3, H, W]``/``[3, H, W]`` float in [0, 1] (or ``[H, W, 3]`` uint8) -> ``[H*scale, W*scale, 3]`` uint8,
+    enlarged by pixel repetition (no smoothing, so small crops stay readable)."""
+    array = image if isinstance(image, np.ndarray) else to_uint8(image)
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    return np.repeat(np.repeat(array, scale, axis=0), scale, axis=1) if scale > 1 else array
+
+
+def labelled(array: np.ndarray, text: str) -> np.ndarray:
+    """``array`` ``[H, W, 3]`` uint8 with ``text`` written in a white strip above it: ``[H + 16, W, 3]``."""
+    strip = Image.new("RGB", (array.shape[1], LABEL_HEIGHT), (BACKGROUND,) * 3)
+    ImageDraw.Draw(strip).text((2, 2), text, fill=(0, 0, 0), font=ImageFont.load_default())
+    return np.concatenate([np.asarray(strip), array], axis=0)
+
+
+def row(tiles: Sequence[np.ndarray], gap: int = GAP) -> np.ndarray:
+    """Tiles side by side (top-aligned, padded to the tallest), ``gap`` white pixels between them."""
+    if not tiles:
+        raise ValueError("a row needs at least one tile")
+    height = max(t.shape[0] for t in tiles)
+    parts = []
+    for index, item in enumerate(tiles):
+        if index:
+            parts.append(np.full((height, gap, 3), BACKGROUND, np.uint8))
+        pad = np.full((height - item.shape[0], item.shape[1], 3), BACKGROUND, np.uint8)
+        parts.append(np.concatenate([item, pad], axis=0))
+    return np.concatenate(parts, axis=1)
+
+
+def column(rows: Sequence[np.ndarray], gap: int = GAP) -> np.ndarray:
+    """Rows stacked (left-aligned, padded to the widest), ``gap`` white pixels between them: :func:`row` of the
+    transposed rows, transposed back."""
+    if not rows:
+        raise ValueError("a column needs at least one row")
+    stacked = row([item.transpose(1, 0, 2) for item in rows], gap)
+    return np.ascontiguousarray(stacked.transpose(1, 0, 2))
+
+
+def grid(tiles: Sequence[np.ndarray], columns: int, gap: int = GAP) -> np.ndarray:
+    """Tiles in rows of ``columns``."""
+    if columns < 1:
+        raise ValueError(f"columns must be positive, got {columns}")
+    return column([row(tiles[i:i + columns], gap) for i in range(0, len(tiles), columns)], gap)
+
+
+def contact_sheet(inputs: torch.Tensor, l2_mean: torch.Tensor, result: torch.Tensor,
+                  result_label: str = "barycenter", original: torch.Tensor | None = None, columns: int = 5,
+                  scale: int | None = None) -> np.ndarray:
+    """Inputs (in rows of ``columns``), then ``[original |] L2 mean | result``, each labelled.
+
+    Args:
+        inputs: ``[N, 3, H, W]`` in [0, 1]; ``l2_mean``, ``result``, ``original``: ``[1, 3, H, W]`` in [0, 1].
+        result_label: caption of the result tile (say which metric made it).
+        scale: integer enlargement of every tile (default: up to 4x, so tiles are about 128 px wide and their
+            captions fit).
+
+    Returns:
+        ``[height, width, 3]`` uint8.
+    """
+    if scale is None:
+        scale = max(1, min(4, AUTO_WIDTH // inputs.shape[-1]))
+    input_tiles = [labelled(tile(image, scale), f"input {index + 1}") for index, image in enumerate(inputs)]
+    last = [] if original is None else [labelled(tile(original, scale), "original")]
+    last += [labelled(tile(l2_mean, scale), "L2 mean"), labelled(tile(result, scale), result_label)]
+    return column([grid(input_tiles, columns), row(last)], gap=2 * GAP)

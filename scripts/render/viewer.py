@@ -1,0 +1,130 @@
+"""``index.html`` beside a run's exports: a frame slider with play/pause, the animations, the scanline plots, the
+per-segment distances, and (when metrics were compared) the comparison figure with links to each run; for an
+interpolated clip, the video against the linear cross-fade.
+
+Self-contained: inline CSS and JavaScript, only relative links to files of the run, no network access.
+The frame list is embedded as JSON in ``<script id="frame-list" type="application/json">``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from elpips.io import write_text
+
+from ..common import UNCALIBRATED
+
+INDEX = "index.html"
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1200px; }
+img.pixel { image-rendering: pixelated; border: 1px solid #ccc; }
+.warn { background: #fff3cd; border: 1px solid #e0c36a; padding: 0.4em 0.8em; display: inline-block; }
+table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
+section { margin: 1.5em 0; } .row { display: flex; gap: 1em; flex-wrap: wrap; align-items: flex-start; }
+"""
+
+_SCRIPT = """
+const frames = JSON.parse(document.getElementById('frame-list').textContent);
+const fps = Number(document.body.dataset.fps);
+const image = document.getElementById('frame');
+const slider = document.getElementById('slider');
+const label = document.getElementById('frame-label');
+const button = document.getElementById('play');
+frames.forEach(src => { const preload = new Image(); preload.src = src; });
+function show(i) { slider.value = i; image.src = frames[i]; label.textContent = `frame ${i} / ${frames.length - 1}`; }
+slider.addEventListener('input', () => show(Number(slider.value)));
+let timer = null, direction = 1;
+button.addEventListener('click', () => {
+  if (timer) { clearInterval(timer); timer = null; button.textContent = 'Play'; return; }
+  button.textContent = 'Pause';
+  timer = setInterval(() => {
+    let i = Number(slider.value) + direction;
+    if (i >= frames.length || i < 0) { direction = -direction; i += 2 * direction; }
+    show(Math.max(0, Math.min(frames.length - 1, i)));
+  }, 1000 / fps);
+});
+show(0);
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _distance_table(result: dict) -> str:
+    distances = result.get("distances", [])
+    half_widths = result.get("half_widths", [0.0] * len(distances))
+    rows = "".join(f"<tr><td>{k} → {k + 1}</td><td>{d:.5g}</td><td>± {h:.2g}</td></tr>"
+                   for k, (d, h) in enumerate(zip(distances, half_widths)))
+    return f"<table><tr><th>pair</th><th>distance</th><th>95% CI</th></tr>{rows}</table>"
+
+
+def render_index(log: dict, has_comparison: bool = False) -> str:
+    """The HTML of ``index.html`` for a run described by its ``log.json`` content.
+
+    Args:
+        log: needs ``files`` (from :func:`~elpips.scripts.exports.export_path`), ``weights``, ``export``;
+            uses ``keyframes``, ``result``, ``compare`` when present.
+        has_comparison: show ``comparison.png``.
+    """
+    files, weights, export = log["files"], log["weights"], log["export"]
+    width = log.get("size", [0, 0])[1]
+    zoom = max(1, 480 // max(1, width)) if width else 1
+    name = weights["metric"]
+    title = log.get("title") or f"Geodesic {' → '.join(log.get('keyframes', []))} ({name})"
+    parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_esc(title)}</title>",
+             f"<style>{_STYLE}</style></head>",
+             f"<body data-fps=\"{float(export['fps'])}\"><h1>{_esc(title)}</h1>"]
+    if not weights.get("calibrated", True):
+        parts.append(f"<p class=\"warn\">{_esc(weights.get('backbone_weights_description', UNCALIBRATED))}. "
+                     "Distances and paths are not perceptual.</p>")
+    result = log.get("result", {})
+    if result:
+        linear = result.get("linear_energy")
+        parts.append(f"<p>Path energy Σ d² = {result['energy']:.5g}"
+                     + (f" (linear blend: {linear:.5g})" if linear is not None else "")
+                     + f", {result.get('samples', 1)} samples per distance; {log.get('steps', '?')} steps.</p>")
+    first = files["frames"][0]
+    parts.append(
+        "<section><h2>Frames</h2>"
+        f"<img id=\"frame\" class=\"pixel\" src=\"{_esc(first)}\" alt=\"frame\" width=\"{width * zoom or ''}\"><br>"
+        f"<input id=\"slider\" type=\"range\" min=\"0\" max=\"{len(files['frames']) - 1}\" value=\"0\" "
+        "style=\"width: 30em\"> <button id=\"play\">Play</button> <span id=\"frame-label\"></span></section>")
+    animation = ([f"<img class=\"pixel\" src=\"{_esc(files['gif'])}\" alt=\"GIF animation\">"]
+                 if "gif" in files else [])
+    if "mp4" in files:
+        animation.append(f"<video src=\"{_esc(files['mp4'])}\" controls loop muted></video>")
+    parts.append(f"<section><h2>Animation ({export['fps']:g} fps)</h2><div class=\"row\">{''.join(animation)}"
+                 "</div></section>")
+    parts.append(
+        f"<section><h2>Scanline evolution (row {export['row']}, time runs down)</h2><div class=\"row\">"
+        f"<img class=\"pixel\" src=\"{_esc(files['scanline_marked'])}\" alt=\"middle frame, row marked\">"
+        f"<img class=\"pixel\" src=\"{_esc(files['scanline'])}\" alt=\"scanline evolution\"></div></section>")
+    if "scanline_comparison" in files:  # an interpolated clip: the same clip as a linear cross-fade
+        video = (f"<video src=\"{_esc(files['comparison_mp4'])}\" controls loop muted></video>"
+                 if "comparison_mp4" in files else "")
+        parts.append("<section><h2>Against the linear cross-fade</h2><div class=\"row\">"
+                     f"{video}<img class=\"pixel\" src=\"{_esc(files['scanline_comparison'])}\" "
+                     "alt=\"scanline evolution: geodesic and cross-fade, keyframes marked red\"></div></section>")
+    if result.get("distances"):
+        parts.append(f"<section><h2>Distances between adjacent frames</h2>{_distance_table(result)}</section>")
+    if has_comparison:
+        links = "".join(f"<li><a href=\"{_esc(entry['dir'])}/index.html\">{_esc(entry['metric'])}</a></li>"
+                        for entry in log.get("compare", []))
+        parts.append("<section><h2>Comparison</h2>"
+                     "<img class=\"pixel\" src=\"comparison.png\" alt=\"comparison of metrics\">"
+                     f"<ul>{links}</ul></section>")
+    parts.append(f"<p><a href=\"log.json\">log.json</a></p>")
+    parts.append(f"<script id=\"frame-list\" type=\"application/json\">{json.dumps(files['frames'])}</script>")
+    parts.append(f"<script>{_SCRIPT}</script></body></html>\n")
+    return "\n".join(parts)
+
+
+def write_index(run_dir: str | os.PathLike, log: dict, has_comparison: bool = False) -> Path:
+    """Write ``run_dir/index.html`` atomically."""
+    return write_text(Path(run_dir) / INDEX, render_index(log, has_comparison))

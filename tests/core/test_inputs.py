@@ -1,0 +1,108 @@
+"""Inputs as users give them: image files decoded as a viewer shows them (EXIF orientation, CMYK and palette
+images), tensors of any float precision, sample counts checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from elpips.io import ImageLoadError, load_image
+
+import elpips.io
+
+
+def _pattern(height: int = 24, width: int = 40) -> np.ndarray:
+    rows = np.linspace(0, 255, height)[:, None]
+    columns = np.linspace(0, 255, width)[None, :]
+    return np.stack([rows + 0 * columns, 0 * rows + columns, np.full((height, width), 200.0)], -1).astype(np.uint8)
+
+
+def _loaded(path) -> np.ndarray:
+    return (load_image(path)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("orientation, displayed", [
+    (1, lambda a: a),
+    (3, lambda a: np.rot90(a, 2)),
+    (6, lambda a: np.rot90(a, -1)),   # stored rotated: rotate 90 degrees clockwise to show
+    (8, lambda a: np.rot90(a, 1)),
+    (2, lambda a: a[:, ::-1]),
+])
+def test_exif_orientation_applied(tmp_path, orientation, displayed):
+    stored = _pattern()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "oriented.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    np.testing.assert_array_equal(_loaded(path), displayed(stored))
+
+
+def test_exif_orientation_in_jpeg(tmp_path):
+    stored = _pattern()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "oriented.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=98)
+    loaded = _loaded(path)
+    assert loaded.shape == (40, 24, 3)
+    assert np.abs(loaded.astype(float) - np.rot90(stored, -1)).mean() < 3
+
+
+def test_cmyk_jpeg_not_inverted(tmp_path):
+    rgb = _pattern()
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(path, quality=98)
+    loaded = _loaded(path)
+    assert loaded.shape == rgb.shape
+    assert np.abs(loaded.astype(float) - rgb).mean() < 4  # an inverted or channel-shifted image is ~100 off
+
+
+def test_palette_image_converted(tmp_path):
+    rgb = _pattern()
+    path = tmp_path / "palette.png"
+    Image.fromarray(rgb).quantize(64).save(path)
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    np.testing.assert_array_equal(_loaded(path), expected)
+
+
+def test_pixel_limit_checked_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "large.png"
+    Image.fromarray(_pattern(30, 40)).save(path)
+    monkeypatch.setattr(elpips.io, "MAX_PIXELS", 1000)
+    decoded = []
+    monkeypatch.setattr(elpips.io, "_read_displayed", lambda p: decoded.append(p))
+    with pytest.raises(ImageLoadError, match="30x40 = 0.0 megapixels, over the limit"):
+        load_image(path)
+    assert decoded == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_any_float_precision_accepted(random_metric, images, dtype):
+    """Inputs of any float precision are computed in the metric's float32: the same distances as float32
+    inputs holding the same values, and gradients in the input's dtype."""
+    metric = random_metric("lpips-squeeze")
+    x = images(1, 32, 32, seed=1).to(dtype)
+    y = images(1, 32, 32, seed=2).to(dtype)
+    expected = metric(x.float(), y.float())
+    x.requires_grad_(True)
+    distance = metric(x, y)
+    assert distance.dtype == torch.float32
+    torch.testing.assert_close(distance.detach(), expected)
+    distance.sum().backward()
+    assert x.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("n", [2.5, 0, True, "3"])
+def test_bad_sample_counts(random_metric, images, n):
+    with pytest.raises(ValueError, match="positive integer"):
+        random_metric("l2")(images(1, 8, 8), images(1, 8, 8), n=n)
+
+
+def test_impossible_export_scale_refused_before_allocating():
+    from elpips.scripts.render.frames import ExportSettings
+
+    with pytest.raises(ValueError, match="the largest scale for 64x96 frames is 102"):
+        ExportSettings(scale=100000).resolved(64, 96)
+    assert ExportSettings(scale=102).resolved(64, 96).scale == 102

@@ -1,0 +1,157 @@
+"""Exports: scanline plots against the frames they come from, animations decoded back, the viewer's links."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import imageio.v3 as iio
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from elpips.scripts.render.frames import (ExportSettings, comparison_figure, comparison_time_scale, even_sized,
+                                    export_path, frames_to_uint8, marked_frame, save_frames, scanline_image,
+                                    write_gif, write_mp4)
+from elpips.scripts.render.viewer import write_index
+
+
+def random_frames(count: int = 5, height: int = 12, width: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+
+
+def test_frames_to_uint8_rounds_and_clips():
+    frames = torch.tensor([0.0, 0.5, 1.0, 1 / 255 * 0.49]).reshape(1, 1, 1, 4).expand(2, 3, 1, 4)
+    array = frames_to_uint8(frames)
+    assert array.shape == (2, 1, 4, 3) and array.dtype == np.uint8
+    assert array[0, 0, :, 0].tolist() == [0, 128, 255, 0]
+    with pytest.raises(ValueError):
+        frames_to_uint8(torch.zeros(2, 4, 5, 5))
+
+
+def test_scanline_rows_are_the_chosen_row_of_each_frame():
+    frames = random_frames(5, 12, 16)
+    image = scanline_image(frames, row=7, scale=3)
+    assert image.shape == (5 * 3, 16 * 3, 3)
+    blocks = image.reshape(5, 3, 16, 3, 3)  # [frame, dy, x, dx, channel]
+    for dy in range(3):
+        for dx in range(3):
+            assert np.array_equal(blocks[:, dy, :, dx], frames[:, 7])
+    tall = scanline_image(frames, row=0, scale=2, time_scale=5)
+    assert tall.shape == (25, 32, 3) and np.array_equal(tall[5 * 4, ::2], frames[4, 0])
+
+
+def test_marked_frame_paints_only_the_row_red():
+    frame = random_frames(1, 6, 5)[0]
+    marked = marked_frame(frame, row=2, scale=2)
+    assert marked.shape == (12, 10, 3)
+    assert (marked[4:6] == [255, 0, 0]).all()
+    unmarked = np.delete(marked, [4, 5], axis=0)
+    assert np.array_equal(unmarked[::2, ::2], np.delete(frame, 2, axis=0))
+
+
+def test_gif_decodes_with_the_right_frame_count(tmp_path):
+    frames = random_frames(5, 12, 16)
+    path = write_gif(tmp_path / "a.gif", frames, fps=10, pingpong=True)
+    decoded = iio.imread(path, index=None)
+    assert decoded.shape[:3] == (5 + 3, 12, 16)  # forward, then back without repeating the ends
+    write_gif(tmp_path / "b.gif", frames, fps=10, pingpong=False)
+    assert iio.imread(tmp_path / "b.gif", index=None).shape[0] == 5
+    assert iio.immeta(tmp_path / "b.gif")["duration"] == 100
+
+
+def test_mp4_decodes_with_the_right_frame_count_and_content(tmp_path):
+    smooth = np.linspace(0, 255, 5 * 13 * 17 * 3).reshape(5, 13, 17, 3).astype(np.uint8)  # odd size: padded
+    path = write_mp4(tmp_path / "a.mp4", smooth, fps=8)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    decoded = [np.frombuffer(frame, np.uint8).reshape(14, 18, 3) for frame in reader]
+    assert meta["size"] == (18, 14) and len(decoded) == 5
+    assert np.abs(np.stack(decoded)[:, :13, :17].astype(int) - smooth).mean() < 12
+    assert even_sized(smooth).shape == (5, 14, 18, 3)
+
+
+def test_save_frames_numbers_files_and_removes_stale_ones(tmp_path):
+    save_frames(tmp_path, random_frames(12))
+    paths = save_frames(tmp_path, random_frames(3, seed=1))
+    assert [p.name for p in paths] == ["frame_000.png", "frame_001.png", "frame_002.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frame_000.png", "frame_001.png", "frame_002.png"]
+    assert np.array_equal(iio.imread(tmp_path / "frame_002.png"), random_frames(3, seed=1)[2])
+
+
+def test_comparison_figure_layout():
+    columns = [("a", random_frames(4, 16, 8, seed=1)), ("b", random_frames(4, 16, 8, seed=2))]
+    scale, row, gap, label = 2, 3, 8, 22
+    figure = comparison_figure(columns, row=row, scale=scale)
+    time_scale = comparison_time_scale(4, 16, scale)
+    assert time_scale == 4  # the evolution is half as tall as the enlarged frame
+    assert figure.shape == (label + 16 * scale + 4 * time_scale + 2 * gap, 3 * gap + 2 * 8 * scale, 3)
+    for number, (_, frames) in enumerate(columns):
+        left = gap + number * (8 * scale + gap)
+        panel = figure[label:label + 16 * scale, left:left + 8 * scale]
+        assert np.array_equal(panel, marked_frame(frames[2], row, scale))  # the middle frame, row in red
+        top = label + 16 * scale + gap
+        evolution = figure[top:top + 4 * time_scale, left:left + 8 * scale]
+        assert np.array_equal(evolution, scanline_image(frames, row, scale, time_scale))
+    with pytest.raises(ValueError):
+        comparison_figure([("a", random_frames(4)), ("b", random_frames(5))], row=0, scale=1)
+
+
+class References(HTMLParser):
+    """Every ``src``/``href`` of an HTML page, plus the JSON frame list of the viewer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self._in_frame_list = False
+        self.frame_list: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        self.links += [attributes[key] for key in ("src", "href") if attributes.get(key)]
+        self._in_frame_list = tag == "script" and attributes.get("id") == "frame-list"
+
+    def handle_data(self, data):
+        if self._in_frame_list:
+            self.frame_list = json.loads(data)
+            self._in_frame_list = False
+
+
+def missing_references(run_dir: Path) -> tuple[list[str], References]:
+    """Parse ``run_dir/index.html``; return the referenced files that do not exist (and the parser)."""
+    parser = References()
+    parser.feed((run_dir / "index.html").read_text(encoding="utf-8"))
+    referenced = parser.links + parser.frame_list
+    assert all("://" not in link and not link.startswith("/") for link in referenced)  # offline, relative
+    return [link for link in referenced if not (run_dir / link).is_file()], parser
+
+
+def test_export_path_writes_every_file_and_the_index_references_only_existing_files(tmp_path):
+    frames = random_frames(6, 12, 16)
+    files = export_path(tmp_path, frames, ExportSettings(row=4, scale=2, fps=5, pingpong=False))
+    assert files["frames"] == [f"frames/frame_{i:03d}.png" for i in range(6)]
+    assert np.array_equal(iio.imread(tmp_path / "scanline.png"), scanline_image(frames, 4, 2))
+    assert np.array_equal(iio.imread(tmp_path / "scanline_marked.png"), marked_frame(frames[3], 4, 2))
+    assert iio.imread(tmp_path / "animation.gif", index=None).shape[0] == 6
+    assert not list(tmp_path.rglob(".*"))  # no temporaries left behind
+    log = {"files": files, "export": {"row": 4, "scale": 2, "fps": 5.0, "pingpong": False}, "size": [12, 16],
+           "keyframes": ["a.png", "b.png"], "steps": 3,
+           "weights": {"metric": "l2", "calibrated": True}, "result": {"energy": 1.0, "distances": [0.1] * 5}}
+    write_index(tmp_path, log)
+    (tmp_path / "log.json").write_text(json.dumps(log))
+    missing, parser = missing_references(tmp_path)
+    assert missing == []
+    assert parser.frame_list == files["frames"]
+    assert {"animation.gif", "animation.mp4", "scanline.png", "scanline_marked.png"} <= set(parser.links)
+    (tmp_path / "animation.mp4").unlink()
+    assert missing_references(tmp_path)[0] == ["animation.mp4"]  # the check can fail
+
+
+def test_export_settings_are_checked():
+    with pytest.raises(ValueError, match="row"):
+        ExportSettings(row=12).resolved(12, 16)
+    with pytest.raises(ValueError, match="fps"):
+        ExportSettings(fps=0).resolved(12, 16)
+    assert ExportSettings().resolved(12, 16).row == 6
