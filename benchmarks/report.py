@@ -3,6 +3,8 @@ per section."""
 
 from __future__ import annotations
 
+from .crop import render_crop
+
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
@@ -135,6 +137,12 @@ def render_markdown(record: dict) -> str:
                       record["single"], batch)
     lines += _timings(f"Barycenter step (N = {record['barycenter']['references']}, "
                       f"{record['barycenter']['size']} px)", record["barycenter"])
-    lines += _geodesic(record) + _scaling(record) + _memory(record) + _variance(record) + _cuda(record)
+    lines += _geodesic(record) + _scaling(record) + _memory(record) + _variance(record)
+    if "spatial" in record:
+        from .spatial import render_markdown as spatial_markdown
+
+        lines += spatial_markdown(record["spatial"])
+    lines += render_crop(record["crop"]) if "crop" in record else []
+    lines += _cuda(record)
     lines += _profile(record)
     return "\n".join(lines).rstrip() + "\n"

@@ -19,11 +19,16 @@ from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicResult, evaluate_path, 
 from elpips.io import OutputWriteError, ensure_output_dir, write_json
 from elpips.sizing import load_sized_images
 from elpips.solver import CHECKPOINT_NAME, reference_learning_rate
+from elpips.spatial import distance_map
 
 from .common import (add_export_options, add_metric_options, add_sizing_options, calibration_label,
-                     default_run_dir, make_metric, positive_int, settings_from, sizing_from, weights_report)
+                     check_ensemble_options, default_run_dir, make_metric, positive_int, settings_from, sizing_from,
+                     weights_report)
+from .distance import check_map_metric
 from .render.frames import frames_to_uint8
+from .render.heatmaps import color_limit, write_segment_maps
 from .render.run import LOG, render_run
+from .render.viewer import write_index
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ensemble samples for the reported distances (16)")
     parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk (8)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (25)")
+    parser.add_argument("--maps", action="store_true",
+                        help="add per-segment distance maps (where consecutive frames change, --samples samples, "
+                             "one colour range) to the viewer: maps/segment_NNN.png and maps/values.npy")
     add_export_options(parser)
     add_sizing_options(parser)
     parser.set_defaults(handler=run)
@@ -70,6 +78,7 @@ def compare_names(text: str, main: str) -> list[str]:
 def check_arguments(args: argparse.Namespace) -> list[str]:
     """Cheap checks before any weights are loaded; returns the compared metrics."""
     compared = compare_names(args.compare, args.metric)
+    check_ensemble_options(args, [args.metric, *compared])
     sizing_from(args)  # a bad --resize fails before anything is read
     segment_intervals(args.frames, len(args.images))
     if args.steps < 0:
@@ -82,6 +91,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--row must be >= 0, got {args.row}")
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR (the run to continue)")
+    if args.maps:
+        check_map_metric(args.metric)
     return compared
 
 
@@ -167,6 +178,19 @@ def run(args: argparse.Namespace) -> int:
     return _run(args)
 
 
+def add_segment_maps(args: argparse.Namespace, frames: torch.Tensor, run_dir: Path, log: dict, seed: int) -> None:
+    """Distance maps of every pair of consecutive frames (``--samples`` samples, a seed of their own), written
+    under ``run_dir/maps/`` and listed in ``log`` (``files.maps``, ``maps``)."""
+    metric = make_metric(args, seed=seed + 2, announce=False)
+    frames = frames.to(metric.device)
+    with torch.no_grad():
+        result = distance_map(metric, frames[1:], frames[:-1], args.samples)
+    values = result.map[:, 0].float().cpu().numpy()
+    log["files"]["maps"] = write_segment_maps(run_dir, values)
+    log["maps"] = {"samples": result.samples, "max": float(values.max()), "color_limit": color_limit(values),
+                   "means": [float(v) for v in values.mean(axis=(1, 2))]}
+
+
 def _run(args: argparse.Namespace) -> int:
     compared = check_arguments(args)
     run_dir = Path(args.out) if args.out else default_run_dir("geodesic")
@@ -198,11 +222,16 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     arrays = [(log, frames_to_uint8(frames)) for log, frames in runs]
     render_run(run_dir, main_log, arrays[0][1], settings, arrays[1:])
+    if args.maps:
+        add_segment_maps(args, main_frames, run_dir, main_log, seed)
+        write_index(run_dir, main_log, has_comparison=bool(compared))
     main_log["timings"]["export_s"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / LOG, main_log)
     for log, _ in runs:
         print(report(log, calibration_label(log["weights"]["metric"], log["weights"]["calibrated"])))
     files = main_log["files"]
     print(f"wrote {run_dir}/: frames/ ({len(files['frames'])} PNGs), "
-          + ", ".join(name for key, name in files.items() if key != "frames") + ", index.html, log.json")
+          + ", ".join(name for key, name in files.items() if key not in ("frames", "maps"))
+          + (f", maps/ ({len(files['maps']['segments'])} segment maps)" if "maps" in files else "")
+          + ", index.html, log.json")
     return 0

@@ -28,8 +28,8 @@ from elpips import Metric
 from elpips.experiments.denoiser import ResidualCNN
 from elpips.io import ensure_output_dir, load_image, save_image, write_json
 
-from .common import (add_metric_options, calibration_label, default_run_dir, make_metric, positive_int, progress_bar,
-                     weights_report)
+from .common import (add_metric_options, calibration_label, check_ensemble_options, default_run_dir, make_metric,
+                     positive_int, progress_bar, weights_report)
 from .render.figures import column, labelled, row, tile
 
 LOSSES = ("l2", "lpips-vgg", "elpips-vgg")
@@ -192,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    check_ensemble_options(args, [args.metric])  # the loss's ensemble; validation metrics keep their own
     images = load_training_images(args.images, args.crop)
     out = ensure_output_dir(args.out if args.out else default_run_dir(f"train-{args.metric}"))
     seed = 0 if args.seed is None else args.seed

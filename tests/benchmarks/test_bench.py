@@ -24,7 +24,8 @@ def tiny_plan() -> BenchPlan:
     return BenchPlan(threads=1, size=32, solver_size=16, batch=1, repeats=1, single_repeats=1, warmup=0,
                      references=2, geodesic_frames=(2,), scaling_frames=(2,), scaling_sizes=(16,),
                      scaling_frames_at_sizes=2, scaling_repeats=1, memory_frames=(), variance_size=16,
-                     variance_samples=2, variance_trials=2, profile_steps=1)
+                     variance_samples=2, variance_trials=2, profile_steps=1, spatial_samples=2,
+                     spatial_memory_size=None, crop_size=32, crop_pairs=1, crop_samples=2)
 
 
 @pytest.fixture
@@ -43,6 +44,7 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
     for value in record["ratios"].values():
         assert math.isfinite(value) and value > 0
     assert set(record["goals"]) == set(REQUIRED_RATIOS)
+    assert record["spatial"]["timing"]["samples"] == 2 and "map_vs_distance" in record["ratios"]
     environment = record["environment"]
     for key in ("torch", "torch_threads", "device", "cpu_model", "load_average_start", "load_average_end"):
         assert key in environment
@@ -50,6 +52,8 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
     assert record["single"]["timings"]["elpips"]["median_s"] > 0
     assert record["scaling"]["rows"][0]["frames"] == 2
     assert record["variance"]["std_stratified"] >= 0
+    assert record["crop"]["speed"]["network_input_px"] == {"pad": 39, "crop": 25}
+    assert record["crop"]["distances"]["pairs"][0]["pad"] > 0 and record["ratios"]["crop_speedup"] > 0
     assert "convolution" in record["profile"]["elpips"]["categories"]
     assert record["cuda"]["status"] in ("not available", "not requested (--device cuda)")
 
@@ -57,6 +61,8 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
     assert json.loads(json_path.read_text())["ratios"] == record["ratios"]
     markdown = markdown_path.read_text()
     assert "elpips_vs_vgg_features" in markdown and "| ratio | value | goal |" in markdown
+    assert "Distance map vs scalar distance" in markdown
+    assert "Crop mode vs pad mode (32 px)" in markdown
     assert json_path.stem == markdown_path.stem
 
 
