@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from elpips.ensemble_stream import StratifiedStream, check_stream_mode
 from elpips.solver import (StepInfo, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, reference_learning_rate,
                            reporting, restore_generator, save_checkpoint)
@@ -26,7 +27,7 @@ from elpips.solver import (StepInfo, check_format, check_positive_int, checkpoin
 from .evaluate import Evaluation, evaluate_objective
 from .options import (check_inputs, check_metric_device, check_power, check_refs_per_step, images_digest,
                       initial_image, normalized_weights)
-from .step import draw_sample, shared_step
+from .step import draw_sample, has_solver_layer, shared_step
 
 REFERENCE_STEPS = 100_000
 """The reference's number of steps ("may take hours")."""
@@ -36,7 +37,7 @@ RUNNING_DECAY = 0.98
 """Decay of the running (exponential moving average) objective estimate, bias-corrected."""
 
 RESUME_KEYS = ("metric", "backbone_weights", "num_images", "height", "width", "power", "weights", "refs_per_step",
-               "samples_per_step", "lr", "images_sha256", "eval_samples", "eval_seed")
+               "samples_per_step", "lr", "images_sha256", "eval_samples", "eval_seed", "ensemble_stream")
 """Settings a resumed run must share with its checkpoint."""
 
 
@@ -129,6 +130,7 @@ class _Run:
     elapsed: float
     resumed_from: int | None = None
     step_seconds: float = 0.0
+    stream: StratifiedStream | None = None
 
     def state(self, problem: _Problem, step: int) -> dict[str, Any]:
         return {
@@ -136,7 +138,7 @@ class _Run:
             "image": self.x.detach().cpu().clone(), "optimizer": self.optimizer.state_dict(),
             "generator": generator_state(problem.generator), "running": [self.running, self.running_count],
             "history": list(self.history), "evaluations": [entry.as_dict() for entry in self.evaluations],
-            "elapsed_s": self.elapsed,
+            "elapsed_s": self.elapsed, "stream_seed": None if self.stream is None else self.stream.seed,
         }
 
 
@@ -172,7 +174,8 @@ def _check_resumable(saved: dict[str, Any], settings: dict[str, Any], path: str 
 def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, steps: int, lr: Any, init: Any,
              refs_per_step: int | str, samples_per_step: int, generator: Any, device: Any,
              checkpoint: str | os.PathLike | None, checkpoint_every: int, resume: bool, eval_every: int | None,
-             eval_samples: int, eval_seed: int, log_every: int | None, chunk_size: int) -> _Problem:
+             eval_samples: int, eval_seed: int, log_every: int | None, chunk_size: int,
+             ensemble_stream: str = "independent") -> _Problem:
     """Check every option (one ``ValueError`` for the first bad one) and gather the run's settings."""
     check_inputs(images, getattr(metric, "min_size", 1))
     count, _, height, width = images.shape
@@ -180,6 +183,9 @@ def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, step
     steps = check_positive_int(steps, "steps", minimum=0)
     refs = check_refs_per_step(refs_per_step, count)
     samples_per_step = check_positive_int(samples_per_step, "samples_per_step")
+    check_stream_mode(ensemble_stream, samples_per_step)
+    if ensemble_stream == "stratified" and not has_solver_layer(metric):
+        raise ValueError("ensemble_stream='stratified' needs an elpips.Metric, not a plain distance function")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     eval_every = check_positive_int(checkpoint_every if eval_every is None else eval_every, "eval_every")
     eval_samples = check_positive_int(eval_samples, "eval_samples")
@@ -202,7 +208,7 @@ def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, step
         "init": init if isinstance(init, str) else "image", "steps": steps, "seed": generator.initial_seed(),
         "eval_samples": eval_samples, "eval_seed": eval_seed, "eval_every": eval_every,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "chunk_size": chunk_size,
-        "device": str(run_device),
+        "device": str(run_device), "ensemble_stream": ensemble_stream,
         "images_sha256": images_digest(images),
     }
     return _Problem(metric, images.detach().to(device=run_device, dtype=torch.float32),
@@ -215,7 +221,10 @@ def _start(problem: _Problem, init: str | torch.Tensor) -> _Run:
     """A fresh run: the initial image, a new Adam, the objective at step 0."""
     x = initial_image(init, problem.references, problem.weights64, problem.generator).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=problem.schedule(0))
-    return _Run(x, optimizer, 0, 0.0, 0, [], [problem.evaluate(x, 0)], 0.0)
+    run = _Run(x, optimizer, 0, 0.0, 0, [], [problem.evaluate(x, 0)], 0.0)
+    if problem.settings["ensemble_stream"] == "stratified":
+        run.stream = StratifiedStream(int(torch.randint(0, 2**62, (1,), generator=problem.generator)))
+    return run
 
 
 def _resume(problem: _Problem, checkpoint: str | os.PathLike) -> _Run:
@@ -230,7 +239,8 @@ def _resume(problem: _Problem, checkpoint: str | os.PathLike) -> _Run:
     step = int(saved["step"])
     return _Run(x, optimizer, step, float(saved["running"][0]), int(saved["running"][1]), list(saved["history"]),
                 [Evaluation(**entry) for entry in saved["evaluations"]], float(saved["elapsed_s"]),
-                resumed_from=step)
+                resumed_from=step,
+                stream=None if saved.get("stream_seed") is None else StratifiedStream(saved["stream_seed"]))
 
 
 def _step(problem: _Problem, run: _Run, step: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
@@ -244,7 +254,10 @@ def _step(problem: _Problem, run: _Run, step: int) -> tuple[float, float, torch.
     else:
         indices = torch.randperm(count, generator=problem.generator)[:problem.refs]
     chosen = indices.to(problem.references.device)
-    sample = draw_sample(problem.metric, problem.samples_per_step, height, width, problem.generator)
+    if run.stream is None:
+        sample = draw_sample(problem.metric, problem.samples_per_step, height, width, problem.generator)
+    else:
+        sample = run.stream.sample(problem.metric, step, height, width)
     run.optimizer.zero_grad(set_to_none=True)
     coefficients = problem.weights[chosen] * (count / problem.refs)
     distances = shared_step(problem.metric, run.x, problem.references[chosen], coefficients, problem.power, sample,
@@ -320,6 +333,7 @@ def solve(
     log_every: int | None = None,
     chunk_size: int = 16,
     progress: bool = False,
+    ensemble_stream: str = "independent",
 ) -> BarycenterResult:
     """Minimise ``sum_i w_i * d(x, images[i])^power`` over images ``x`` in ``[1e-5, 1 - 1e-5]``.
 
@@ -348,6 +362,10 @@ def solve(
         log_every: steps between history entries (default ``max(1, steps // 1000)``; on resume, the run's).
         chunk_size: references per forward pass (bounds memory for large ``N``).
         progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: objective, ETA).
+        ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
+            per step from a :class:`~elpips.ensemble_stream.StratifiedStream`: flips, permutations, colour
+            factors and scale levels stratified over consecutive steps; needs an ``elpips.Metric`` and
+            ``samples_per_step=1``).
 
     Returns:
         A :class:`BarycenterResult`.
@@ -355,7 +373,7 @@ def solve(
     metric = _resolve_metric(metric, device)
     problem = _prepare(images, weights, metric, power, steps, lr, init, refs_per_step, samples_per_step, generator,
                        device, checkpoint, checkpoint_every, resume, eval_every, eval_samples, eval_seed, log_every,
-                       chunk_size)
+                       chunk_size, ensemble_stream)
     run = _resume(problem, checkpoint) if resume else _start(problem, init)
     with reporting("barycenter", problem.steps, _describe, progress, callback) as on_step:
         _iterate(problem, run, checkpoint, on_step)

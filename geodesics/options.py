@@ -63,7 +63,7 @@ def check_init(init: str | torch.Tensor, keys: torch.Tensor, intervals: tuple[in
 
 
 def fingerprint(metric: Metric, keys: torch.Tensor, levels: list[Level], samples_per_step: int,
-                init: torch.Tensor | None) -> dict:
+                init: torch.Tensor | None, ensemble_stream: str = "independent") -> dict:
     """What a checkpoint must agree on to be resumed."""
     keys64 = keys.detach().cpu().double()  # MPS has no float64
     return {
@@ -74,5 +74,6 @@ def fingerprint(metric: Metric, keys: torch.Tensor, levels: list[Level], samples
         "keyframes_square_sum": round(float(keys64.square().sum()), 6),
         "levels": [[list(level.intervals), level.scale, level.steps] for level in levels],
         "samples_per_step": samples_per_step,
+        "ensemble_stream": ensemble_stream,
         "init": "linear" if init is None else round(float(init.detach().cpu().double().sum()), 6),
     }

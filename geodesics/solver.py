@@ -22,6 +22,7 @@ import torch
 
 from elpips import Metric
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
+from elpips.ensemble_stream import StratifiedStream, check_stream_mode
 from elpips.solver import (StepInfo, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, renamed_keyword, reporting,
                            restore_generator, save_checkpoint)
@@ -116,6 +117,7 @@ class _Plan:
     chunk_size: int
     samples_per_step: int
     checkpoint_every: int
+    ensemble_stream: str = "independent"
 
     @property
     def total_steps(self) -> int:
@@ -136,17 +138,19 @@ class _Run:
     first_step: int
     history: list[float]
     run_seconds: float = 0.0
+    stream: StratifiedStream | None = None
 
 
 def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any, lr: Any, coarse_to_fine: bool,
              spatial: bool, generator: Any, eval_generator: torch.Generator | None, checkpoint_every: int,
              chunk_size: int, samples_per_step: int, eval_samples: int, coarse_fraction: float,
-             shard: bool) -> _Plan:
+             shard: bool, ensemble_stream: str = "independent") -> _Plan:
     """Check every option, plan the stages and agree on the random streams across ranks."""
     for name, value, low in (("steps", steps, 0), ("chunk_size", chunk_size, 1),
                              ("samples_per_step", samples_per_step, 1), ("eval_samples", eval_samples, 1),
                              ("checkpoint_every", checkpoint_every, 1)):
         check_positive_int(value, name, minimum=low)
+    check_stream_mode(ensemble_stream, samples_per_step)
     schedule, _ = learning_rate_schedule(lr, geodesic_learning_rate)
     keys = stack_keyframes(keyframes)
     check_images(keys, "keyframes", metric.min_size)
@@ -166,14 +170,17 @@ def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any,
         if eval_generator is not None:
             restore_generator(eval_generator, broadcast_object(generator_state(eval_generator)))
     return _Plan(metric, keys, intervals, initial, levels, schedule, generator,
-                 fingerprint(metric, keys, levels, samples_per_step, initial), sharded, chunk_size, samples_per_step,
-                 checkpoint_every)
+                 fingerprint(metric, keys, levels, samples_per_step, initial, ensemble_stream), sharded, chunk_size,
+                 samples_per_step, checkpoint_every, ensemble_stream)
 
 
 def _start(plan: _Plan) -> _Run:
     """A fresh run at the first stage, from the linear blend or the given path."""
     stage = plan.stage(0, initial_path(plan.levels[0], plan.keys, plan.initial, plan.intervals))
-    return _Run(stage, torch.optim.Adam([stage.variable], lr=plan.schedule(0)), 0, 0, [])
+    stream = None
+    if plan.ensemble_stream == "stratified":
+        stream = StratifiedStream(int(torch.randint(0, 2**62, (1,), generator=plan.generator)))
+    return _Run(stage, torch.optim.Adam([stage.variable], lr=plan.schedule(0)), 0, 0, [], stream=stream)
 
 
 def _resume(plan: _Plan, checkpoint: str | os.PathLike) -> _Run:
@@ -190,7 +197,9 @@ def _resume(plan: _Plan, checkpoint: str | os.PathLike) -> _Run:
     optimizer = torch.optim.Adam([stage.variable], lr=plan.schedule(first_step))
     stage.load_optimizer_state(optimizer, state["optimizer"])
     restore_generator(plan.generator, state["generator"])
-    return _Run(stage, optimizer, current, first_step, list(state["energy_history"]))
+    stream_seed = state.get("stream_seed")
+    stream = None if stream_seed is None else StratifiedStream(stream_seed)
+    return _Run(stage, optimizer, current, first_step, list(state["energy_history"]), stream=stream)
 
 
 def _save(plan: _Plan, run: _Run, checkpoint: str | os.PathLike, done: int) -> None:
@@ -201,6 +210,7 @@ def _save(plan: _Plan, run: _Run, checkpoint: str | os.PathLike, done: int) -> N
             "format": CHECKPOINT_FORMAT, "fingerprint": plan.fingerprint, "step": done, "level": run.current,
             "path": path, "optimizer": optimizer_state,
             "generator": generator_state(plan.generator), "energy_history": list(run.history),
+            "stream_seed": None if run.stream is None else run.stream.seed,
         })
 
 
@@ -226,7 +236,10 @@ def _iterate(plan: _Plan, run: _Run, checkpoint: str | os.PathLike | None,
         for group in run.optimizer.param_groups:
             group["lr"] = rate
         run.optimizer.zero_grad(set_to_none=True)
-        sample = plan.metric.sample(plan.samples_per_step, height, width, plan.generator)
+        if run.stream is None:
+            sample = plan.metric.sample(plan.samples_per_step, height, width, plan.generator)
+        else:
+            sample = run.stream.sample(plan.metric, step, height, width)
         distances = run.stage.step(plan.metric, sample, plan.samples_per_step, plan.chunk_size)
         run.optimizer.step()
         clip_(run.stage.variable)
@@ -288,6 +301,7 @@ def solve(
     shard: bool = False,
     progress: bool = False,
     schedule: Schedule | float | None = None,
+    ensemble_stream: str = "independent",
 ) -> GeodesicResult:
     """A discrete geodesic through ``keyframes``: the path whose interior frames minimise
     ``E = sum_k d(x_k, x_{k+1})^2`` (a perceptual spline through more than two keyframes).
@@ -324,6 +338,9 @@ def solve(
             on the number of ranks.
         progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: energy, stage, ETA).
         schedule: the old name of ``lr`` (deprecated).
+        ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
+            per step from a :class:`~elpips.ensemble_stream.StratifiedStream`: flips, permutations, colour
+            factors and scale levels stratified over consecutive steps; needs ``samples_per_step=1``).
 
     Returns:
         A :class:`GeodesicResult`; ``frames`` is ``[K+1, 3, H, W]`` on the CPU.
@@ -333,7 +350,8 @@ def solve(
     if device is not None:
         metric.to(device)
     plan = _prepare(keyframes, frames, metric, steps, init, lr, coarse_to_fine, spatial, generator, eval_generator,
-                    checkpoint_every, chunk_size, samples_per_step, eval_samples, coarse_fraction, shard)
+                    checkpoint_every, chunk_size, samples_per_step, eval_samples, coarse_fraction, shard,
+                    ensemble_stream)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     run = _resume(plan, checkpoint) if resume else _start(plan)
