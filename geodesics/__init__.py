@@ -13,6 +13,8 @@ over the ranks (:mod:`.sharded`). Option checks, schedules, checkpoints and prog
 shared with the barycenter solver.
 """
 
+from .clip import (SolveSettings, Window, WindowResult, crossfade, interpolate_windows, output_count,
+                   plan_windows, solve_window)
 from .energy import path_step
 from .evaluate import PathEvaluation, evaluate_path
 from .levels import Level, level_starts, plan_levels, time_ladder
@@ -32,21 +34,29 @@ __all__ = [
     "Level",
     "PathEvaluation",
     "PathShard",
+    "SolveSettings",
     "StepInfo",
+    "Window",
+    "WindowResult",
+    "crossfade",
     "downscale",
     "evaluate_path",
     "free_mask",
     "geodesic_learning_rate",
+    "interpolate_windows",
     "keyframe_indices",
     "level_starts",
     "linear_path",
+    "output_count",
     "path_shard",
     "path_step",
+    "plan_windows",
     "plan_levels",
     "resample_path",
     "segment_intervals",
     "sharded_path_step",
     "solve",
+    "solve_window",
     "subdivide",
     "time_ladder",
     "upscale_path",

@@ -20,12 +20,13 @@ import torch
 from elpips.barycenters import (REFERENCE_STEPS, BarycenterStepInfo, evaluate_objective, noisy_copies,
                                  shifted_copies, solve)
 from elpips.barycenters.options import check_power, check_refs_per_step, normalized_weights
-from elpips.io import load_image, load_images, save_image, write_json
+from elpips.io import load_image, save_image, write_json
+from elpips.sizing import conform_images, load_sized_images, resample
 from elpips.solver import CHECKPOINT_NAME, load_checkpoint
 from elpips.validation import check_images
 
-from .common import (add_metric_options, calibration_label, cropped, default_run_dir, make_metric, metric_label,
-                     parse_crop, positive_int, weights_report)
+from .common import (add_metric_options, add_sizing_options, calibration_label, cropped, default_run_dir,
+                     make_metric, metric_label, parse_crop, positive_int, sizing_from, weights_report)
 from .render.figures import contact_sheet
 
 
@@ -63,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-shift", type=int, default=2, help="--perturb shift: largest shift in px (2)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/barycenter-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_sizing_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -109,11 +111,12 @@ def make_inputs(args: argparse.Namespace, seed: int) -> tuple[torch.Tensor, torc
     if args.perturb is None:
         if len(args.images) < 2:
             raise ValueError("a barycenter needs at least 2 images (or one image with --perturb noise|shift)")
-        images = load_images(args.images)
-        return cropped(images, parse_crop(args.crop, *images.shape[-2:])), None, {"images": args.images}
+        images, sizing = load_sized_images(args.images, sizing_from(args))
+        return (cropped(images, parse_crop(args.crop, *images.shape[-2:])), None,
+                {"images": args.images, "sizing": sizing})
     if len(args.images) != 1:
         raise ValueError(f"--perturb makes the inputs from one image, got {len(args.images)}")
-    image = load_image(args.images[0])
+    image, sizing = conform_images([load_image(args.images[0])], args.images, sizing_from(args))
     image = cropped(image, parse_crop(args.crop, *image.shape[-2:]))
     generator = torch.Generator().manual_seed(seed + 1_000_003)  # a stream apart from the solver's
     if args.perturb == "noise":
@@ -122,13 +125,18 @@ def make_inputs(args: argparse.Namespace, seed: int) -> tuple[torch.Tensor, torc
     else:
         copies, shifts = shifted_copies(image, args.count, args.max_shift, generator)
         details = {"max_shift": args.max_shift, "shifts_dy_dx": shifts.tolist()}
-    return copies, image, {"images": args.images, "perturb": args.perturb, "count": args.count, **details}
+    return copies, image, {"images": args.images, "perturb": args.perturb, "count": args.count, "sizing": sizing,
+                           **details}
 
 
-def init_option(args: argparse.Namespace) -> str | torch.Tensor:
+def init_option(args: argparse.Namespace, inputs: torch.Tensor) -> str | torch.Tensor:
+    """``noise``/``mean``, or the ``--init`` image (with ``--resize``/``--fit``: resampled to the inputs' size)."""
     if args.init in ("noise", "mean"):
         return args.init
     image = load_image(args.init)
+    sizing = sizing_from(args)
+    if sizing.active:
+        return resample(image, *inputs.shape[-2:], center_crop=sizing.center_crop)
     return cropped(image, parse_crop(args.crop, *image.shape[-2:]))
 
 
@@ -154,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     normalized = normalized_weights(weights, inputs.shape[0]).float()
     check_power(args.power)
     check_refs_per_step(args.refs_per_step, inputs.shape[0])
-    init = init_option(args)
+    init = init_option(args, inputs)
     if isinstance(init, torch.Tensor) and init.shape[-2:] != inputs.shape[-2:]:
         raise ValueError(f"init image {args.init} is {init.shape[-2]}x{init.shape[-1]}, the inputs are "
                          f"{inputs.shape[-2]}x{inputs.shape[-1]} (height x width)")

@@ -1,4 +1,4 @@
-"""``elpips batch JOBS.jsonl [--out DIR]``: run a list of geodesic, barycenter and distance jobs.
+"""``elpips batch JOBS.jsonl [--out DIR]``: run a list of geodesic, barycenter, distance and interpolate jobs.
 
 Under ``torchrun`` the jobs are shared out between the ranks (round robin over the jobs not yet done, as rank
 0 read them), each job run whole by one rank on its device; alone, one process runs them all. The job file
@@ -35,17 +35,17 @@ from .jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_d
 DEFAULT_TIMEOUT_HOURS = 168.0
 """A week: the collective timeout under torchrun (the final barrier waits for the slowest rank)."""
 
-RESUMABLE = ("geodesic", "barycenter")
-"""Commands that continue an interrupted run with ``--resume`` from the checkpoint in their folder
-(:data:`~elpips.solver.CHECKPOINT_NAME`)."""
+RESUMABLE = {"geodesic": CHECKPOINT_NAME, "barycenter": CHECKPOINT_NAME, "interpolate": "plan.json"}
+"""Commands that continue an interrupted run with ``--resume``, and the file in their folder that shows
+there is one to continue (the checkpoint, :data:`~elpips.solver.CHECKPOINT_NAME`; interpolate: its plan)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "batch",
         description="Run every job of JOBS.jsonl (one JSON object per line: {\"id\": ..., \"command\": "
-                    "\"geodesic|barycenter|distance\", \"inputs\": [...], \"args\": [...] or {...}}), each into "
-                    "DIR/jobs/<id>/ with a DONE.json or FAILED.json marker, and write DIR/summary.json. Jobs "
+                    "\"geodesic|barycenter|distance|interpolate\", \"inputs\": [...], \"args\": [...] or {...}}), "
+                    "each into DIR/jobs/<id>/ with a DONE.json or FAILED.json marker, and write DIR/summary.json. Jobs "
                     "already done are skipped, so running the same command again resumes. Under torchrun "
                     "(torchrun --nproc-per-node=G -m elpips batch ...) the jobs are shared out between the ranks. "
                     "Exit code 1 when a job failed.",
@@ -106,7 +106,7 @@ def job_argv(job: Job, folder: Path, device: torch.device) -> list[str]:
     if job.command == "distance":
         return [*argv, "--json"]
     argv += ["--out", str(folder)]
-    if job.command in RESUMABLE and (folder / CHECKPOINT_NAME).is_file():
+    if job.command in RESUMABLE and (folder / RESUMABLE[job.command]).is_file():
         argv.append("--resume")
     return argv
 

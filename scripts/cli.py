@@ -23,17 +23,19 @@ from .common import apply_pixel_limit
 COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "distance": ("distance", "distance between two images"),
     "compare": ("compare", "which of several candidates is closest to a reference"),
-    "examples": ("examples", "list the shipped example images"),
+    "examples": ("examples", "list the shipped example images (or make a test clip from one)"),
     "barycenter": ("barycenter", "perceptual barycenter (average) of several images"),
     "attack": ("attack", "adversarial attacks A1 (pull toward a target) and A2 (push away under a budget)"),
     "2afc": ("twoafc", "agreement with human judgements on the BAPPS 2AFC data"),
     "geodesic": ("geodesic", "perceptual geodesic (interpolation / morph) between images"),
+    "interpolate": ("interpolate", "frame interpolation of a clip (video, GIF, frames) along geodesics"),
     "export": ("export", "re-render the exports of a saved geodesic run"),
     "bench": ("bench", "benchmark the metric and the solver steps (paired timing ratios)"),
     "check-device": ("check_device", "check the metric's numbers on a device (GPU) against float64 on the CPU"),
     "train-example": ("train_example", "train a small denoiser/deblurrer with L2, LPIPS or E-LPIPS as the loss"),
     "train-weights": ("train_weights", "learn a metric's linear weights from 2AFC judgements (BAPPS layout)"),
-    "batch": ("batch", "run a JSON-lines file of geodesic/barycenter/distance jobs (sharded under torchrun)"),
+    "batch": ("batch", "run a JSON-lines file of geodesic/barycenter/distance/interpolate jobs (sharded under "
+                       "torchrun)"),
 }
 """Command name -> (module in :mod:`elpips.scripts`, one line of help for ``elpips --help``)."""
 

@@ -267,3 +267,25 @@ def settings_from(args: argparse.Namespace, base: ExportSettings | None = None) 
         fps=settings.fps if args.fps is None else args.fps,
         pingpong=settings.pingpong if args.pingpong is None else args.pingpong,
     )
+
+
+def add_sizing_options(parser: argparse.ArgumentParser) -> None:
+    """``--resize WxH | --fit smallest|largest`` and ``--center-crop``: inputs of different sizes to one size."""
+    from elpips.sizing import FIT_CHOICES
+
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resize", default=None, metavar="WxH",
+                       help="resample every input to WIDTHxHEIGHT pixels (antialiased bicubic)")
+    group.add_argument("--fit", default=None, choices=FIT_CHOICES,
+                       help="resample every input to the size of the smallest / largest one (fewest / most pixels)")
+    parser.add_argument("--center-crop", action="store_true",
+                        help="with --resize/--fit: crop each input to the target's aspect ratio (centred) instead "
+                             "of stretching it")
+
+
+def sizing_from(args: argparse.Namespace):
+    """The :class:`~elpips.sizing.Sizing` the options ask for (``ValueError`` for a bad ``--resize``)."""
+    from elpips.sizing import Sizing, parse_size
+
+    return Sizing(resize=parse_size(args.resize) if args.resize else None, fit=args.fit,
+                  center_crop=args.center_crop)

@@ -16,12 +16,14 @@ from elpips.distributed import (broadcast_object, is_distributed, is_main_proces
                                 process_group)
 from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicResult, evaluate_path, linear_path, path_shard,
                               segment_intervals, solve)
-from elpips.io import OutputWriteError, ensure_output_dir, load_images, write_json
+from elpips.io import OutputWriteError, ensure_output_dir, write_json
+from elpips.sizing import load_sized_images
 from elpips.solver import CHECKPOINT_NAME, reference_learning_rate
 from elpips.spatial import distance_map
 
-from .common import (add_export_options, add_metric_options, calibration_label, check_ensemble_options, default_run_dir,
-                     make_metric, positive_int, settings_from, weights_report)
+from .common import (add_export_options, add_metric_options, add_sizing_options, calibration_label,
+                     check_ensemble_options, default_run_dir, make_metric, positive_int, settings_from, sizing_from,
+                     weights_report)
 from .distance import check_map_metric
 from .render.frames import frames_to_uint8
 from .render.heatmaps import color_limit, write_segment_maps
@@ -58,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="add per-segment distance maps (where consecutive frames change, --samples samples, "
                              "one colour range) to the viewer: maps/segment_NNN.png and maps/values.npy")
     add_export_options(parser)
+    add_sizing_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -76,6 +79,7 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     """Cheap checks before any weights are loaded; returns the compared metrics."""
     compared = compare_names(args.compare, args.metric)
     check_ensemble_options(args, [args.metric, *compared])
+    sizing_from(args)  # a bad --resize fails before anything is read
     segment_intervals(args.frames, len(args.images))
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
@@ -204,9 +208,11 @@ def _run(args: argparse.Namespace) -> int:
     run_dir, seed, problem = broadcast_object((run_dir, seed, problem))  # rank 0's folder (a timestamp), seed
     if problem is not None:
         raise OutputWriteError(problem)
-    keys = load_images(args.images, max(get_config(name).min_size for name in [args.metric, *compared]))
+    keys, sizing = load_sized_images(args.images, sizing_from(args),
+                                     max(get_config(name).min_size for name in [args.metric, *compared]))
     settings = settings_from(args).resolved(*keys.shape[-2:])
     main_log, main_frames = solve_one(args, args.metric, keys, run_dir, seed, must_resume=True)
+    main_log["sizing"] = sizing
     main_log["compare"] = [{"metric": name, "dir": f"compare/{name}"} for name in compared]
     runs = [(main_log, main_frames)]
     for entry in main_log["compare"]:

@@ -10,7 +10,7 @@ A jobs file holds one JSON object per line (blank lines and lines starting with 
 Keys:
 
 ``command`` (required)
-    ``geodesic``, ``barycenter`` or ``distance``: the ``elpips`` subcommand the job runs.
+    ``geodesic``, ``barycenter``, ``distance`` or ``interpolate``: the ``elpips`` subcommand the job runs.
 ``id`` (optional)
     the job's name and the name of its folder ``OUT/jobs/<id>/``: letters, digits, ``.``, ``_``, ``-`` (up to
     100 characters, not starting with ``.`` or ``-``); default: the line number (``"3"``). Ids must be unique.
@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable
 
 from elpips.io import write_json
 
-COMMANDS = ("geodesic", "barycenter", "distance")
+COMMANDS = ("geodesic", "barycenter", "distance", "interpolate")
 """The subcommands a job may run."""
 
 RESERVED_OPTIONS = ("out", "resume", "device")
@@ -63,7 +63,7 @@ class Job:
 
     Attributes:
         id: the job's name (its folder under ``OUT/jobs/``).
-        command: ``geodesic``, ``barycenter`` or ``distance``.
+        command: ``geodesic``, ``barycenter``, ``distance`` or ``interpolate``.
         argv: the subcommand's arguments (without ``--out``, ``--resume``, ``--device``).
         line: the line number in the jobs file (1-based).
     """

@@ -1,5 +1,6 @@
 """``index.html`` beside a run's exports: a frame slider with play/pause, the animations, the scanline plots, the
-per-segment distances, and (when metrics were compared) the comparison figure with links to each run.
+per-segment distances, and (when metrics were compared) the comparison figure with links to each run; for an
+interpolated clip, the video against the linear cross-fade.
 
 Self-contained: inline CSS and JavaScript, only relative links to files of the run, no network access.
 The frame list is embedded as JSON in ``<script id="frame-list" type="application/json">``.
@@ -91,7 +92,7 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
     width = log.get("size", [0, 0])[1]
     zoom = max(1, 480 // max(1, width)) if width else 1
     name = weights["metric"]
-    title = f"Geodesic {' → '.join(log.get('keyframes', []))} ({name})"
+    title = log.get("title") or f"Geodesic {' → '.join(log.get('keyframes', []))} ({name})"
     parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_esc(title)}</title>",
              f"<style>{_STYLE}</style></head>",
              f"<body data-fps=\"{float(export['fps'])}\"><h1>{_esc(title)}</h1>"]
@@ -110,7 +111,8 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
         f"<img id=\"frame\" class=\"pixel\" src=\"{_esc(first)}\" alt=\"frame\" width=\"{width * zoom or ''}\"><br>"
         f"<input id=\"slider\" type=\"range\" min=\"0\" max=\"{len(files['frames']) - 1}\" value=\"0\" "
         "style=\"width: 30em\"> <button id=\"play\">Play</button> <span id=\"frame-label\"></span></section>")
-    animation = [f"<img class=\"pixel\" src=\"{_esc(files['gif'])}\" alt=\"GIF animation\">"]
+    animation = ([f"<img class=\"pixel\" src=\"{_esc(files['gif'])}\" alt=\"GIF animation\">"]
+                 if "gif" in files else [])
     if "mp4" in files:
         animation.append(f"<video src=\"{_esc(files['mp4'])}\" controls loop muted></video>")
     parts.append(f"<section><h2>Animation ({export['fps']:g} fps)</h2><div class=\"row\">{''.join(animation)}"
@@ -119,6 +121,12 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
         f"<section><h2>Scanline evolution (row {export['row']}, time runs down)</h2><div class=\"row\">"
         f"<img class=\"pixel\" src=\"{_esc(files['scanline_marked'])}\" alt=\"middle frame, row marked\">"
         f"<img class=\"pixel\" src=\"{_esc(files['scanline'])}\" alt=\"scanline evolution\"></div></section>")
+    if "scanline_comparison" in files:  # an interpolated clip: the same clip as a linear cross-fade
+        video = (f"<video src=\"{_esc(files['comparison_mp4'])}\" controls loop muted></video>"
+                 if "comparison_mp4" in files else "")
+        parts.append("<section><h2>Against the linear cross-fade</h2><div class=\"row\">"
+                     f"{video}<img class=\"pixel\" src=\"{_esc(files['scanline_comparison'])}\" "
+                     "alt=\"scanline evolution: geodesic and cross-fade, keyframes marked red\"></div></section>")
     if result.get("distances"):
         parts.append(f"<section><h2>Distances between adjacent frames</h2>{_distance_table(result)}</section>")
     if "maps" in files:

@@ -1,0 +1,307 @@
+"""Frame interpolation of clips: reading videos, GIFs and folders; windows; ``elpips interpolate`` end to end
+(the L2 cross-fade in closed form, input frames kept exactly, resume after a kill, a batch job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from elpips import Metric
+from elpips.clips import open_clip
+from elpips.geodesics import SolveSettings, crossfade, output_count, plan_windows, solve_window
+from elpips.io import ImageLoadError, to_uint8
+from elpips.scripts import interpolate as interpolate_command
+from elpips.scripts.cli import main
+from test_exports import missing_references
+
+SIZE = 32
+FAST = ["--backbone-weights", "random", "--metric", "elpips-squeeze", "--samples", "1", "--seed", "3"]
+
+
+def moving_square(count: int = 4, size: int = SIZE) -> np.ndarray:
+    """``[count, size, size, 3]`` uint8: a bright square moving right over a horizontal gradient."""
+    base = np.linspace(0, 160, size, dtype=np.uint8)[None, :, None].repeat(size, 0).repeat(3, 2)
+    frames = []
+    for left in np.linspace(2, size - 8, count).astype(int):
+        frame = base.copy()
+        frame[10:18, left:left + 6] = (250, 200, 40)
+        frames.append(frame)
+    return np.stack(frames)
+
+
+@pytest.fixture
+def clip_files(tmp_path):
+    """The same 4-frame clip as a folder of PNGs, an animated GIF and an MP4 (10 fps)."""
+    frames = moving_square()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in enumerate(frames):
+        iio.imwrite(folder / f"shot{index + 1}.png", frame)  # shot10 would sort after shot9: natural order
+    iio.imwrite(tmp_path / "clip.gif", frames, duration=125, loop=0)
+    writer = imageio_ffmpeg.write_frames(str(tmp_path / "clip.mp4"), (SIZE, SIZE), fps=10, macro_block_size=2,
+                                         ffmpeg_log_level="error")
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return {"frames": folder, "gif": tmp_path / "clip.gif", "video": tmp_path / "clip.mp4", "arrays": frames}
+
+
+# -- reading clips -------------------------------------------------------------------------------------------------
+def test_open_clip_reads_folders_globs_gifs_and_videos(clip_files):
+    arrays = clip_files["arrays"]
+    expected = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
+    for spec, kind in [(clip_files["frames"], "frames"), (f"{clip_files['frames']}/shot*.png", "frames"),
+                       (clip_files["gif"], "gif")]:
+        clip = open_clip(spec)
+        assert (clip.kind, clip.count, clip.size) == (kind, 4, (SIZE, SIZE))
+        assert torch.equal(clip.frames(0, 4), expected)  # lossless inputs: exactly the frames
+    assert open_clip(clip_files["frames"]).fps == 8.0 and abs(open_clip(clip_files["gif"]).fps - 1000 / 120) < 1
+    video = open_clip(clip_files["video"])
+    assert (video.kind, video.count, video.fps, video.size) == ("video", 4, 10.0, (SIZE, SIZE))
+    decoded = video.frames(2, 4)
+    assert (decoded - expected[2:]).abs().mean() < 0.03  # H.264 is lossy
+    assert torch.equal(video.frames(0, 1)[0], video.frame(0)[0])  # going back restarts the decoder
+    assert torch.equal(video.frames(2, 4), decoded)
+    assert open_clip(clip_files["video"], fps=24).fps == 24.0
+
+
+def test_bad_clips_are_clear_errors(clip_files, tmp_path):
+    single = tmp_path / "single"
+    single.mkdir()
+    iio.imwrite(single / "a.png", clip_files["arrays"][0])
+    (tmp_path / "empty").mkdir()
+    iio.imwrite(clip_files["frames"] / "shot9.png", clip_files["arrays"][0][:30])
+    (tmp_path / "notes.txt").write_text("hello")
+    cases = [(tmp_path / "nothing.mp4", "no such file"), (single, "has 1 frame; at least 2 needed"),
+             (tmp_path / "empty", "no image files"), (f"{tmp_path}/*.jpeg", "no file matches"),
+             (tmp_path / "notes.txt", "not a video"),
+             (clip_files["frames"], "--resize WxH or --fit smallest|largest")]
+    for spec, message in cases:
+        with pytest.raises(ImageLoadError, match=None) as caught:
+            open_clip(spec)
+        assert message in str(caught.value), (spec, str(caught.value))
+    from elpips.sizing import Sizing
+
+    assert open_clip(clip_files["frames"], Sizing(fit="smallest")).size == (30, SIZE)
+
+
+# -- windows -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("keyframes, per_window", [(2, 2), (5, 2), (6, 3), (7, 4), (4, 9)])
+def test_windows_write_every_output_frame_exactly_once(keyframes, per_window):
+    factor = 3
+    windows = plan_windows(keyframes, per_window)
+    owned = [index for window in windows for index in range(*window.owned(factor, keyframes))]
+    assert owned == list(range(output_count(keyframes, factor)))
+    assert windows[0].first == 0 and windows[-1].last == keyframes - 1
+    assert all(a.last == b.first for a, b in zip(windows, windows[1:]))
+    assert all(window.segments <= per_window - 1 for window in windows)
+
+
+def test_l2_window_is_the_crossfade_and_keeps_its_keyframes():
+    """Under L2 the geodesic is the linear blend (closed form); Adam only jitters it by about one step."""
+    keys = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    window = plan_windows(3, 3)[0]
+    result = solve_window(Metric("l2", device="cpu"), keys, window, 4, seed=0,
+                          settings=SolveSettings(steps=6, eval_samples=1))
+    closed_form = torch.stack([(1 - j / 4) * keys[s] + (j / 4) * keys[s + 1] for s in range(2) for j in range(4)]
+                              + [keys[2]])
+    assert torch.equal(crossfade(keys, 4), closed_form)
+    assert (result.frames - closed_form).abs().max() <= 0.012  # lr 0.005 per step; frames 1/4 apart differ by ~0.1
+    assert all(torch.equal(result.frames[4 * s], keys[s]) for s in range(3))
+    assert abs(result.energy - result.crossfade_energy) / result.crossfade_energy < 1e-3
+
+
+# -- the command ---------------------------------------------------------------------------------------------------
+def read_frames(run_dir) -> np.ndarray:
+    log = json.loads((run_dir / "log.json").read_text())
+    return np.stack([iio.imread(run_dir / name) for name in log["files"]["frames"]])
+
+
+def test_interpolate_l2_gives_the_crossfade_with_every_export(clip_files, tmp_path):
+    out = tmp_path / "run"
+    assert main(["interpolate", str(clip_files["frames"]), "--factor", "3", "--metric", "l2", "--steps", "4",
+                 "--out", str(out)]) == 0
+    frames = read_frames(out).astype(np.float64)
+    keys = clip_files["arrays"].astype(np.float64)
+    closed_form = np.stack([(1 - j / 3) * keys[t] + (j / 3) * keys[t + 1] for t in range(3) for j in range(3)]
+                           + [keys[3]])
+    assert frames.shape == (10, SIZE, SIZE, 3)
+    assert np.abs(frames - closed_form).max() <= 3  # a few Adam steps of 0.005 around the exact blend
+    assert np.array_equal(frames[::3], keys)  # the input frames, exactly, at their times
+    log = json.loads((out / "log.json").read_text())
+    assert log["frames"] == 10 and log["keyframe_indices"] == [0, 3, 6, 9] and log["factor"] == 3
+    assert log["video"] == {"fps": 24.0, "input_fps": 8.0, "slow_motion": False, "duration_s": round(10 / 24, 3)}
+    assert len(log["result"]["distances"]) == 9 and len(log["windows"]) == 3
+    assert log["input"]["kind"] == "frames" and log["input"]["sizing"]["fit"] is None
+    for name in ("interpolated.mp4", "comparison.mp4", "scanline.png", "scanline_comparison.png", "index.html"):
+        assert (out / name).is_file(), name
+    reader = imageio_ffmpeg.read_frames(str(out / "interpolated.mp4"))
+    meta = next(reader)
+    assert meta["fps"] == 24 and sum(1 for _ in reader) == 10
+    reader = imageio_ffmpeg.read_frames(str(out / "comparison.mp4"))
+    meta = next(reader)
+    side = [np.frombuffer(raw, np.uint8).reshape(meta["size"][1], meta["size"][0], 3) for raw in reader]
+    assert len(side) == 10 and meta["size"] == (2 * SIZE + 4, SIZE + 16)  # labelled halves, 4 px apart
+    fade_half = np.stack(side)[:, 16:, SIZE + 4:].astype(np.float64)
+    assert np.abs(fade_half - closed_form).mean() < 6  # the right half is the cross-fade (H.264 is lossy)
+    assert iio.imread(out / "scanline.png").shape[0] == 10 * log["export"]["scale"]
+    assert missing_references(out)[0] == []
+    assert not list((out / "windows").glob("*.pt"))  # checkpoints of finished windows are dropped
+
+
+def test_input_frames_are_kept_exactly_under_elpips(clip_files, tmp_path):
+    out = tmp_path / "run"
+    assert main(["interpolate", str(clip_files["gif"]), "--factor", "2", "--window", "3", "--steps", "2", *FAST,
+                 "--slow-motion", "--out", str(out)]) == 0
+    frames = read_frames(out)
+    assert np.array_equal(frames[::2], clip_files["arrays"])
+    linear = (frames[::2][:-1].astype(np.float64) + frames[::2][1:]) / 2
+    assert np.abs(frames[1::2] - linear).max() > 0  # the new frames come from the solver, not the blend
+    log = json.loads((out / "log.json").read_text())
+    assert [(w["first"], w["last"]) for w in log["windows"]] == [(0, 2), (2, 3)]
+    assert log["video"]["fps"] == log["video"]["input_fps"] and log["weights"]["calibrated"] is False
+
+
+def test_resume_after_a_kill_skips_finished_windows(clip_files, tmp_path, monkeypatch):
+    arguments = [str(clip_files["frames"]), "--factor", "2", "--steps", "3", "--checkpoint-every", "1", *FAST]
+    assert main(["interpolate", *arguments, "--out", str(tmp_path / "full")]) == 0
+
+    original = interpolate_command.WindowProgress.__call__
+
+    def killed_in_second_window(self, info):
+        original(self, info)
+        if self.done == 1 and info.step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(interpolate_command.WindowProgress, "__call__", killed_in_second_window)
+    cut = tmp_path / "cut"
+    assert main(["interpolate", *arguments, "--out", str(cut)]) == 130
+    assert (cut / "windows/window_00000.json").is_file() and (cut / "windows/window_00001.pt").is_file()
+    assert not (cut / "windows/window_00001.json").exists() and not (cut / "log.json").exists()
+    monkeypatch.setattr(interpolate_command.WindowProgress, "__call__", original)
+
+    solved = []
+    solve = interpolate_command.solve_window
+
+    def counting(metric, keyframes, window, *rest, **options):
+        solved.append((window.index, options.get("resume")))
+        return solve(metric, keyframes, window, *rest, **options)
+
+    monkeypatch.setattr(interpolate_command, "solve_window", counting)
+    assert main(["interpolate", *arguments, "--out", str(cut)]) == 2  # a second run must say --resume
+    assert main(["interpolate", *arguments, "--out", str(cut), "--resume"]) == 0
+    assert solved == [(1, True), (2, False)]  # window 0 is not redone; window 1 continues its checkpoint
+    full, resumed = (json.loads((tmp_path / name / "log.json").read_text()) for name in ("full", "cut"))
+    assert [w["resumed_from"] for w in resumed["windows"]] == [0, 2, 0]
+    assert resumed["result"] == full["result"] and resumed["seed"] == full["seed"] == 3
+    assert np.array_equal(read_frames(cut), read_frames(tmp_path / "full"))
+    assert main(["interpolate", *arguments, "--steps", "4", "--out", str(cut), "--resume"]) == 2
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["{clip}", "--factor", "1"], "--factor must be an integer >= 2"),
+    (["{clip}", "--window", "1"], "--window must be an integer >= 2"),
+    (["{clip}", "--resume"], "--resume needs --out"),
+    (["{clip}", "--resume", "--out", "{tmp}/new"], "no interpolation in"),
+    (["{tmp}/missing.mp4"], "no such file"),
+    (["{clip}", "--resize", "big"], "--resize must be WIDTHxHEIGHT"),
+    (["{clip}", "--center-crop"], "--center-crop needs"),
+    (["{clip}", "--row", "40"], "--row 40 is outside"),
+    (["{clip}", "--metric", "elpips-squeeze", "--backbone-weights", "{tmp}/missing.pth"], "missing.pth"),
+    (["{gif}", "--max-pixels", "500"], "exceed the limit of 500 pixels"),
+])
+def test_bad_interpolate_input_is_one_error_line_and_exit_2(clip_files, tmp_path, capsys, monkeypatch, arguments,
+                                                            message):
+    import elpips.io
+
+    monkeypatch.setattr(elpips.io, "MAX_PIXELS", elpips.io.MAX_PIXELS)  # --max-pixels sets it for the process
+    filled = [argument.format(clip=clip_files["frames"], gif=clip_files["gif"], tmp=tmp_path) for argument in arguments]
+    out = [] if "--out" in filled or "--resume" in filled else ["--out", str(tmp_path / "run")]
+    metric = [] if "--metric" in filled else ["--metric", "l2"]
+    assert main(["interpolate", *filled, *metric, "--steps", "0", "--samples", "1", *out]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("elpips interpolate: error:") and message in error
+    assert not (tmp_path / "run").exists()  # nothing written before the error
+
+
+def test_interpolate_as_a_batch_job(clip_files, tmp_path):
+    from jobfiles import write_jobs
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        {"id": "clip", "command": "interpolate", "inputs": [str(clip_files["gif"])],
+         "args": {"factor": 2, "metric": "l2", "steps": 1, "samples": 1, "seed": 0}}])
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "batch")]) == 0
+    folder = tmp_path / "batch/jobs/clip"
+    assert (folder / "DONE.json").is_file() and len(read_frames(folder)) == 7
+    assert np.array_equal(read_frames(folder)[::2], clip_files["arrays"])
+
+
+# -- windows over two ranks ----------------------------------------------------------------------------------------
+def _two_rank_worker(rank: int, folder, clip: str, out: str) -> dict:
+    code = main(["interpolate", clip, "--factor", "2", "--steps", "2", *FAST, "--out", out])
+    return {"code": code}
+
+
+def _rank_child(rank: int, port: int, folder: str, clip: str, out: str) -> None:
+    """One of two gloo ranks (the environment torchrun would set), reporting through ``folder/rank<r>.json``."""
+    import traceback
+
+    from elpips import distributed
+    from ranks import set_rank_environment
+
+    set_rank_environment(rank, 2, port)
+    torch.set_num_threads(1)
+    try:
+        with distributed.process_group("cpu"):  # as torchrun would start it
+            result = _two_rank_worker(rank, folder, clip, out)
+    except BaseException:  # noqa: BLE001 - reported to the parent through the file
+        result = {"error": traceback.format_exc()}
+    (Path(folder) / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def test_two_ranks_share_the_windows_each_written_once(clip_files, tmp_path):
+    import torch.multiprocessing as mp
+
+    from ranks import free_port
+
+    out = tmp_path / "ranks"
+    mp.spawn(_rank_child, args=(free_port(), str(tmp_path), str(clip_files["frames"]), str(out)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert all("error" not in result for result in results), results
+    assert [result["code"] for result in results] == [0, 0]
+    markers = [json.loads((out / f"windows/window_{index:05d}.json").read_text()) for index in range(3)]
+    assert [(marker["rank"], marker["world_size"]) for marker in markers] == [(0, 2), (1, 2), (0, 2)]
+    log = json.loads((out / "log.json").read_text())
+    assert log["processes"] == 2 and [w["rank"] for w in log["windows"]] == [0, 1, 0]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank ran: the same arithmetic, so the same frames
+    try:
+        assert main(["interpolate", str(clip_files["frames"]), "--factor", "2", "--steps", "2", *FAST,
+                     "--out", str(tmp_path / "alone")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    alone = json.loads((tmp_path / "alone/log.json").read_text())
+    assert np.array_equal(read_frames(out), read_frames(tmp_path / "alone"))
+    assert alone["result"] == log["result"] and alone["processes"] == 1
+
+
+def test_pan_clip_from_a_shipped_example(tmp_path):
+    from elpips.clips import pan_frames
+    from elpips.io import load_image
+    from elpips.sizing import resample
+
+    cat = load_image("example:cat")  # 150 x 240: square crops at offsets 0 .. 90
+    frames = pan_frames(cat, 4, 50)
+    assert frames.shape == (4, 3, 50, 50)
+    assert torch.equal(frames[0], resample(cat[..., :, :150], 50, 50)[0])
+    assert torch.equal(frames[3], resample(cat[..., :, 90:240], 50, 50)[0])
+    assert main(["examples", "--pan", "cat", "--frames", "3", "--size", "40", "--out", str(tmp_path / "pan")]) == 0
+    assert open_clip(tmp_path / "pan").count == 3
