@@ -52,8 +52,12 @@ def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | N
                 announce: bool = True) -> Metric:
     """Build the metric the options ask for (``name`` and ``seed`` override ``--metric`` and ``--seed``) and,
     if ``announce``, warn on stderr when its backbone is uncalibrated."""
-    metric = Metric(name or args.metric, backbone_weights=args.backbone_weights, device=args.device,
-                    seed=args.seed if seed is None else seed, memory_budget=getattr(args, "memory_budget", None))
+    from elpips.solver import phase
+
+    name = name or args.metric
+    with phase(f"{name}: loading the network and its weights", enabled=announce):
+        metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device,
+                        seed=args.seed if seed is None else seed, memory_budget=getattr(args, "memory_budget", None))
     if announce and not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric
@@ -111,12 +115,11 @@ def weights_report(metric: Metric) -> dict:
     }
 
 
-def progress_bar(description: str, total: int):
-    """A tqdm bar on stderr that hides itself when stderr is not a terminal."""
-    from tqdm import tqdm
+def progress_bar(description: str, total: int, unit: str = "sample", enabled: bool = True):
+    """Progress on stderr: a tqdm bar on a terminal, plain periodic lines otherwise (used like a tqdm bar)."""
+    from elpips.solver import ProgressReport
 
-    return tqdm(total=total, desc=description, unit="sample", file=sys.stderr, leave=False,
-                disable=not sys.stderr.isatty())
+    return ProgressReport(description, total, unit=unit, enabled=enabled)
 
 
 def default_run_dir(kind: str, root: str = "outputs") -> "Path":

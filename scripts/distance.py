@@ -10,6 +10,7 @@ import torch
 from elpips.estimate import Estimate, summarize
 from elpips import get_config
 from elpips.io import load_images
+from elpips.solver import phase
 
 from .common import (add_metric_options, add_sampling_options, make_metric, metric_label, progress_bar,
                      weights_report)
@@ -47,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     metric = make_metric(args)
     images = images.to(metric.device)
     x, y = images[:1], images[1:]
-    with torch.no_grad():
+    samples = 1 if not metric.is_stochastic else args.max_samples if args.auto else args.samples
+    with torch.no_grad(), phase(f"{metric.name}: evaluating ({'up to ' if args.auto else ''}{samples} "
+                                f"sample{'s' if samples > 1 else ''})", enabled=not args.auto):
         estimate = estimate_with_options(
             metric, lambda k: metric.sample_distances(x, y, k), args,
             lambda update: metric.estimate(x, y, args.abs_tol, args.rel_tol, args.max_samples, progress=update),
