@@ -135,6 +135,11 @@ def render_markdown(record: dict) -> str:
                       record["single"], batch)
     lines += _timings(f"Barycenter step (N = {record['barycenter']['references']}, "
                       f"{record['barycenter']['size']} px)", record["barycenter"])
-    lines += _geodesic(record) + _scaling(record) + _memory(record) + _variance(record) + _cuda(record)
+    lines += _geodesic(record) + _scaling(record) + _memory(record) + _variance(record)
+    if "spatial" in record:
+        from .spatial import render_markdown as spatial_markdown
+
+        lines += spatial_markdown(record["spatial"])
+    lines += _cuda(record)
     lines += _profile(record)
     return "\n".join(lines).rstrip() + "\n"

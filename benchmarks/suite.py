@@ -22,6 +22,7 @@ from .step_memory import measure_memory
 from .precision import measure_precision
 from .op_profile import profile_single
 from .report import render_markdown
+from .spatial import measure_spatial, measure_spatial_memory
 
 SCHEMA = "elpips-bench/1"
 MIN_SIZE = 32
@@ -71,6 +72,8 @@ class BenchPlan:
     variance_trials: int = 24
     precision_samples: int = 4
     profile_steps: int = 2
+    spatial_samples: int = 8
+    spatial_memory_size: int | None = 256
 
 
 def make_plan(quick: bool = False, device: str | None = None, size: int | None = None, batch: int | None = None,
@@ -94,7 +97,8 @@ def make_plan(quick: bool = False, device: str | None = None, size: int | None =
     if quick:
         plan = BenchPlan(quick=True, size=64, solver_size=32, repeats=3, single_repeats=9, geodesic_frames=(8,),
                          scaling_frames=(4, 8), scaling_sizes=(32, 64), scaling_repeats=2, memory_frames=(4, 8),
-                         variance_size=32, variance_samples=4, variance_trials=8, profile_steps=1)
+                         variance_size=32, variance_samples=4, variance_trials=8, profile_steps=1,
+                         spatial_samples=4, spatial_memory_size=128)
     else:
         plan = BenchPlan()
     plan.device = str(resolved)
@@ -124,7 +128,7 @@ def _goal_report(ratios: dict[str, float]) -> dict[str, dict]:
 
 def section_count(plan: BenchPlan) -> int:
     """Number of progress steps :func:`run_suite` reports (sections)."""
-    return 7 + len(plan.geodesic_frames)
+    return 8 + len(plan.geodesic_frames)
 
 
 def run_suite(plan: BenchPlan, progress: Callable[[str], None] | None = None,
@@ -185,6 +189,10 @@ def _run_sections(plan: BenchPlan, progress: Callable[[str], None] | None,
     variance = benchmarks.measure_variance(variance_metric, plan.variance_size, plan.variance_samples,
                                            plan.variance_trials, plan.warmup, tick)
     announce("variance")
+    spatial = {"timing": measure_spatial(metric, plan.size, plan.spatial_samples, plan.repeats, plan.warmup, tick)}
+    if plan.spatial_memory_size and device.type == "cpu":
+        spatial["memory"] = measure_spatial_memory(plan.spatial_memory_size, plan.spatial_samples)
+    announce("spatial")
     if device.type == "cuda":
         cuda = measure_precision(metric, plan.size, plan.batch, plan.precision_samples, plan.repeats, plan.warmup,
                                  tick=tick)
@@ -201,8 +209,10 @@ def _run_sections(plan: BenchPlan, progress: Callable[[str], None] | None,
         ratios["geodesic_speedup"] = min(per_k.values())
     ratios.update(per_k)
     ratios["variance_efficiency_gain"] = variance["efficiency_gain"]
+    ratios["map_vs_distance"] = spatial["timing"]["ratios"]["map_vs_distance"]
     record.update(ratios=ratios, goals=_goal_report(ratios), single=single, barycenter=barycenter,
-                  geodesic=geodesic, scaling=scaling, memory=memory, variance=variance, cuda=cuda, profile=profile)
+                  geodesic=geodesic, scaling=scaling, memory=memory, variance=variance, spatial=spatial, cuda=cuda,
+                  profile=profile)
     record["environment"]["load_average_end"] = load_average()
     record["duration_s"] = time.perf_counter() - started
     record["section_seconds"] = section_seconds
@@ -233,6 +243,9 @@ def definitions(plan: BenchPlan) -> dict[str, str]:
         "variance_efficiency_gain": f"(var x time) of the mean of {plan.variance_samples} independent single "
                                     f"samples / (var x time) of one stratified batch of {plan.variance_samples} "
                                     "(metric.sample_distances(x, y, n)), d(cat, dog), default scales",
+        "map_vs_distance": f"time of elpips.spatial.distance_map(metric, x, y, n={plan.spatial_samples}) / time of "
+                           f"metric.sample_distances(x, y, n={plan.spatial_samples}), same transforms, no grad, "
+                           f"{plan.size} px, cat vs dog",
     }
 
 

@@ -12,6 +12,7 @@ from .metric import EnsembleSample, Features, Metric
 from .transforms import TransformRecord, apply_transform, default_num_scales, sample_transform
 from .validation import check_images
 from .weights import WeightsInfo, WeightsUnavailableError
+from . import spatial  # noqa: E402  (elpips.spatial.distance_map / compare_maps)
 
 __version__ = "0.1.0"
 

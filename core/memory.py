@@ -1,5 +1,5 @@
 """Memory budgets: how many images one network pass may hold, so that a call's peak memory does not grow with
-the number of ensemble samples, candidates or frames (see docs/algorithm.md, "Memory").
+the number of ensemble samples, candidates or frames (``docs/algorithm.md#memory``).
 
 A network pass over ``B`` images of ``h x w`` pixels (after the ensemble transform) keeps every image's
 normalised taps and the largest layer's activations; its peak grows as ``B * h * w * bytes_per_pixel``. The

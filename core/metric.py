@@ -69,7 +69,7 @@ def _check_sample_count(n: object) -> None:
     except TypeError:
         count = 0
     if isinstance(n, bool) or count < 1:
-        raise ValueError(f"n (ensemble samples) must be a positive integer, got {n!r}")
+        raise ValueError(f"n must be a positive integer (the number of ensemble samples), got {n!r}")
 
 
 def _passes(total: int, per_pass: int) -> list[tuple[int, int]]:
@@ -453,17 +453,23 @@ class Metric(nn.Module):
     # -- everyday calls ----------------------------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
-        """The precision the metric computes in: its weights' (float32, or float64 after ``.double()``);
-        float32 for the weightless ``l2``."""
+        """The precision the network computes in: its weights' (float32, or float64 after ``.double()``); for the
+        weightless ``l2``, float32."""
         weights = next((buffer for buffer in self.buffers() if buffer.is_floating_point()), None)
         return torch.float32 if weights is None else weights.dtype
+
+    def _input_dtype(self, images: torch.Tensor) -> torch.dtype:
+        """Network metrics compute in :attr:`dtype`; ``l2`` keeps float32/float64 inputs as they are."""
+        if self.backbone is None and images.dtype in (torch.float32, torch.float64):
+            return images.dtype
+        return self.dtype
 
     def _checked(self, images: torch.Tensor, name: str) -> torch.Tensor:
         """Checked inputs on the metric's device and in its precision (float16, bfloat16 and float64 inputs are
         converted; gradients flow back in the input's dtype). Under autocast the network still runs in the
         autocast precision."""
         check_images(images, name, self.min_size)
-        return images.to(device=self.device, dtype=self.dtype)
+        return images.to(device=self.device, dtype=self._input_dtype(images))
 
     def images_per_pass(self, height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
         """How many ``height x width`` images one network pass may take within the memory budget (at least 1),
@@ -673,6 +679,30 @@ class Metric(nn.Module):
         reference = self._checked(reference, "reference")
         stacked = self._stack_candidates(reference, candidates)
         return self.compare_samples(reference, stacked, n, generator).mean(dim=0)
+
+    def spatial(self, x: torch.Tensor, y: torch.Tensor, n: int = 1, transform: TransformRecord | None = None,
+                dropout: bool | None = None, generator: torch.Generator | None = None,
+                chunk_size: int | None = None) -> torch.Tensor:
+        """Where ``x`` and ``y`` differ: a per-pixel distance map ``[N, 1, H, W]`` in the input's frame.
+
+        LPIPS: the ``lpips`` package's ``spatial=True`` map. E-LPIPS: each sample's tap maps brought back from
+        the transformed frame and averaged over ``n`` samples; the map's pixel mean is the E-LPIPS distance at
+        the same samples (rule and border behaviour: ``docs/algorithm.md#maps``). Arguments as in :meth:`forward`;
+        ``chunk_size``: samples per network pass (memory; the result does not depend on it). Differentiable.
+        :func:`elpips.spatial.distance_map` also returns per-pixel uncertainties and the sample distances.
+        """
+        from .spatial import distance_map
+
+        return distance_map(self, x, y, n, generator, chunk_size, transform, dropout).map
+
+    def compare_spatial(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor],
+                        n: int = 1, generator: torch.Generator | None = None,
+                        chunk_size: int | None = None) -> torch.Tensor:
+        """:meth:`spatial` of every candidate against ``reference`` with shared ensemble samples (as
+        :meth:`compare`): ``[M, N, 1, H, W]``."""
+        from .spatial import compare_maps
+
+        return compare_maps(self, reference, candidates, n, generator, chunk_size).map
 
     @torch.no_grad()
     def estimate(self, x: torch.Tensor, y: torch.Tensor, abs_tol: float = 0.01, rel_tol: float = 0.025,

@@ -1,5 +1,5 @@
 """Tiled evaluation: the distance of one image pair under one ensemble sample, computed tile by tile, for images
-too large for one network pass within the memory budget (see docs/algorithm.md, "Memory").
+too large for one network pass within the memory budget (``docs/algorithm.md#memory``).
 
 The transformed pair is cut into tiles whose cores cover it exactly; each tile runs the network on its core plus a
 :data:`HALO` of context on every side (clipped at the image border, where the network's own zero padding applies).

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     frames = load_frames(run_dir, log)
     render_run(run_dir, log, frames, settings, compared)
     write_json(run_dir / LOG, log)
-    written = ", ".join(["frames/", *[name for key, name in log["files"].items() if key != "frames"], "index.html"])
+    written = ", ".join(["frames/", *[name for key, name in log["files"].items() if key not in ("frames", "maps")],
+                         *(["maps/"] if "maps" in log["files"] else []), "index.html"])
     print(f"re-rendered {run_dir}: {written} (row {log['export']['row']}, scale {log['export']['scale']}, "
           f"{log['export']['fps']:g} fps)")
     return 0

@@ -17,11 +17,15 @@ from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicResult, evaluate_path, 
                               segment_intervals, solve)
 from elpips.io import load_images, write_json
 from elpips.solver import CHECKPOINT_NAME, phase, reference_learning_rate
+from elpips.spatial import distance_map
 
 from .common import (add_export_options, add_metric_options, calibration_label, default_run_dir, make_metric,
                      positive_int, settings_from, weights_report)
+from .distance import check_map_metric
 from .render.frames import FRAMES_DIR, ExportSettings, frame_names, frames_to_uint8
+from .render.heatmaps import color_limit, write_segment_maps
 from .render.run import LOG, render_run
+from .render.viewer import write_index
 from .run_folder import RunFolder
 
 
@@ -50,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ensemble samples for the reported distances (16)")
     parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk (8)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (25)")
+    parser.add_argument("--maps", action="store_true",
+                        help="add per-segment distance maps (where consecutive frames change, --samples samples, "
+                             "one colour range) to the viewer: maps/segment_NNN.png and maps/values.npy")
     add_export_options(parser)
     parser.set_defaults(handler=run)
 
@@ -79,6 +86,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--row must be >= 0, got {args.row}")
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR (the run to continue)")
+    if args.maps:
+        check_map_metric(args.metric)
     return compared
 
 
@@ -171,6 +180,19 @@ def run(args: argparse.Namespace) -> int:
     return _run(args)
 
 
+def add_segment_maps(args: argparse.Namespace, frames: torch.Tensor, run_dir: Path, log: dict, seed: int) -> None:
+    """Distance maps of every pair of consecutive frames (``--samples`` samples, a seed of their own), written
+    under ``run_dir/maps/`` and listed in ``log`` (``files.maps``, ``maps``)."""
+    metric = make_metric(args, seed=seed + 2, announce=False)
+    frames = frames.to(metric.device)
+    with torch.no_grad():
+        result = distance_map(metric, frames[1:], frames[:-1], args.samples)
+    values = result.map[:, 0].float().cpu().numpy()
+    log["files"]["maps"] = write_segment_maps(run_dir, values)
+    log["maps"] = {"samples": result.samples, "max": float(values.max()), "color_limit": color_limit(values),
+                   "means": [float(v) for v in values.mean(axis=(1, 2))]}
+
+
 def _run(args: argparse.Namespace) -> int:
     compared = check_arguments(args)
     folder = RunFolder(args.out or default_run_dir("geodesic"), "geodesic", args.resume,
@@ -216,11 +238,16 @@ def solve_and_export(args: argparse.Namespace, run_dir: Path, keys: torch.Tensor
     arrays = [(log, frames_to_uint8(frames)) for log, frames in runs]
     write_early_logs(run_dir, main_log, arrays)
     render_run(run_dir, main_log, arrays[0][1], settings, arrays[1:])
+    if args.maps:
+        add_segment_maps(args, main_frames, run_dir, main_log, seed)
+        write_index(run_dir, main_log, has_comparison=bool(compared))
     main_log["timings"]["export_s"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / LOG, main_log)
     for log, _ in runs:
         print(report(log, calibration_label(log["weights"]["metric"], log["weights"]["calibrated"])))
     files = main_log["files"]
     print(f"wrote {run_dir}/: frames/ ({len(files['frames'])} PNGs), "
-          + ", ".join(name for key, name in files.items() if key != "frames") + ", index.html, log.json")
+          + ", ".join(name for key, name in files.items() if key not in ("frames", "maps"))
+          + (f", maps/ ({len(files['maps']['segments'])} segment maps)" if "maps" in files else "")
+          + ", index.html, log.json")
     return 0

@@ -76,9 +76,12 @@ def render_run(run_dir: Path, log: dict, frames: np.ndarray, settings: ExportSet
     resolved = settings.resolved(*frames.shape[1:3])
     runs = [(run_dir, log, frames)] + [(run_dir / entry["dir"], sub_log, sub_frames)
                                        for entry, (sub_log, sub_frames) in zip(log.get("compare", []), compared)]
+    kept_maps = log.get("files", {}).get("maps")  # segment maps of `elpips geodesic --maps` stay listed
     for directory, run_log, run_frames in runs:
         run_log["files"] = export_path(directory, run_frames, resolved)
         run_log["export"] = resolved.as_dict()
+    if kept_maps is not None:
+        log["files"]["maps"] = kept_maps
     if compared:
         columns = [(column_label(run_log), run_frames) for _, run_log, run_frames in runs]
         calibrated = all(run_log["weights"].get("calibrated", True) for _, run_log, _ in runs)

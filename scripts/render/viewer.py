@@ -71,6 +71,22 @@ def _distance_table(result: dict) -> str:
     return f"<table><tr><th>pair</th><th>distance</th><th>95% CI</th></tr>{rows}</table>"
 
 
+def _maps_section(maps: dict, info: dict, width: int) -> str:
+    """Per-segment distance maps in a row, labelled ``k → k+1``, with their shared colour bar."""
+    means = info.get("means", [])
+    cells = "".join(
+        f"<figure style=\"margin: 0\"><img class=\"pixel\" src=\"{_esc(src)}\" alt=\"map {k} to {k + 1}\" "
+        f"width=\"{max(64, width // 3)}\"><figcaption>{k} → {k + 1}"
+        + (f" (mean {means[k]:.3g})" if k < len(means) else "") + "</figcaption></figure>"
+        for k, src in enumerate(maps.get("segments", [])))
+    bar = f"<img src=\"{_esc(maps['colorbar'])}\" alt=\"colour bar\">" if "colorbar" in maps else ""
+    note = (f"{info['samples']} samples per map; one colour range 0 .. {info.get('color_limit', info['max']):.3g} "
+            f"(largest value {info['max']:.3g}) for all segments; "
+            "each map's mean is the segment's distance at those samples.") if "samples" in info else ""
+    return (f"<section><h2>Where consecutive frames change</h2><p>{_esc(note)}</p>"
+            f"<div class=\"row\">{cells}{bar}</div></section>")
+
+
 def render_index(log: dict, has_comparison: bool = False) -> str:
     """The HTML of ``index.html`` for a run described by its ``log.json`` content.
 
@@ -115,6 +131,8 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
         f"<img class=\"pixel fit\" src=\"{_esc(files['scanline'])}\" alt=\"scanline evolution\"></div></section>")
     if result.get("distances"):
         parts.append(f"<section><h2>Distances between adjacent frames</h2>{_distance_table(result)}</section>")
+    if "maps" in files:
+        parts.append(_maps_section(files["maps"], log.get("maps", {}), width * zoom))
     if has_comparison:
         links = "".join(f"<li><a href=\"{_esc(entry['dir'])}/index.html\">{_esc(entry['metric'])}</a></li>"
                         for entry in log.get("compare", []))

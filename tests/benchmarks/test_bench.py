@@ -24,7 +24,8 @@ def tiny_plan() -> BenchPlan:
     return BenchPlan(threads=1, size=32, solver_size=16, batch=1, repeats=1, single_repeats=1, warmup=0,
                      references=2, geodesic_frames=(2,), scaling_frames=(2,), scaling_sizes=(16,),
                      scaling_frames_at_sizes=2, scaling_repeats=1, memory_frames=(), variance_size=16,
-                     variance_samples=2, variance_trials=2, profile_steps=1)
+                     variance_samples=2, variance_trials=2, profile_steps=1, spatial_samples=2,
+                     spatial_memory_size=None)
 
 
 @pytest.fixture
@@ -43,6 +44,7 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
     for value in record["ratios"].values():
         assert math.isfinite(value) and value > 0
     assert set(record["goals"]) == set(REQUIRED_RATIOS)
+    assert record["spatial"]["timing"]["samples"] == 2 and "map_vs_distance" in record["ratios"]
     environment = record["environment"]
     for key in ("torch", "torch_threads", "device", "cpu_model", "load_average_start", "load_average_end"):
         assert key in environment
@@ -57,6 +59,7 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
     assert json.loads(json_path.read_text())["ratios"] == record["ratios"]
     markdown = markdown_path.read_text()
     assert "elpips_vs_vgg_features" in markdown and "| ratio | value | goal |" in markdown
+    assert "Distance map vs scalar distance" in markdown
     assert json_path.stem == markdown_path.stem
 
 
