@@ -1,5 +1,5 @@
 """A run folder belongs to one run: every command that writes one (``geodesic``, ``barycenter``, ``attack``,
-``train-example``) owns it through :class:`RunFolder`.
+``train-example``; ``export`` re-rendering a saved run) owns it through :class:`RunFolder`.
 
 * An existing run is refused unless the command resumes it (``--resume``); resuming needs a run to continue.
 * ``run.json`` records the settings that determine the result, the seed included (a run without ``--seed``

@@ -90,7 +90,7 @@ def test_an_export_failing_with_enospc_leaves_a_run_that_export_can_finish(pictu
     assert (out / "index.html").is_file() and (out / "animation.gif").is_file()
 
 
-def test_an_os_error_outside_a_run_folder_is_one_line(tmp_path, monkeypatch, capsys):
+def test_an_os_error_in_export_is_one_line_naming_the_folder(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     (run / "frames").mkdir(parents=True)
     image = np.zeros((16, 16, 3), dtype=np.uint8)
@@ -105,7 +105,19 @@ def test_an_os_error_outside_a_run_folder_is_one_line(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(render_run_module, "export_path", read_only)
     assert main(["export", str(run)]) == 2
-    assert one_error_line(capsys) == f"elpips export: error: Read-only file system ('{run / 'scanline.png'}')"
+    assert one_error_line(capsys) == f"elpips export: error: cannot write to '{run}': Read-only file system"
+    assert leftovers(run) == []
+
+
+def test_an_os_error_outside_a_run_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    import elpips.scripts.examples as examples
+
+    def denied(args):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x.json"))
+
+    monkeypatch.setattr(examples, "run", denied)
+    assert main(["examples"]) == 2
+    assert one_error_line(capsys) == f"elpips examples: error: Permission denied ('{tmp_path / 'x.json'}')"
 
 
 @pytest.fixture

@@ -156,3 +156,14 @@ def test_a_run_without_seed_records_the_seed_it_drew_and_resume_continues_that_s
     assert json.loads((interrupted / "log.json").read_text())["seed"] == seed
     assert main(["barycenter", a, b, *BARYCENTER, "--steps", "4", "--seed", str(seed), "--out", str(whole)]) == 0
     assert np.array_equal(iio.imread(interrupted / "barycenter.png"), iio.imread(whole / "barycenter.png"))
+
+
+def test_export_waits_for_no_run_it_would_mix_with(pictures, tmp_path, capsys):
+    a, b, _ = pictures
+    out = tmp_path / "run"
+    assert main(["geodesic", a, b, *GEODESIC, "--steps", "1", "--out", str(out)]) == 0
+    with RunFolder(out, "geodesic", resume=True).claim():
+        assert main(["export", str(out), "--fps", "3"]) == 2
+        assert "in use by another run" in last_error(capsys)
+    assert main(["export", str(out), "--fps", "3"]) == 0
+    assert json.loads((out / "log.json").read_text())["export"]["fps"] == 3
