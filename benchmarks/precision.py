@@ -29,7 +29,7 @@ def _context(mode: str, device: torch.device) -> contextlib.AbstractContextManag
 
 def layout_copy(metric: Metric, channels_last: bool) -> Metric:
     """A second metric with ``metric``'s weights that runs its network in the given memory layout."""
-    twin = Metric(metric.name, backbone_weights="random", device=metric.device, num_scales=metric.num_scales,
+    twin = Metric(metric.name, backbone_weights="random", device=metric.device, ensemble=metric.ensemble,
                   channels_last=channels_last)
     twin.load_state_dict(metric.state_dict())
     return twin

@@ -3,6 +3,8 @@ per section."""
 
 from __future__ import annotations
 
+from .crop import render_crop
+
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
@@ -140,6 +142,7 @@ def render_markdown(record: dict) -> str:
         from .spatial import render_markdown as spatial_markdown
 
         lines += spatial_markdown(record["spatial"])
+    lines += render_crop(record["crop"]) if "crop" in record else []
     lines += _cuda(record)
     lines += _profile(record)
     return "\n".join(lines).rstrip() + "\n"

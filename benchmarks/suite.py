@@ -17,6 +17,7 @@ from elpips import resolve_device
 from elpips.io import write_json, write_text
 
 from . import measurements as benchmarks
+from .crop import measure_crop_mode
 from .environment import environment, load_average
 from .step_memory import measure_memory
 from .precision import measure_precision
@@ -74,6 +75,9 @@ class BenchPlan:
     profile_steps: int = 2
     spatial_samples: int = 8
     spatial_memory_size: int | None = 256
+    crop_size: int = 64
+    crop_pairs: int = 3
+    crop_samples: int = 128
 
 
 def make_plan(quick: bool = False, device: str | None = None, size: int | None = None, batch: int | None = None,
@@ -98,7 +102,8 @@ def make_plan(quick: bool = False, device: str | None = None, size: int | None =
         plan = BenchPlan(quick=True, size=64, solver_size=32, repeats=3, single_repeats=9, geodesic_frames=(8,),
                          scaling_frames=(4, 8), scaling_sizes=(32, 64), scaling_repeats=2, memory_frames=(4, 8),
                          variance_size=32, variance_samples=4, variance_trials=8, profile_steps=1,
-                         spatial_samples=4, spatial_memory_size=128)
+                         spatial_samples=4, spatial_memory_size=128,
+                         crop_size=32, crop_samples=16)
     else:
         plan = BenchPlan()
     plan.device = str(resolved)
@@ -107,7 +112,7 @@ def make_plan(quick: bool = False, device: str | None = None, size: int | None =
     else:
         plan.threads = threads or None
     if size is not None:
-        plan.size = plan.solver_size = plan.variance_size = size
+        plan.size = plan.solver_size = plan.variance_size = plan.crop_size = size
     if batch is not None:
         plan.batch = batch
     if repeats is not None:
@@ -128,7 +133,7 @@ def _goal_report(ratios: dict[str, float]) -> dict[str, dict]:
 
 def section_count(plan: BenchPlan) -> int:
     """Number of progress steps :func:`run_suite` reports (sections)."""
-    return 8 + len(plan.geodesic_frames)
+    return 9 + len(plan.geodesic_frames)
 
 
 def run_suite(plan: BenchPlan, progress: Callable[[str], None] | None = None,
@@ -193,6 +198,9 @@ def _run_sections(plan: BenchPlan, progress: Callable[[str], None] | None,
     if plan.spatial_memory_size and device.type == "cpu":
         spatial["memory"] = measure_spatial_memory(plan.spatial_memory_size, plan.spatial_samples)
     announce("spatial")
+    crop = measure_crop_mode(device, plan.crop_size, plan.single_repeats, plan.warmup, plan.crop_pairs,
+                             plan.crop_samples, tick)
+    announce("crop")
     if device.type == "cuda":
         cuda = measure_precision(metric, plan.size, plan.batch, plan.precision_samples, plan.repeats, plan.warmup,
                                  tick=tick)
@@ -210,9 +218,10 @@ def _run_sections(plan: BenchPlan, progress: Callable[[str], None] | None,
     ratios.update(per_k)
     ratios["variance_efficiency_gain"] = variance["efficiency_gain"]
     ratios["map_vs_distance"] = spatial["timing"]["ratios"]["map_vs_distance"]
+    ratios["crop_speedup"] = crop["speed"]["crop_speedup"]
     record.update(ratios=ratios, goals=_goal_report(ratios), single=single, barycenter=barycenter,
-                  geodesic=geodesic, scaling=scaling, memory=memory, variance=variance, spatial=spatial, cuda=cuda,
-                  profile=profile)
+                  geodesic=geodesic, scaling=scaling, memory=memory, variance=variance, spatial=spatial, crop=crop,
+                  cuda=cuda, profile=profile)
     record["environment"]["load_average_end"] = load_average()
     record["duration_s"] = time.perf_counter() - started
     record["section_seconds"] = section_seconds
@@ -246,6 +255,10 @@ def definitions(plan: BenchPlan) -> dict[str, str]:
         "map_vs_distance": f"time of elpips.spatial.distance_map(metric, x, y, n={plan.spatial_samples}) / time of "
                            f"metric.sample_distances(x, y, n={plan.spatial_samples}), same transforms, no grad, "
                            f"{plan.size} px, cat vs dog",
+        "crop_speedup": f"time of E-LPIPS-VGG metric(x, y).sum().backward() in pad mode / the same in crop mode "
+                        f"(--crop-instead-of-pad), {plan.crop_size} px, one scale level, alternated rounds; "
+                        f"the crop section also gives the mean relative distance difference over "
+                        f"{plan.crop_pairs} example pairs ({plan.crop_samples} samples each)",
     }
 
 

@@ -5,7 +5,8 @@
     >>> d = metric(x, y, n=8)                          # x, y: float [N, 3, H, W] in [0, 1] -> [N]
 """
 
-from .configs import CONFIGS, METRIC_NAMES, MetricConfig, get_config
+from .configs import CONFIGS, LADDER, METRIC_NAMES, MetricConfig, get_config
+from .ensemble import EnsembleConfig
 from .devices import resolve_device
 from .estimate import Estimate
 from .metric import EnsembleSample, Features, Metric
@@ -18,6 +19,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CONFIGS",
+    "EnsembleConfig",
+    "LADDER",
     "METRIC_NAMES",
     "EnsembleSample",
     "Estimate",

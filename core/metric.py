@@ -25,14 +25,16 @@ from torch.utils.checkpoint import checkpoint
 from .backbones import SqueezeNetFeatures, VGG16Features
 from .backbones.common import parameters_to_buffers
 from .configs import MetricConfig, get_config
+from .ensemble import EnsembleConfig
 from .devices import resolve_device
 from .distance import (normalize_channels, rms_distance, scale_input, tap_distance, weighted_adjacent_distances,
                        weighted_distance)
-from .dropout import DEFAULT_KEEP_PROBABILITY, DropoutMasks
+from .dropout import DropoutMasks
 from .estimate import Estimate, sequential_estimate
 from .memory import MIN_BUDGET, default_memory_budget, images_per_pass
 from .tiling import BlockDropoutMasks, core_size, tiled_distance
-from .transforms import MAX_OFFSET, TransformRecord, apply_transform, default_num_scales, sample_transform, scaled_size
+from .transforms import (TransformRecord, apply_transform, default_num_scales, offset_size, sample_transform,
+                         scaled_size)
 from .validation import check_images, check_same_shape
 from .weights import WeightsInfo, load_backbone_weights, load_linear_weights
 
@@ -87,11 +89,29 @@ class EnsembleSample:
 
 def _new_backbone(config: MetricConfig) -> nn.Module | None:
     if config.backbone == "vgg16":
-        return VGG16Features(pooling="avg" if config.ensemble else "max",
-                             taps="elpips" if config.ensemble else "lpips")
+        return VGG16Features(pooling="avg" if config.is_elpips else "max",
+                             taps="elpips" if config.is_elpips else "lpips")
     if config.backbone == "squeezenet1_1":
-        return SqueezeNetFeatures(ceil_mode=not config.ensemble, taps="elpips" if config.ensemble else "lpips")
+        return SqueezeNetFeatures(ceil_mode=not config.is_elpips, taps="elpips" if config.is_elpips else "lpips")
     return None
+
+
+def resolve_ensemble(config: MetricConfig, ensemble: EnsembleConfig | None, num_scales: int | None,
+                     dropout_keep: float | None) -> EnsembleConfig:
+    """The ensemble a :class:`Metric` runs: ``ensemble`` (default: the named metric's own) with the
+    ``num_scales`` / ``dropout_keep`` shortcuts applied where it has scaling / dropout (ignored where it has
+    not, e.g. for LPIPS); ``ValueError`` for impossible values."""
+    if ensemble is None:
+        ensemble = config.ensemble
+    elif not isinstance(ensemble, EnsembleConfig):
+        raise ValueError(f"ensemble must be an elpips.EnsembleConfig, got {type(ensemble).__name__}")
+    changes = {name: value for name, value in (("scale_levels", num_scales), ("dropout_keep", dropout_keep))
+               if value is not None}
+    if changes:
+        ensemble = ensemble.updated(strict=False, **changes)
+    if config.backbone == "none" and ensemble.is_stochastic:
+        raise ValueError(f"{config.name} has no network: it takes no ensemble (got {ensemble.summary()})")
+    return ensemble
 
 
 def _normalized(tap: torch.Tensor, fused: bool = True) -> torch.Tensor:
@@ -136,8 +156,13 @@ class Metric(nn.Module):
             LPIPS metrics only), a packaged name, or a path to an ``.npz`` / ``lpips``-layout ``.pth`` file.
         device: ``None`` picks CUDA, then MPS, then CPU.
         seed: seeds the ensemble sampling (``None``: nondeterministic).
-        num_scales: E-LPIPS scale levels; ``None``: ``clamp(min(H, W) // 64, 1, 8)`` per image size.
-        dropout_keep: dropout keep probability (reference: 0.99).
+        ensemble: which random transformations and dropout are on, and their parameters
+            (:class:`~elpips.EnsembleConfig`, docs/algorithm.md#ensemble); ``None``: the named metric's own (full for
+            ``elpips-*``, none for ``lpips-*``; the ablation rungs ``elpips-vgg+...`` have their own).
+        num_scales: shortcut for the ensemble's ``scale_levels`` (``None``: ``clamp(min(H, W) // 64, 1, 8)`` per
+            image size, or the ensemble's value; ignored by an ensemble without scaling).
+        dropout_keep: shortcut for the ensemble's ``dropout_keep`` (``None``: the ensemble's, 0.99 by default;
+            ignored by an ensemble without dropout).
         reduction: what :meth:`forward` returns: ``"none"`` (default, ``[N]`` per image), ``"mean"`` or ``"sum"``
             (a scalar); ``forward(..., reduction=...)`` overrides it for one call.
         channels_last: run the network in channels-last memory format (``torch.channels_last``); ``None``
@@ -191,17 +216,17 @@ class Metric(nn.Module):
         device: str | torch.device | None = None,
         seed: int | None = None,
         num_scales: int | None = None,
-        dropout_keep: float = DEFAULT_KEEP_PROBABILITY,
+        dropout_keep: float | None = None,
         reduction: Reduction = "none",
         checkpoint_activations: bool = False,
         channels_last: bool | None = None,
         higher_order_gradients: bool = False,
         memory_budget: int | None = None,
+        ensemble: EnsembleConfig | None = None,
     ) -> None:
         super().__init__()
         self.config = get_config(name)
-        self.num_scales = num_scales
-        self.dropout_keep = dropout_keep
+        self.ensemble = resolve_ensemble(self.config, ensemble, num_scales, dropout_keep)
         self.reduction = _check_reduction(reduction)
         self.checkpoint_activations = bool(checkpoint_activations)
         self.channels_last = None if channels_last is None else bool(channels_last)
@@ -230,7 +255,7 @@ class Metric(nn.Module):
     def _load_linear(self, linear_weights: str | os.PathLike | None) -> None:
         spec = self.config.linear_weights if linear_weights is None else linear_weights
         if spec == "kettunen":
-            if self.config.ensemble:
+            if self.config.is_elpips:
                 raise ValueError("linear_weights='kettunen' names the authors' LPIPS weights: use an lpips-* metric")
             spec = f"kettunen_{self.config.name.replace('-', '_')}"
         weights, self.linear_weights_source = load_linear_weights(spec)
@@ -269,8 +294,24 @@ class Metric(nn.Module):
 
     @property
     def is_stochastic(self) -> bool:
-        """``True`` for E-LPIPS (random transformations); LPIPS and L2 are deterministic."""
-        return self.config.ensemble
+        """``True`` when the ensemble has any random piece (E-LPIPS); LPIPS, L2 and ``+all-layers`` are
+        deterministic."""
+        return self.ensemble.is_stochastic
+
+    @property
+    def num_scales(self) -> int | None:
+        """The ensemble's scale levels (``None``: chosen per image size, or scaling off)."""
+        return self.ensemble.scale_levels
+
+    @property
+    def dropout_keep(self) -> float | None:
+        """The ensemble's dropout keep probability (``None`` with dropout off)."""
+        return self.ensemble.dropout_keep
+
+    @property
+    def custom_ensemble(self) -> bool:
+        """Whether the ensemble differs from the named metric's own."""
+        return self.ensemble != self.config.ensemble
 
     @property
     def linear_weights(self) -> list[torch.Tensor]:
@@ -285,32 +326,44 @@ class Metric(nn.Module):
         extra += ", checkpoint_activations=True" if self.checkpoint_activations else ""
         extra += f", channels_last={self.channels_last}" if self.channels_last is not None else ""
         extra += ", higher_order_gradients=True" if self.higher_order_gradients else ""
+        extra += f", ensemble={self.ensemble.summary()!r}" if self.custom_ensemble else ""
         return f"name={self.name!r}, weights={self.weights_info.description!r}{extra}"
 
     # -- solver layer ---------------------------------------------------------------------------------------------
     def sample(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
                dropout: bool | None = None) -> EnsembleSample:
-        """Draw one ensemble sample for ``batch`` images of ``height x width`` (LPIPS/L2: an empty sample)."""
-        if not self.config.ensemble:
+        """Draw one ensemble sample for ``batch`` images of ``height x width`` (deterministic metrics: an empty
+        sample). The transform is drawn first, then the dropout masks' seed (when dropout is on)."""
+        if not self.is_stochastic:
             return EnsembleSample(None, None)
         generator = self.generator if generator is None else generator
-        num_scales = self.num_scales or default_num_scales(height, width)
-        self._check_scaled_size(height, width, num_scales)
-        record = sample_transform(batch, height, width, num_scales, generator)
+        record = None
+        if self.ensemble.transforms:
+            levels = (self.num_scales or default_num_scales(height, width)) if self.ensemble.scaling else 1
+            self._check_scaled_size(height, width, levels, self.ensemble)
+            record = sample_transform(batch, height, width, generator=generator, ensemble=self.ensemble)
         return EnsembleSample(record, self._dropout_masks(generator, dropout))
 
-    def _check_scaled_size(self, height: int, width: int, scale_level: int) -> None:
-        smallest = min(scaled_size(height, width, scale_level))
+    def _check_scaled_size(self, height: int, width: int, scale_level: int, ensemble: EnsembleConfig) -> None:
+        """``ValueError`` when scale level ``scale_level`` (and, in crop mode, the offset crop) leaves images
+        smaller than the network's minimum size."""
+        crop = ensemble.crop
+        smallest = min(scaled_size(height, width, scale_level, crop))
+        if crop:
+            smallest = min(offset_size(smallest, smallest, ensemble.padding, crop))
         if smallest < self.min_size:
+            how = f"scale level {scale_level}" + (f" and cropping {ensemble.padding} px" if crop else "")
             raise ValueError(
-                f"scale level {scale_level} shrinks {height}x{width} images to {smallest} px, below the "
+                f"{how} shrinks {height}x{width} images to {smallest} px, below the "
                 f"{self.min_size} px {self.name} needs (use fewer scale levels or larger images)"
             )
 
     def _dropout_masks(self, generator: torch.Generator, dropout: bool | None) -> DropoutMasks | None:
-        enabled = self.config.dropout if dropout is None else dropout
+        enabled = self.ensemble.dropout if dropout is None else dropout
         if not enabled:
             return None
+        if not self.ensemble.dropout:
+            raise ValueError(f"dropout=True: this {self.name} metric's ensemble has dropout off")
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
         return DropoutMasks(seed, self.dropout_keep)
 
@@ -347,10 +400,11 @@ class Metric(nn.Module):
         """``[G, N, 3, H, W]`` -> the transformed, scaled ``[G*N, 3, h, w]`` batch and its dropout hook."""
         groups, batch = x.shape[:2]
         dropout = None
-        if self.config.ensemble:
-            if sample is None or sample.transform is None:
+        if self.is_stochastic:
+            if sample is None:
                 raise ValueError(f"{self.name} needs an ensemble sample: call metric.sample(...) first")
-            x = apply_transform(x, sample.transform)
+            if sample.transform is not None:
+                x = apply_transform(x, sample.transform)
             if sample.dropout is not None:
                 masks = sample.dropout
 
@@ -473,9 +527,9 @@ class Metric(nn.Module):
 
     def images_per_pass(self, height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
         """How many ``height x width`` images one network pass may take within the memory budget (at least 1),
-        counting the ensemble's 7-pixel offset padding."""
+        counting the ensemble's offset padding (7 pixels by default; none in crop mode)."""
         budget = self._memory_budget()
-        pad = MAX_OFFSET if self.config.ensemble else 0
+        pad = 0 if self.ensemble.crop else self.ensemble.padding
         element_size = torch.empty((), dtype=dtype).element_size()
         return images_per_pass(budget, self.config.backbone, (height + pad) * (width + pad), element_size)
 
@@ -502,21 +556,21 @@ class Metric(nn.Module):
                     dropout: bool | None):
         """``(row, transform, masks)`` for each of ``total`` rows of one stratified sample (each row its own
         mask seed), or ``(row, None, None)`` for a deterministic metric."""
-        if not self.config.ensemble:
+        if not self.is_stochastic:
             return [(row, None, None) for row in range(total)]
         sample = self.sample(total, height, width, generator, dropout)
         generator = self.generator if generator is None else generator
         rows = []
         for row in range(total):
             masks = sample.dropout if row == 0 or sample.dropout is None else self._dropout_masks(generator, True)
-            rows.append((row, sample.transform.rows(row, row + 1), masks))
+            rows.append((row, None if sample.transform is None else sample.transform.rows(row, row + 1), masks))
         return rows
 
     def _tiled_sample_distances(self, x: torch.Tensor, y: torch.Tensor, n: int, generator: torch.Generator | None,
                                 dropout: bool | None) -> torch.Tensor:
         """:meth:`sample_distances` for pairs over the memory budget: one pair and sample at a time, tiled."""
         batch, _, height, width = x.shape
-        samples = n if self.config.ensemble else 1
+        samples = n if self.is_stochastic else 1
         distances = [self._tiled_pair_distance(x[row % batch:][:1], y[row % batch:][:1], transform, masks)
                      for row, transform, masks in self._tiled_rows(samples * batch, height, width, generator,
                                                                    dropout)]
@@ -526,7 +580,7 @@ class Metric(nn.Module):
                      generator: torch.Generator) -> EnsembleSample:
         """The part of ``sample`` for rows ``start..stop-1``: the first pass keeps the sample's own dropout
         masks, later passes draw fresh ones (masks are drawn per pass shape), or none where the sample has none."""
-        rows = sample.transform.rows(start, stop)
+        rows = None if sample.transform is None else sample.transform.rows(start, stop)
         if start == 0 or sample.dropout is None:
             return EnsembleSample(rows, sample.dropout)
         return EnsembleSample(rows, self._dropout_masks(generator, True))
@@ -539,7 +593,7 @@ class Metric(nn.Module):
         per_pass = max(1, self.images_per_pass(height, width, x.dtype) // 2)  # x and y share a pass
         if self._tiles_needed(x, y):
             return self._tiled_sample_distances(x, y, n, generator, dropout)
-        if not self.config.ensemble:
+        if not self.is_stochastic:
             distances = torch.cat([self._pair_distances(x[start:stop], y[start:stop], None)
                                    for start, stop in _passes(batch, per_pass)])
             return distances.unsqueeze(0).expand(n, batch)
@@ -587,11 +641,11 @@ class Metric(nn.Module):
         x = self._checked(x, "x")
         y = self._checked(y, "y")
         check_same_shape(x, y)
-        if transform is None or not self.config.ensemble:
+        if transform is None or not self.is_stochastic:
             return _reduce(self.sample_distances(x, y, n, generator, dropout).mean(dim=0), reduction)
         if n != 1:
             raise ValueError("a fixed transform is one sample: use n=1")
-        self._check_scaled_size(*x.shape[-2:], transform.scale_level)
+        self._check_scaled_size(*x.shape[-2:], transform.scale_level, transform.ensemble)
         sample = self.sample_for(transform, dropout, generator)
         return _reduce(self._pair_distances(x, y, sample), reduction)
 
@@ -627,8 +681,7 @@ class Metric(nn.Module):
         columns = []
         for start, stop in _passes(total, rows_per_pass):
             rows = torch.arange(start, stop, device=reference.device) % batch
-            part = self._pass_sample(sample, start, stop, generator) if sample.transform is not None \
-                else sample
+            part = self._pass_sample(sample, start, stop, generator) if self.is_stochastic else sample
             groups_per_pass = max(1, capacity // (stop - start) - 1)
             if self._checkpointing(reference, candidates):
                 columns.append(torch.cat([self._compare_pass(reference[rows], candidates[first:last][:, rows], part)
@@ -645,7 +698,7 @@ class Metric(nn.Module):
         """:meth:`compare_samples` for images over the memory budget: every candidate against the reference, one
         sample row at a time, tiled, all candidates under the row's transform and masks."""
         count, batch, _, height, width = candidates.shape
-        samples = n if self.config.ensemble else 1
+        samples = n if self.is_stochastic else 1
         rows = []
         for row, transform, masks in self._tiled_rows(samples * batch, height, width, generator, None):
             image = row % batch
@@ -716,7 +769,7 @@ class Metric(nn.Module):
         x = self._checked(x, "x")
         y = self._checked(y, "y")
         check_same_shape(x, y)
-        if not self.config.ensemble:
+        if not self.is_stochastic:
             distances = self.sample_distances(x, y, 1).double()
             return Estimate(distances[0], torch.zeros_like(distances[0]), 1, distances)
         return sequential_estimate(lambda k: self.sample_distances(x, y, k, generator), abs_tol, rel_tol,
@@ -729,7 +782,7 @@ class Metric(nn.Module):
         """:meth:`estimate` for :meth:`compare`: ``mean``/``half_width`` ``[M, N]``, samples shared."""
         reference = self._checked(reference, "reference")
         stacked = self._stack_candidates(reference, candidates)
-        if not self.config.ensemble:
+        if not self.is_stochastic:
             distances = self.compare_samples(reference, stacked, 1).double()
             return Estimate(distances[0], torch.zeros_like(distances[0]), 1, distances)
         return sequential_estimate(lambda k: self.compare_samples(reference, stacked, k, generator), abs_tol,

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from .dropout import DropoutMasks
 from .estimate import Z_95
-from .transforms import (FLIP_BOTH, FLIP_LEFT_RIGHT, FLIP_UP_DOWN, MAX_OFFSET, TransformRecord, scaled_size,
-                         transformed_size)
+from .transforms import (FLIP_BOTH, FLIP_LEFT_RIGHT, FLIP_UP_DOWN, MAX_OFFSET, TransformRecord, identity_transform,
+                         scaled_size, transformed_size)
 from .validation import check_images, check_same_shape
 
 if TYPE_CHECKING:
@@ -119,15 +119,17 @@ def _fold_reflect(maps: torch.Tensor, top: int, bottom: int, left: int, right: i
     return out
 
 
-def _place_windows(maps: torch.Tensor, offset: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Put each image's ``[h+7, w+7]`` window at rows ``dy..``, columns ``dx..`` of a zero ``[h+14, w+14]``
-    canvas (the adjoint of the offset crop). ``maps``: ``[..., N, 1, h+7, w+7]``; ``offset``: ``[N, 2]``."""
+def _place_windows(maps: torch.Tensor, offset: torch.Tensor, height: int, width: int,
+                   padding: int = MAX_OFFSET) -> torch.Tensor:
+    """Put each image's ``[h+M, w+M]`` window at rows ``dy..``, columns ``dx..`` of a zero ``[h+2M, w+2M]``
+    canvas (the adjoint of the offset crop; ``M`` = ``padding``, 7 by default). ``maps``:
+    ``[..., N, 1, h+M, w+M]``; ``offset``: ``[N, 2]``."""
     batch = maps.shape[-4]
-    rows = (offset[:, 0, None] + torch.arange(height + MAX_OFFSET, device=maps.device)).view(batch, 1, -1, 1)
-    canvas = maps.new_zeros(*maps.shape[:-2], height + 2 * MAX_OFFSET, maps.shape[-1])
+    rows = (offset[:, 0, None] + torch.arange(height + padding, device=maps.device)).view(batch, 1, -1, 1)
+    canvas = maps.new_zeros(*maps.shape[:-2], height + 2 * padding, maps.shape[-1])
     canvas = canvas.scatter_add(-2, rows.expand_as(maps), maps)
-    cols = (offset[:, 1, None] + torch.arange(width + MAX_OFFSET, device=maps.device)).view(batch, 1, 1, -1)
-    full = canvas.new_zeros(*canvas.shape[:-1], width + 2 * MAX_OFFSET)
+    cols = (offset[:, 1, None] + torch.arange(width + padding, device=maps.device)).view(batch, 1, 1, -1)
+    full = canvas.new_zeros(*canvas.shape[:-1], width + 2 * padding)
     return full.scatter_add(-1, cols.expand_as(canvas), canvas)
 
 
@@ -169,11 +171,14 @@ def map_to_input_frame(frame_maps: torch.Tensor, record: TransformRecord, height
     if tuple(frame_maps.shape[-2:]) != expected or frame_maps.shape[-3] != 1:
         raise ValueError(f"frame maps must be [..., N, 1, {expected[0]}, {expected[1]}], "
                          f"got {list(frame_maps.shape)}")
+    if record.ensemble.crop:
+        raise ValueError("distance maps of the crop-instead-of-pad mode are not supported: use the pad mode")
+    padding = record.ensemble.padding
     maps = frame_maps.transpose(-1, -2) if record.swap else frame_maps
     maps = _unflip(maps, record.flip.to(maps.device))
     scaled_h, scaled_w = scaled_size(height, width, record.scale_level)
-    maps = _place_windows(maps, record.offset.to(maps.device), scaled_h, scaled_w)
-    maps = _fold_reflect(maps, MAX_OFFSET, MAX_OFFSET, MAX_OFFSET, MAX_OFFSET)
+    maps = _place_windows(maps, record.offset.to(maps.device), scaled_h, scaled_w, padding)
+    maps = _fold_reflect(maps, padding, padding, padding, padding)
     maps = _unscale(maps, record.scale_level, record.scale_offset, height, width)
     return maps * (height * width / (expected[0] * expected[1]))
 
@@ -249,6 +254,8 @@ def _draw_samples(metric: "Metric", count: int, batch: int, height: int, width: 
     generator = metric.generator if generator is None else generator
     if transform is None:
         record = metric.sample(count * batch, height, width, generator, dropout=False).transform
+        if record is None:  # an ensemble of dropout only: no transformation to undo
+            record = identity_transform(count * batch, metric.ensemble)
     else:
         if count != 1:
             raise ValueError("a fixed transform is one sample: use n=1")
@@ -259,7 +266,7 @@ def _draw_samples(metric: "Metric", count: int, batch: int, height: int, width: 
             raise ValueError(f"scale level {transform.scale_level} shrinks {height}x{width} images to {smallest} "
                              f"px, below the {metric.min_size} px {metric.name} needs")
         record = transform
-    enabled = metric.config.dropout if dropout is None else dropout
+    enabled = metric.ensemble.dropout if dropout is None else dropout
     if not enabled:
         return record, None
     return record, torch.randint(0, 2**62, (count,), generator=generator).tolist()

@@ -219,3 +219,19 @@ def load_linear_weights(spec: str | os.PathLike) -> tuple[list[torch.Tensor], st
     except Exception as error:
         raise WeightsUnavailableError(f"linear weights file '{path}' could not be read: {error}") from error
     return _linear_weights_from_dict(weights, str(path)), str(path)
+
+
+def save_linear_weights(path: str | os.PathLike, weights: list[torch.Tensor]) -> Path:
+    """Write per-tap linear weights (each ``[C_l]``) as an ``.npz`` of float32 ``lin0 ... linK``, the format
+    :func:`load_linear_weights` reads (``Metric(linear_weights=PATH)``); atomically (temporary name, then rename)."""
+    from .io import atomic_path
+
+    target = Path(path)
+    if target.suffix != ".npz":
+        raise ValueError(f"linear weights are written as .npz files, got '{target}'")
+    arrays = {f"lin{index}": weight.detach().to("cpu", torch.float32).reshape(-1).numpy()
+              for index, weight in enumerate(weights)}
+    with atomic_path(target) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+    return target

@@ -5,6 +5,8 @@ round their results onto the 8-bit grid within the budget / constraint, so the f
 measured), ``figure.png`` (one row per metric: source, [anchor, target,] attacked, per-pixel L2 difference on a
 shared scale) and ``results.json``. Every reported distance is
 re-estimated after the attack with fresh ensemble samples from a separate generator.
+
+``a1 --ablation`` attacks every rung of the ensemble ladder instead (:mod:`elpips.scripts.attack_ablation`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elpips import get_config
+from elpips import LADDER, check_images, get_config
 from elpips.io import ImageLoadError, load_image, load_images, save_image, write_json
+from elpips.experiments.robustness import (EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2,
+                                          mean_pairwise_distance)
 from elpips.solver import phase
-from elpips.experiments.robustness import EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2, mean_pairwise_distance
 
-from .common import (add_metric_options, calibration_label, default_run_dir, make_metric, metric_label, positive_int,
-                     progress_bar, weights_report)
+from .attack_ablation import check_options as check_ablation_options
+from .attack_ablation import run_ablation
+from .common import (add_metric_options, calibration_label, check_ensemble_options, cropped, default_run_dir,
+                     make_metric, metric_label, parse_crop, positive_int, progress_bar, weights_report)
 from .run_folder import RunFolder
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -53,6 +58,8 @@ def _add_common(parser: argparse.ArgumentParser, steps: int, step_size: float, s
     parser.add_argument("--eval-max-samples", type=positive_int, default=2000, metavar="N",
                         help="cap on the fresh samples of the final evaluation (it stops earlier once the 95%% "
                              "half-width is below 0.01 and 2.5%% of the distance; default 2000)")
+    parser.add_argument("--crop", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
+                        help="attack this window of the images (quick runs on a small region)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/attack-...)")
     parser.add_argument("--json", action="store_true", help="print results.json on stdout")
 
@@ -73,6 +80,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a1.add_argument("target", help="target image (same size)")
     a1.add_argument("anchor", help="anchor image (same size): its distance to the source is the allowance")
     _add_common(a1, 200, 0.05, "initial move toward the target per step, as a fraction of ||t - s||")
+    a1.add_argument("--check-samples", type=positive_int, default=64, metavar="N",
+                    help="E-LPIPS samples of the attacker's estimate of d(anchor, source) and of its final "
+                         "pull-back onto the constraint (default 64)")
+    a1.add_argument("--ablation", action="store_true",
+                    help="attack every rung of the ensemble ladder with the same budget: " + " -> ".join(LADDER)
+                         + " (each adds one piece; see --help of --metric); every result is evaluated under the "
+                           "full elpips-vgg and under its own rung; writes figure.png, results.json, table.md")
+    a1.add_argument("--resume", action="store_true",
+                    help="--ablation: continue the run in --out, skipping the rungs it finished")
     a1.set_defaults(handler=run, kind="a1")
     a2 = kinds.add_parser(
         "a2", help="maximise d(x, SOURCE) within an RMS budget EPSILON",
@@ -170,11 +186,30 @@ def _file_name(metric: str) -> str:
 
 
 # -- run -------------------------------------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> int:
-    names = metric_names(args)
-    min_size = max(get_config(name).min_size for name in names)
+def _inputs(args: argparse.Namespace, min_size: int) -> torch.Tensor:
+    """Source (, target, anchor) ``[K, 3, H, W]``, cropped to ``--crop``."""
     specs = [args.source, args.target, args.anchor] if args.kind == "a1" else [args.source]
     inputs = load_images(specs, min_size)
+    inputs = cropped(inputs, parse_crop(args.crop, *inputs.shape[-2:]))
+    check_images(inputs, "the cropped images" if args.crop else "the images", min_size)
+    return inputs
+
+
+def run(args: argparse.Namespace) -> int:
+    ablation = args.kind == "a1" and args.ablation
+    if ablation:
+        check_ablation_options(args)
+    elif getattr(args, "resume", False):
+        raise ValueError("--resume continues an --ablation run")
+    if ablation and args.resume and args.out is None:
+        raise ValueError("--resume needs --out DIR (the run to continue)")
+    names = list(LADDER) if ablation else metric_names(args)
+    check_ensemble_options(args, names)
+    min_size = max(get_config(name).min_size for name in names)
+    inputs = _inputs(args, min_size)
+    if ablation:
+        out = Path(args.out) if args.out else default_run_dir("attack-a1-ablation")
+        return run_ablation(args, inputs, out, _generators(args.seed)[0])
     height, width = inputs.shape[-2:]
     dataset, dataset_files = (None, None)
     if args.kind == "a2" and args.dataset is not None:
@@ -204,6 +239,7 @@ def attack_one(args: argparse.Namespace, metric, inputs: torch.Tensor, dataset: 
         if args.kind == "a1":
             result = attack_a1(metric, source, images[1:2], images[2:3], steps=args.steps,
                                samples_per_step=args.samples_per_step, step_size=args.step_size,
+                               threshold_samples=args.check_samples, check_samples=args.check_samples,
                                generator=attack_generator, progress=progress, levels=EIGHT_BIT)
         else:
             result = attack_a2(metric, source, args.epsilon, steps=args.steps,
@@ -281,9 +317,11 @@ def _results(args, names, seed, height, width, dataset_files, entries) -> dict:
     results = {
         "attack": args.kind,
         "source": args.source,
+        "crop": args.crop,
         "size": [int(height), int(width)],
         "settings": {"steps": args.steps, "samples_per_step": args.samples_per_step, "step_size": args.step_size,
-                     "eval_max_samples": args.eval_max_samples, "seed": seed},
+                     "eval_max_samples": args.eval_max_samples, "seed": seed,
+                     **({"check_samples": args.check_samples} if args.kind == "a1" else {})},
         "figure": "figure.png",
         "figure_rows": names,
         "figure_columns": columns,

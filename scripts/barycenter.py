@@ -22,10 +22,11 @@ from elpips.io import load_image, load_images, save_image, write_json
 from elpips.solver import CHECKPOINT_NAME, phase
 from elpips.validation import check_images
 
-from .common import (add_metric_options, calibration_label, default_run_dir, make_metric, metric_label, positive_int,
-                     weights_report)
+from .common import (add_metric_options, calibration_label, cropped, default_run_dir, make_metric, metric_label,
+                     parse_crop, positive_int, weights_report)
 from .render.figures import contact_sheet
 from .run_folder import RunFolder
+
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,26 +83,6 @@ def parse_weights(text: str | None, count: int) -> list[float] | None:
     if len(weights) != count:
         raise ValueError(f"--weights gives {len(weights)} weights for {count} input images")
     return weights
-
-
-def parse_crop(text: str | None, height: int, width: int) -> tuple[int, int, int, int] | None:
-    """``"TOP,LEFT,HEIGHT,WIDTH"`` checked against an ``height x width`` image."""
-    if text is None:
-        return None
-    try:
-        top, left, crop_h, crop_w = (int(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"--crop must be TOP,LEFT,HEIGHT,WIDTH (four integers), got {text!r}") from None
-    if min(top, left) < 0 or min(crop_h, crop_w) < 1 or top + crop_h > height or left + crop_w > width:
-        raise ValueError(f"--crop {text} does not fit in the {height}x{width} (height x width) images")
-    return top, left, crop_h, crop_w
-
-
-def cropped(images: torch.Tensor, crop: tuple[int, int, int, int] | None) -> torch.Tensor:
-    if crop is None:
-        return images
-    top, left, height, width = crop
-    return images[..., top:top + height, left:left + width].contiguous()
 
 
 def snapshot_steps(steps: int) -> set[int]:

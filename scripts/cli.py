@@ -32,6 +32,7 @@ COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "bench": ("bench", "benchmark the metric and the solver steps (paired timing ratios)"),
     "check-device": ("check_device", "check the metric's numbers on a device (GPU) against float64 on the CPU"),
     "train-example": ("train_example", "train a small denoiser/deblurrer with L2, LPIPS or E-LPIPS as the loss"),
+    "train-weights": ("train_weights", "learn a metric's linear weights from 2AFC judgements (BAPPS layout)"),
     "batch": ("batch", "run a JSON-lines file of geodesic/barycenter/distance jobs (sharded under torchrun)"),
 }
 """Command name -> (module in :mod:`elpips.scripts`, one line of help for ``elpips --help``)."""

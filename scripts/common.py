@@ -1,24 +1,33 @@
-"""Options and helpers shared by the subcommands (metric choice, weights, device, seed, output)."""
+"""Options and helpers shared by the subcommands (metric choice, ensemble, weights, device, seed, output)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterable
 
 import elpips
 import elpips.io
-from elpips import METRIC_NAMES, Metric
+from elpips import CONFIGS, METRIC_NAMES, EnsembleConfig, Metric, get_config
+from elpips.ensemble import COLOR_MODES, DEPENDENT_VALUES
 from elpips.memory import parse_memory_size
 
 if TYPE_CHECKING:
     from .render.frames import ExportSettings
 
 
+def metric_choices_help(choices: Iterable[str]) -> str:
+    """One line per metric name with what it is (for ``--help``)."""
+    return "; ".join(f"{name}: {CONFIGS[name].description}" for name in choices)
+
+
 def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-vgg",
                        choices: tuple[str, ...] = METRIC_NAMES) -> None:
-    """``--metric --backbone-weights --seed --device`` as every metric-using command has them."""
-    parser.add_argument("--metric", default=default, choices=choices, help=f"distance to use (default {default})")
+    """``--metric --backbone-weights --seed --device`` and the ensemble options, as every metric-using command
+    has them."""
+    parser.add_argument("--metric", default=default, choices=choices, metavar="NAME",
+                        help=f"distance to use (default {default}). {metric_choices_help(choices)}")
     parser.add_argument(
         "--backbone-weights", default="imagenet", metavar="imagenet|PATH|random",
         help="'imagenet' (torchvision weights, cached in $TORCH_HOME, downloaded on first use), a torchvision "
@@ -32,6 +41,7 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
                              "not more memory")
     parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                         help=f"largest image accepted, in pixels (default {elpips.io.MAX_PIXELS:,})")
+    add_ensemble_options(parser)
 
 
 def memory_size(text: str) -> int:
@@ -48,16 +58,98 @@ def apply_pixel_limit(args: argparse.Namespace) -> None:
         elpips.io.MAX_PIXELS = args.max_pixels
 
 
+def _keep_probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value) or not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return value
+
+
+def add_ensemble_options(parser: argparse.ArgumentParser) -> None:
+    """The ensemble switches (docs/algorithm.md#ensemble). They change the named metric's own ensemble: ``--no-X``
+    switches piece X off (nothing to do for a metric without it); a parameter needs its piece on."""
+    group = parser.add_argument_group(
+        "ensemble", "switch pieces of the E-LPIPS ensemble off or change their parameters (applied to the named "
+                    "metric's own ensemble; recorded in every JSON output; see docs/algorithm.md#ensemble)")
+    group.add_argument("--no-offset", action="store_true", help="no random offset (translation)")
+    group.add_argument("--max-offset", type=positive_int, default=None, metavar="M",
+                       help="largest random offset in pixels (default 7)")
+    group.add_argument("--no-flip", action="store_true", help="no random mirroring")
+    group.add_argument("--no-swap", action="store_true", help="no random transpose of height and width")
+    group.add_argument("--no-permutation", action="store_true", help="no random order of the RGB channels")
+    group.add_argument("--no-color", action="store_true", help="no random colour scaling")
+    group.add_argument("--color-mode", choices=COLOR_MODES, default=None,
+                       help="colour scaling: a factor per channel (color, default) or one for all (brightness)")
+    group.add_argument("--no-scaling", action="store_true", help="no random downscaling")
+    group.add_argument("--scale-levels", type=positive_int, default=None, metavar="S",
+                       help="downscaling levels 1..S (default: min(H, W) // 64 clamped to 1..8)")
+    group.add_argument("--no-dropout", action="store_true", help="no dropout inside the network")
+    group.add_argument("--dropout-keep", type=_keep_probability, default=None, metavar="P",
+                       help="dropout keep probability in (0, 1] (default 0.99)")
+    group.add_argument("--crop-instead-of-pad", action="store_true",
+                       help="offset and scale steps crop the image instead of reflect-padding it: a smaller "
+                            "network input (faster), but up to M (+ s-1) edge pixels are left out of a sample")
+
+
+def ensemble_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The ensemble options given on the command line, as :meth:`EnsembleConfig.updated` keywords."""
+    changes: dict[str, Any] = {switch: False for switch in ("offset", "flip", "swap", "permutation", "color",
+                                                            "scaling", "dropout")
+                               if getattr(args, f"no_{switch}", False)}
+    for name in DEPENDENT_VALUES:
+        if getattr(args, name, None) is not None:
+            changes[name] = getattr(args, name)
+    if getattr(args, "crop_instead_of_pad", False):
+        changes["crop"] = True
+    return changes
+
+
+_OPTION_FLAGS = {"max_offset": "--max-offset", "color_mode": "--color-mode", "scale_levels": "--scale-levels",
+                 "dropout_keep": "--dropout-keep", "crop": "--crop-instead-of-pad"}
+
+
+def ensemble_for(args: argparse.Namespace, name: str) -> EnsembleConfig:
+    """Metric ``name``'s ensemble with the command line's changes (a parameter for a piece it lacks is ignored
+    here: :func:`check_ensemble_options` rejects one that no metric of the run can take)."""
+    return get_config(name).ensemble.updated(strict=False, **ensemble_changes(args))
+
+
+def check_ensemble_options(args: argparse.Namespace, names: Iterable[str]) -> None:
+    """``ValueError`` (before anything is loaded or written) for contradicting ensemble options, or for a
+    parameter that none of the run's metrics ``names`` has the piece for (e.g. --max-offset with lpips-vgg)."""
+    changes = ensemble_changes(args)
+    names = list(names)
+    if not changes or not names:
+        return
+    ensembles = [get_config(name).ensemble.updated(strict=False, **changes) for name in names]
+    for option, flag in _OPTION_FLAGS.items():
+        if option in changes and not any(getattr(ensemble, option) for ensemble in ensembles):
+            switch = DEPENDENT_VALUES.get(option, "offset or scaling")
+            raise ValueError(f"{flag}: {', '.join(names)} {'has' if len(names) == 1 else 'have'} no {switch} "
+                             f"(switched off or not part of the metric)")
+
+
 def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | None = None,
                 announce: bool = True) -> Metric:
-    """Build the metric the options ask for (``name`` and ``seed`` override ``--metric`` and ``--seed``) and,
-    if ``announce``, warn on stderr when its backbone is uncalibrated."""
+    """Build the metric the options ask for, with its ensemble options (``name`` and ``seed`` override
+    ``--metric`` and ``--seed``) and, if ``announce``, warn on stderr when its backbone is uncalibrated; a load
+    that takes a while is announced on stderr.
+
+    Without ``name`` the metric is ``--metric`` and its ensemble options are checked here; a caller that passes
+    ``name`` runs several metrics and checks the options against all of them (:func:`check_ensemble_options`)
+    before building any."""
     from elpips.solver import phase
 
-    name = name or args.metric
+    if name is None:
+        name = args.metric
+        check_ensemble_options(args, [name])
     with phase(f"{name}: loading the network and its weights", enabled=announce):
         metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device,
-                        seed=args.seed if seed is None else seed, memory_budget=getattr(args, "memory_budget", None))
+                        seed=args.seed if seed is None else seed, ensemble=ensemble_for(args, name),
+                        memory_budget=getattr(args, "memory_budget", None))
     if announce and not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric
@@ -78,8 +170,11 @@ def calibration_label(name: str, calibrated: bool, short: bool = False) -> str:
 
 
 def metric_label(metric: Metric) -> str:
-    """:func:`calibration_label` of a metric."""
-    return calibration_label(metric.name, metric.calibrated)
+    """:func:`calibration_label` of a metric, naming a changed ensemble: ``elpips-vgg [no flip, max offset 3]``."""
+    label = metric.name
+    if metric.custom_ensemble:
+        label += f" [{', '.join(metric.ensemble.differences(metric.config.ensemble))}]"
+    return calibration_label(label, metric.calibrated)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -104,15 +199,39 @@ def positive_int(text: str) -> int:
 
 
 def weights_report(metric: Metric) -> dict:
-    """The weights' origin as written into JSON outputs."""
+    """The metric as written into JSON outputs: name, weights' origin and the full ensemble settings."""
     return {
         "metric": metric.name,
         "backbone_weights": metric.weights_info.source,
         "backbone_weights_description": metric.weights_info.description,
         "calibrated": metric.calibrated,
         "linear_weights": metric.linear_weights_source,
+        "ensemble": metric.ensemble.as_dict(),
+        "ensemble_summary": metric.ensemble.summary(),
+        "custom_ensemble": metric.custom_ensemble,
         "elpips_version": elpips.__version__,
     }
+
+
+def parse_crop(text: str | None, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """``"TOP,LEFT,HEIGHT,WIDTH"`` checked against an ``height x width`` image."""
+    if text is None:
+        return None
+    try:
+        top, left, crop_h, crop_w = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--crop must be TOP,LEFT,HEIGHT,WIDTH (four integers), got {text!r}") from None
+    if min(top, left) < 0 or min(crop_h, crop_w) < 1 or top + crop_h > height or left + crop_w > width:
+        raise ValueError(f"--crop {text} does not fit in the {height}x{width} (height x width) images")
+    return top, left, crop_h, crop_w
+
+
+def cropped(images: "torch.Tensor", crop: tuple[int, int, int, int] | None) -> "torch.Tensor":
+    """``images[..., top:top + height, left:left + width]`` (all of them for ``crop=None``)."""
+    if crop is None:
+        return images
+    top, left, height, width = crop
+    return images[..., top:top + height, left:left + width].contiguous()
 
 
 def progress_bar(description: str, total: int, unit: str = "sample", enabled: bool = True):

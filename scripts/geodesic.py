@@ -19,8 +19,8 @@ from elpips.io import load_images, write_json
 from elpips.solver import CHECKPOINT_NAME, phase, reference_learning_rate
 from elpips.spatial import distance_map
 
-from .common import (add_export_options, add_metric_options, calibration_label, default_run_dir, make_metric,
-                     positive_int, settings_from, weights_report)
+from .common import (add_export_options, add_metric_options, calibration_label, check_ensemble_options, default_run_dir,
+                     make_metric, positive_int, settings_from, weights_report)
 from .distance import check_map_metric
 from .render.frames import FRAMES_DIR, ExportSettings, frame_names, frames_to_uint8
 from .render.heatmaps import color_limit, write_segment_maps
@@ -75,6 +75,7 @@ def compare_names(text: str, main: str) -> list[str]:
 def check_arguments(args: argparse.Namespace) -> list[str]:
     """Cheap checks before any weights are loaded; returns the compared metrics."""
     compared = compare_names(args.compare, args.metric)
+    check_ensemble_options(args, [args.metric, *compared])
     segment_intervals(args.frames, len(args.images))
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")

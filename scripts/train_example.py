@@ -28,8 +28,8 @@ from elpips import Metric
 from elpips.experiments.denoiser import ResidualCNN
 from elpips.io import load_image, save_image, write_json
 
-from .common import (add_metric_options, calibration_label, default_run_dir, make_metric, positive_int, progress_bar,
-                     weights_report)
+from .common import (add_metric_options, calibration_label, check_ensemble_options, default_run_dir, make_metric,
+                     positive_int, progress_bar, weights_report)
 from .render.figures import column, labelled, row, tile
 from .run_folder import RunFolder
 
@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    check_ensemble_options(args, [args.metric])  # the loss's ensemble; validation metrics keep their own
     folder = RunFolder(args.out or default_run_dir(f"train-{args.metric}"), "train-example", resumable=False,
                        argv=getattr(args, "argv", None))
     folder.check()

@@ -17,18 +17,35 @@ SCALE = np.array([0.458, 0.448, 0.450])
 
 
 def transform_one(image: np.ndarray, index: int, record) -> np.ndarray:
-    """docs/algorithm.md#transforms for image ``index`` of the batch. ``image``: ``[3, H, W]`` float64."""
+    """docs/algorithm.md#transforms for image ``index`` of the batch. ``image``: ``[3, H, W]`` float64.
+
+    The record's ensemble settings give the maximum offset ``M`` (0 with the offset off) and the crop mode
+    ("crop instead of pad": the scale step keeps ``(h - s + 1) // s * s`` rows from ``oy``, the offset step
+    keeps ``h - M`` rows from ``dy``; likewise columns).
+    """
+    ensemble = record.ensemble
+    crop = ensemble.crop
+    padding = ensemble.max_offset if ensemble.offset else 0
     s = record.scale_level
     if s > 1:
         _, h, w = image.shape
         oy, ox = record.scale_offset
-        full_h = (s - 1 + h + s - 1) // s * s
-        full_w = (s - 1 + w + s - 1) // s * s
-        image = np.pad(image, ((0, 0), (oy, full_h - h - oy), (ox, full_w - w - ox)), mode="reflect")
+        if crop:
+            full_h = (h - s + 1) // s * s
+            full_w = (w - s + 1) // s * s
+            image = image[:, oy:oy + full_h, ox:ox + full_w]
+        else:
+            full_h = (s - 1 + h + s - 1) // s * s
+            full_w = (s - 1 + w + s - 1) // s * s
+            image = np.pad(image, ((0, 0), (oy, full_h - h - oy), (ox, full_w - w - ox)), mode="reflect")
         c, ph, pw = image.shape
         image = image.reshape(c, ph // s, s, pw // s, s).mean(axis=(2, 4))
     dy, dx = (int(v) for v in record.offset[index])
-    image = np.pad(image, ((0, 0), (7 - dy, dy), (7 - dx, dx)), mode="reflect")
+    if crop:
+        _, h, w = image.shape
+        image = image[:, dy:dy + h - padding, dx:dx + w - padding]
+    else:
+        image = np.pad(image, ((0, 0), (padding - dy, dy), (padding - dx, dx)), mode="reflect")
     code = int(record.flip[index])
     if code in (0, 2):
         image = image[:, :, ::-1]

@@ -82,3 +82,28 @@ def contact_sheet(inputs: torch.Tensor, l2_mean: torch.Tensor, result: torch.Ten
     last = [] if original is None else [labelled(tile(original, scale), "original")]
     last += [labelled(tile(l2_mean, scale), "L2 mean"), labelled(tile(result, scale), result_label)]
     return column([grid(input_tiles, columns), row(last)], gap=2 * GAP)
+
+
+def ablation_figure(source: torch.Tensor, target: torch.Tensor, attacked: Sequence[torch.Tensor],
+                    captions: Sequence[str], details: Sequence[str], title: str, scale: int | None = None) -> np.ndarray:
+    """The ablation figure: source, target, then one attacked image per rung, in one labelled row.
+
+    Args:
+        source, target: ``[1, 3, H, W]`` in [0, 1].
+        attacked: one ``[1, 3, H, W]`` per rung.
+        captions: one per rung (e.g. ``"+geom."``); panels are lettered (a), (b), ... as in the paper.
+        details: one line per rung under its caption (e.g. ``"pull 0.42"``).
+        title: a line above the row (say there when the backbone is random).
+        scale: integer enlargement (default: tiles about 128 px wide).
+
+    Returns:
+        ``[height, width, 3]`` uint8.
+    """
+    if len(attacked) != len(captions) or len(attacked) != len(details):
+        raise ValueError("ablation_figure needs one caption and one detail line per attacked image")
+    scale = scale or max(1, min(4, AUTO_WIDTH // source.shape[-1]))
+    panels = [("source", ""), ("target", "")] + list(zip(captions, details))
+    images = [source, target, *attacked]
+    tiles = [labelled(labelled(tile(image, scale), detail), f"({chr(ord('a') + index)}) {caption}")
+             for index, (image, (caption, detail)) in enumerate(zip(images, panels))]
+    return labelled(row(tiles), title)

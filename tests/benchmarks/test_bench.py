@@ -25,7 +25,7 @@ def tiny_plan() -> BenchPlan:
                      references=2, geodesic_frames=(2,), scaling_frames=(2,), scaling_sizes=(16,),
                      scaling_frames_at_sizes=2, scaling_repeats=1, memory_frames=(), variance_size=16,
                      variance_samples=2, variance_trials=2, profile_steps=1, spatial_samples=2,
-                     spatial_memory_size=None)
+                     spatial_memory_size=None, crop_size=32, crop_pairs=1, crop_samples=2)
 
 
 @pytest.fixture
@@ -52,6 +52,8 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
     assert record["single"]["timings"]["elpips"]["median_s"] > 0
     assert record["scaling"]["rows"][0]["frames"] == 2
     assert record["variance"]["std_stratified"] >= 0
+    assert record["crop"]["speed"]["network_input_px"] == {"pad": 39, "crop": 25}
+    assert record["crop"]["distances"]["pairs"][0]["pad"] > 0 and record["ratios"]["crop_speedup"] > 0
     assert "convolution" in record["profile"]["elpips"]["categories"]
     assert record["cuda"]["status"] in ("not available", "not requested (--device cuda)")
 
@@ -60,6 +62,7 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
     markdown = markdown_path.read_text()
     assert "elpips_vs_vgg_features" in markdown and "| ratio | value | goal |" in markdown
     assert "Distance map vs scalar distance" in markdown
+    assert "Crop mode vs pad mode (32 px)" in markdown
     assert json_path.stem == markdown_path.stem
 
 

@@ -291,3 +291,17 @@ def test_inputs_in_another_precision_are_computed_in_the_metrics(random_metric, 
         maps = metric.spatial(x.double(), y.double())
         assert maps.dtype == torch.float32
         torch.testing.assert_close(maps, metric.spatial(x, y))
+
+
+@pytest.mark.parametrize("ensemble", [elpips.EnsembleConfig(max_offset=3), elpips.EnsembleConfig.none().updated(
+    dropout=True)], ids=["max-offset-3", "dropout-only"])
+def test_map_mean_equals_the_sample_distances_under_other_ensembles(images, ensemble):
+    """The adjoint of the offset step uses the record's own padding (3 here; none without the offset)."""
+    metric = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", seed=3, ensemble=ensemble)
+    x, y = images(1, 40, 36, seed=8), images(1, 40, 36, seed=9)
+    result = distance_map(metric, x, y, n=3)
+    torch.testing.assert_close(result.map.mean(dim=(-3, -2, -1)), result.distances.mean(dim=0), rtol=1e-5, atol=0)
+    crop = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", ensemble=elpips.EnsembleConfig(
+        crop=True))
+    with pytest.raises(ValueError, match="crop-instead-of-pad"):
+        distance_map(crop, x, y)

@@ -1,0 +1,265 @@
+"""``elpips train-weights --data DIR --metric NAME --out WEIGHTS.npz``: learn the per-channel linear weights of a
+metric's taps from BAPPS-layout 2AFC judgements (the LPIPS training; :mod:`elpips.experiments.weight_training`).
+
+The run folder (``--run-dir``, default ``WEIGHTS-run/`` beside ``--out``) holds ``checkpoint.pt`` (every
+``--checkpoint-every`` steps and every epoch; ``--resume`` continues bit-exactly), ``log.json`` (options, the
+validation curve, comparisons) and ``epoch-NN.npz`` (the weights after each epoch). ``--out`` is written at the end.
+``torchrun --nproc-per-node=G -m elpips train-weights ...`` shares every batch out between the ranks with the
+one-process result (rank 0 writes and reports)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+from pathlib import Path
+
+import torch
+
+from elpips import Metric, distributed
+from elpips.experiments.triplet_reader import BappsTriplets
+from elpips.experiments.weight_training import (RECIPES, StepReport, TrainingSettings, train_weights,
+                                                validation_scores, weight_correlations)
+from elpips.io import ensure_output_dir, write_json
+from elpips.solver import CHECKPOINT_NAME, ProgressReport
+from elpips.weights import load_linear_weights, save_linear_weights
+
+from .common import (add_metric_options, check_ensemble_options, ensemble_for, metric_label, positive_int,
+                     weights_report)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train-weights",
+        description="Train the non-negative per-channel linear weights of every tap of a metric (frozen network) "
+                    "on 2AFC triplets, with LPIPS' ranking loss, Adam and its epoch schedule; score a held-out "
+                    "split after every epoch. DIR holds 2afc/<split>/<category>/{ref,p0,p1,judge}/.",
+    )
+    parser.add_argument("--data", required=True, metavar="DIR", help="BAPPS dataset folder (containing 2afc/)")
+    parser.add_argument("--out", required=True, metavar="WEIGHTS.npz", help="learned weights (Metric(linear_weights=))")
+    parser.add_argument("--split", default="train", help="training split (default train)")
+    parser.add_argument("--categories", nargs="+", default=None, metavar="NAME", help="training categories (default all)")
+    parser.add_argument("--val-split", default="val", help="held-out split scored every epoch (default val)")
+    parser.add_argument("--val-categories", nargs="+", default=None, metavar="NAME", help="default all")
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="first N triplets per category")
+    parser.add_argument("--val-limit", type=positive_int, default=None, metavar="N",
+                        help="first N held-out triplets per category (validation keeps V x 2 x channels floats)")
+    add_metric_options(parser, choices=METRICS_WITH_WEIGHTS)
+    parser.add_argument("--num-scales", type=positive_int, default=None,
+                        help="E-LPIPS scale levels of the ensemble (default clamp(min(H, W) // 64, 1, 8): 1 at 64 px; "
+                             "the same as --scale-levels); --dropout-keep and the other ensemble options are the "
+                             "shared ones")
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default="lpips",
+                        help="lpips: the LPIPS trainer's settings (default); kettunen: the E-LPIPS authors' "
+                             "train_run.py (zero start, warm-up, symmetric loss, no ensemble in training)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs at the base rate (default 5)")
+    parser.add_argument("--decay-epochs", type=int, default=None, help="epochs with a decaying rate (default 5)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam base learning rate (default 1e-4)")
+    parser.add_argument("--beta1", type=float, default=None, help="Adam beta1 (lpips 0.5, kettunen 0.9)")
+    parser.add_argument("--warmup-steps", type=int, default=None,
+                        help="W > 0: rate scaled by clip((step - W) / W, 0, 1) (lpips 0, kettunen 50)")
+    parser.add_argument("--symmetric-loss", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the loss with p0 and p1 swapped (lpips off, kettunen on)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="triplets per step (default 50)")
+    parser.add_argument("--chunk-size", type=positive_int, default=None,
+                        help="triplets per ensemble-sample draw and per unit shared between processes (default 10)")
+    parser.add_argument("--val-samples", type=positive_int, default=None,
+                        help="E-LPIPS samples per validation distance (default 8)")
+    parser.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=None,
+                        help="E-LPIPS: train under ensemble samples (lpips recipe) or without them (kettunen)")
+    parser.add_argument("--init", default=None, metavar="lpips|zeros|NAME|PATH",
+                        help="starting weights: the recipe's initialisation, or a weights name/file")
+    parser.add_argument("--cache-reductions", action="store_true",
+                        help="deterministic networks: keep every training triplet's reductions in memory after the "
+                             "first pass (N x 2 x channels floats)")
+    parser.add_argument("--run-dir", default=None, metavar="DIR", help="checkpoint and log (default WEIGHTS-run/)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps (default 200)")
+    parser.add_argument("--compare-to", nargs="+", default=[], metavar="WEIGHTS",
+                        help="also score these weights (names or files) on the held-out split and correlate them "
+                             "tap by tap with the learned ones")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads of torch")
+    parser.set_defaults(handler=run)
+
+
+METRICS_WITH_WEIGHTS = ("elpips-vgg", "elpips-squeeze", "lpips-vgg", "lpips-squeeze")
+
+
+def settings_from(args: argparse.Namespace) -> TrainingSettings:
+    initialization = args.init if args.init in ("lpips", "zeros") else None
+    return TrainingSettings.from_recipe(
+        args.recipe, epochs=args.epochs, decay_epochs=args.decay_epochs, learning_rate=args.lr, beta1=args.beta1,
+        warmup_steps=args.warmup_steps, symmetric_loss=args.symmetric_loss,
+        batch_size=args.batch_size, chunk_size=args.chunk_size, val_samples=args.val_samples, ensemble=args.ensemble,
+        initialization=initialization, seed=0 if args.seed is None else args.seed,
+        checkpoint_every=args.checkpoint_every, cache_reductions=args.cache_reductions or None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything that can fail early, then train on one process or every rank of a launch."""
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out must name an .npz file, got '{out}'")
+    settings = settings_from(args)
+    run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.stem + "-run")
+    start = None if args.init in (None, "lpips", "zeros") else load_linear_weights(args.init)[0]
+    compared = {spec: load_linear_weights(spec)[0] for spec in args.compare_to}
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        with distributed.process_group(args.device) as device:
+            if distributed.is_distributed():
+                args.device = str(device)
+            return train(args, settings, out, run_dir, start, compared)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train(args, settings: TrainingSettings, out: Path, run_dir: Path, start, compared: dict) -> int:
+    main = distributed.is_main_process()
+    train_set = BappsTriplets.from_folder(args.data, args.split, _categories(args.categories), args.limit)
+    val_set = BappsTriplets.from_folder(args.data, args.val_split, _categories(args.val_categories), args.val_limit)
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if main:
+        if args.resume and not checkpoint.is_file():
+            raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
+        if not args.resume and checkpoint.exists():
+            raise ValueError(f"'{checkpoint}' exists: pass --resume to continue that run, or another --run-dir")
+    created = _create_folders([run_dir, out.parent]) if main else []
+    try:
+        distributed.barrier()
+        return _train_and_report(args, settings, out, run_dir, start, compared, train_set, val_set)
+    finally:
+        for folder in created:  # a run that failed before writing anything leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _create_folders(folders: list[Path]) -> list[Path]:
+    """Create ``folders`` (checked writable); the ones created, deepest first."""
+    created = []
+    for folder in folders:
+        missing = [parent for parent in [folder, *folder.parents] if not parent.exists()]
+        ensure_output_dir(folder)
+        created += missing
+    return sorted(set(created), key=lambda path: len(path.parts), reverse=True)
+
+
+def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path, start, compared: dict,
+                      train_set: BappsTriplets, val_set: BappsTriplets) -> int:
+    main = distributed.is_main_process()
+    checkpoint = run_dir / CHECKPOINT_NAME
+    metric = build_metric(args) if main else _quiet(build_metric, args)
+    train_set.min_size = val_set.min_size = metric.min_size
+    log = {"command": "train-weights", "data": str(args.data), "split": args.split, "val_split": args.val_split,
+           "train_triplets": len(train_set), "validation_triplets": len(val_set), "recipe": args.recipe,
+           "settings": vars(settings).copy(), "init": args.init or settings.initialization,
+           "num_scales": metric.num_scales, "dropout_keep": metric.dropout_keep,
+           "processes": distributed.rank_and_world()[1], **weights_report(metric), "out": str(out), "history": []}
+    log.pop("linear_weights")  # the metric's own weights, which training does not use
+    progress = Progress(metric.name, settings, len(train_set)) if main else None
+
+    def on_epoch(history: list[dict], weights: list[torch.Tensor]) -> None:
+        if main:
+            progress.epoch_line(history[-1])
+            save_linear_weights(run_dir / f"epoch-{history[-1]['epoch']:02d}.npz", weights)
+            write_json(run_dir / "log.json", {**log, "history": history})
+
+    try:
+        result = train_weights(metric, train_set, val_set, settings, start, checkpoint, args.resume,
+                               progress.step if progress else None, on_epoch)
+    finally:
+        if progress is not None:
+            progress.close()
+    if not main:
+        return 0
+    log["history"] = result.history
+    log["resumed_from_step"] = result.resumed_from
+    log["comparisons"] = {spec: {"validation": validation_scores(result.validation, weights),
+                                 "correlation": weight_correlations(result.weights, weights)}
+                          for spec, weights in _checked(compared, result.weights).items()}
+    save_linear_weights(out, result.weights)
+    write_json(run_dir / "log.json", log)
+    report(log, metric, out, run_dir)
+    return 0
+
+
+def build_metric(args: argparse.Namespace) -> Metric:
+    """The metric whose network and ensemble (``--num-scales``, ``--dropout-keep``) the weights are trained for."""
+    ensemble = {key: value for key, value in (("num_scales", args.num_scales), ("dropout_keep", args.dropout_keep))
+                if value is not None}
+    if "dropout_keep" in ensemble and not 0 < ensemble["dropout_keep"] < 1:
+        raise ValueError(f"--dropout-keep must be in (0, 1), got {args.dropout_keep}")
+    check_ensemble_options(args, [args.metric])
+    metric = Metric(args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed,
+                    memory_budget=getattr(args, "memory_budget", None), ensemble=ensemble_for(args, args.metric),
+                    **ensemble)
+    if not metric.calibrated:
+        print(f"note: {metric.weights_info.description}", file=sys.stderr)
+    return metric
+
+
+def _categories(values: list[str] | None) -> list[str] | None:
+    """``--categories a b`` or ``--categories a,b``."""
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError("--categories names no category")
+    return names
+
+
+def _checked(compared: dict, learned: list[torch.Tensor]) -> dict:
+    for spec, weights in compared.items():
+        if [len(w) for w in weights] != [len(w) for w in learned]:
+            raise ValueError(f"--compare-to {spec}: channels {[len(w) for w in weights]} do not fit this metric's "
+                             f"taps {[len(w) for w in learned]}")
+    return compared
+
+
+def report(log: dict, metric, out: Path, run_dir: Path) -> None:
+    first, last = log["history"][0]["validation"], log["history"][-1]["validation"]
+    print(f"train-weights {metric_label(metric)}: {log['train_triplets']} training triplets, "
+          f"{len(log['history']) - 1} epochs; held-out 2AFC ({log['validation_triplets']} triplets)")
+    print(f"  initial weights  {first['mean']:.4f}")
+    print(f"  learned weights  {last['mean']:.4f}")
+    for spec, comparison in log["comparisons"].items():
+        taps = " ".join("-" if r is None else f"{r:.2f}" for r in comparison["correlation"]["per_tap"])
+        overall = comparison["correlation"]["all"]
+        print(f"  {spec}  {comparison['validation']['mean']:.4f}  (correlation with learned: all "
+              f"{'-' if overall is None else f'{overall:.3f}'}; per tap {taps})")
+    print(f"wrote {out} and {run_dir / 'log.json'}")
+
+
+class Progress:
+    """Progress over the run's steps (:class:`~elpips.solver.ProgressReport`: a tqdm bar on a terminal, plain
+    lines every 10% and at least every 10 s otherwise), and one line per epoch."""
+
+    def __init__(self, name: str, settings: TrainingSettings, triplets: int) -> None:
+        per_epoch = -(-triplets // settings.batch_size)
+        self.total = per_epoch * settings.total_epochs
+        self.report = ProgressReport(f"train-weights {name}", self.total, self.describe)
+
+    @staticmethod
+    def describe(info: StepReport) -> dict:
+        return {"epoch": f"{info.epoch}/{info.total_epochs}", "batch": f"{info.batch}/{info.batches}",
+                "loss": f"{info.loss:.4f}", "lr": f"{info.learning_rate:.3g}"}
+
+    def step(self, info: StepReport) -> None:
+        self.report(info)
+
+    def epoch_line(self, record: dict) -> None:
+        self.report.bar.clear()
+        print(f"train-weights: epoch {record['epoch']} done: loss {record['train_loss']:.4f}, training agreement "
+              f"{record['train_agreement']:.4f}, held-out 2AFC {record['validation']['mean']:.4f}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.report.close()
+
+
+def _quiet(function, *arguments):
+    """``function(*arguments)`` with its stderr notes dropped (ranks other than 0 repeat rank 0's notes)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return function(*arguments)
