@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from elpips.ensemble_stream import StratifiedStream, check_stream_mode
-from elpips.solver import (StepInfo, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
+from elpips.solver import (StepInfo, phase, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, reference_learning_rate,
                            reporting, restore_generator, save_checkpoint)
 
@@ -294,11 +294,12 @@ def _iterate(problem: _Problem, run: _Run, checkpoint: str | os.PathLike | None,
                                         run.x.detach(), evaluation, distances, indices))
 
 
-def _finish(problem: _Problem, run: _Run) -> BarycenterResult:
+def _finish(problem: _Problem, run: _Run, progress: bool = False) -> BarycenterResult:
     """The final evaluation (unless the last step took one) and the result."""
     final_step = max(run.start, problem.steps)
     if not run.evaluations or run.evaluations[-1].step != final_step:
-        run.evaluations.append(problem.evaluate(run.x, final_step))
+        with phase(f"barycenter: final objective estimate ({problem.eval_samples} samples)", enabled=progress):
+            run.evaluations.append(problem.evaluate(run.x, final_step))
     steps_run = max(0, problem.steps - run.start)
     timings = {"solver_seconds": run.elapsed, "step_seconds_this_call": run.step_seconds,
                "seconds_per_step": run.step_seconds / steps_run if steps_run else 0.0}
@@ -377,4 +378,4 @@ def solve(
     run = _resume(problem, checkpoint) if resume else _start(problem, init)
     with reporting("barycenter", problem.steps, _describe, progress, callback) as on_step:
         _iterate(problem, run, checkpoint, on_step)
-    return _finish(problem, run)
+    return _finish(problem, run, progress)

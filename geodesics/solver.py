@@ -23,7 +23,7 @@ import torch
 from elpips import Metric
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
 from elpips.ensemble_stream import StratifiedStream, check_stream_mode
-from elpips.solver import (StepInfo, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
+from elpips.solver import (StepInfo, phase, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, renamed_keyword, reporting,
                            restore_generator, save_checkpoint)
 from elpips.validation import check_images
@@ -254,16 +254,19 @@ def _iterate(plan: _Plan, run: _Run, checkpoint: str | os.PathLike | None,
                                       plan.levels[run.current].frames))
 
 
-def _finish(plan: _Plan, run: _Run, eval_samples: int, eval_generator: torch.Generator | None) -> GeodesicResult:
+def _finish(plan: _Plan, run: _Run, eval_samples: int, eval_generator: torch.Generator | None,
+            progress: bool = False) -> GeodesicResult:
     """The final path at full resolution with exact keyframes, its many-sample distances and the result."""
     path = run.stage.path()
     if run.current != len(plan.levels) - 1:  # the final stage got no steps: carry the path there anyway
         path = carry_path(path, plan.levels[run.current], plan.levels[-1], plan.keys)
     indices = keyframe_indices(plan.intervals)
     path[indices] = plan.keys
-    evaluation = evaluate_path(plan.metric, path, eval_samples,
-                               plan.generator if eval_generator is None else eval_generator,
-                               chunk_size=plan.chunk_size, shard=path_shard(path.shape[0]) if plan.sharded else None)
+    with phase(f"{plan.metric.name}: distances along the path ({eval_samples} samples)", enabled=progress):
+        evaluation = evaluate_path(plan.metric, path, eval_samples,
+                                   plan.generator if eval_generator is None else eval_generator,
+                                   chunk_size=plan.chunk_size,
+                                   shard=path_shard(path.shape[0]) if plan.sharded else None)
     ran = plan.total_steps - run.first_step
     return GeodesicResult(
         frames=path.detach().cpu(), keyframe_indices=indices, intervals=plan.intervals,
@@ -357,4 +360,4 @@ def solve(
     run = _resume(plan, checkpoint) if resume else _start(plan)
     with reporting(metric.name, plan.total_steps, _describe, progress and is_main_process(), callback) as on_step:
         _iterate(plan, run, checkpoint, on_step)
-    return _finish(plan, run, eval_samples, eval_generator)
+    return _finish(plan, run, eval_samples, eval_generator, progress and is_main_process())

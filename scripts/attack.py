@@ -24,11 +24,13 @@ from elpips import LADDER, check_images, get_config
 from elpips.io import ImageLoadError, load_image, load_images, save_image, write_json
 from elpips.experiments.robustness import (EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2,
                                           mean_pairwise_distance)
+from elpips.solver import phase
 
 from .attack_ablation import check_options as check_ablation_options
 from .attack_ablation import run_ablation
 from .common import (add_metric_options, calibration_label, check_ensemble_options, cropped, default_run_dir,
                      make_metric, metric_label, parse_crop, positive_int, progress_bar, weights_report)
+from .run_folder import RunFolder
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -212,50 +214,77 @@ def run(args: argparse.Namespace) -> int:
     dataset, dataset_files = (None, None)
     if args.kind == "a2" and args.dataset is not None:
         dataset, dataset_files = load_dataset(args.dataset, height, width, min_size)
-    out = Path(args.out) if args.out else default_run_dir(f"attack-{args.kind}")
+    folder = RunFolder(args.out or default_run_dir(f"attack-{args.kind}"), "attack", resumable=False,
+                       argv=getattr(args, "argv", None))
+    folder.check()
     base_seed = _generators(args.seed)[0]
+    metrics = [make_metric(args, name) for name in names]
+    with folder.claim():
+        return attack_all(args, folder.path, metrics, inputs, dataset, dataset_files, base_seed)
 
-    entries, attacked_images = [], []
-    for name in names:
-        metric = make_metric(args, name)
-        _, attack_generator, eval_generator = _generators(base_seed)
-        images = inputs.to(metric.device)
-        source = images[:1]
-        with progress_bar(f"{args.kind} {name}", args.steps) as bar:
-            bar.unit = "step"
 
-            def progress(step: int, value: torch.Tensor) -> None:
-                bar.update(1)
-                bar.set_postfix(d=f"{float(value[0]):.4f}")
+def attack_one(args: argparse.Namespace, metric, inputs: torch.Tensor, dataset: torch.Tensor | None,
+               base_seed: int) -> tuple[torch.Tensor, dict]:
+    """Attack ``metric``: the attacked image ``[1, 3, H, W]`` (8-bit grid) and its results entry."""
+    name = metric.name
+    _, attack_generator, eval_generator = _generators(base_seed)
+    images = inputs.to(metric.device)
+    source = images[:1]
+    with progress_bar(f"{args.kind} {name}", args.steps, unit="step") as bar:
 
-            if args.kind == "a1":
-                result = attack_a1(metric, source, images[1:2], images[2:3], steps=args.steps,
-                                   samples_per_step=args.samples_per_step, step_size=args.step_size,
-                                   threshold_samples=args.check_samples, check_samples=args.check_samples,
-                                   generator=attack_generator, progress=progress, levels=EIGHT_BIT)
-            else:
-                result = attack_a2(metric, source, args.epsilon, steps=args.steps,
-                                   samples_per_step=args.samples_per_step, step_size=args.step_size,
-                                   generator=attack_generator, progress=progress, levels=EIGHT_BIT)
-        attacked = result.images  # on the 8-bit grid: exactly what the saved file holds
+        def progress(step: int, value: torch.Tensor) -> None:
+            bar.update(1)
+            bar.set_postfix(d=f"{float(value[0]):.4f}")
+
         if args.kind == "a1":
-            report = evaluate_a1(metric, source, images[1:2], images[2:3], attacked, eval_generator,
-                                 max_samples=args.eval_max_samples).row()
-            report["attacker_threshold"] = float(result.threshold[0])
+            result = attack_a1(metric, source, images[1:2], images[2:3], steps=args.steps,
+                               samples_per_step=args.samples_per_step, step_size=args.step_size,
+                               threshold_samples=args.check_samples, check_samples=args.check_samples,
+                               generator=attack_generator, progress=progress, levels=EIGHT_BIT)
         else:
-            report = evaluate_a2(metric, source, attacked, result.start, eval_generator,
-                                 max_samples=args.eval_max_samples).row()
-            if dataset is not None:
-                distances, _ = mean_pairwise_distance(metric, dataset.to(metric.device), args.dataset_samples,
-                                                      args.pairs, eval_generator)
-                normalizer = float(distances.mean())
-                report.update(normalizer=normalizer, normalizer_pairs=len(distances),
-                              normalized_distance=report["distance"] / normalizer,
-                              normalized_start_distance=report["start_distance"] / normalizer)
-        save_image(out / _file_name(name), attacked)
+            result = attack_a2(metric, source, args.epsilon, steps=args.steps,
+                               samples_per_step=args.samples_per_step, step_size=args.step_size,
+                               generator=attack_generator, progress=progress, levels=EIGHT_BIT)
+    attacked = result.images  # on the 8-bit grid: exactly what the saved file holds
+    with phase(f"{args.kind} {name}: fresh-sample evaluation (up to {args.eval_max_samples} samples)"):
+        report = evaluate_attack(args, metric, images, attacked, result, dataset, eval_generator)
+    entry = {**weights_report(metric), "label": metric_label(metric), "attacked_image": _file_name(name), **report,
+             "attacker_final_estimate": float(result.trace[-1, 0])}
+    return attacked, entry
+
+
+def evaluate_attack(args: argparse.Namespace, metric, images: torch.Tensor, attacked: torch.Tensor, result,
+                    dataset: torch.Tensor | None, eval_generator: torch.Generator) -> dict:
+    """The attack's report on fresh samples (A2 with ``--dataset``: also normalised by the dataset's spread)."""
+    source = images[:1]
+    if args.kind == "a1":
+        report = evaluate_a1(metric, source, images[1:2], images[2:3], attacked, eval_generator,
+                             max_samples=args.eval_max_samples).row()
+        report["attacker_threshold"] = float(result.threshold[0])
+    else:
+        report = evaluate_a2(metric, source, attacked, result.start, eval_generator,
+                             max_samples=args.eval_max_samples).row()
+        if dataset is not None:
+            distances, _ = mean_pairwise_distance(metric, dataset.to(metric.device), args.dataset_samples,
+                                                  args.pairs, eval_generator)
+            normalizer = float(distances.mean())
+            report.update(normalizer=normalizer, normalizer_pairs=len(distances),
+                          normalized_distance=report["distance"] / normalizer,
+                          normalized_start_distance=report["start_distance"] / normalizer)
+    return report
+
+
+def attack_all(args: argparse.Namespace, out: Path, metrics: list, inputs: torch.Tensor,
+               dataset: torch.Tensor | None, dataset_files: list[str] | None, base_seed: int) -> int:
+    """Attack every metric, evaluate on fresh samples, write the attacked images, the figure and results.json."""
+    names = [metric.name for metric in metrics]
+    height, width = inputs.shape[-2:]
+    entries, attacked_images = [], []
+    for metric in metrics:
+        attacked, entry = attack_one(args, metric, inputs, dataset, base_seed)
+        save_image(out / _file_name(metric.name), attacked)
         attacked_images.append(attacked.cpu())
-        entries.append({**weights_report(metric), "label": metric_label(metric), "attacked_image": _file_name(name),
-                        **report, "attacker_final_estimate": float(result.trace[-1, 0])})
+        entries.append(entry)
 
     source = inputs[:1]
     differences = difference_maps(source, attacked_images)

@@ -82,8 +82,7 @@ def run_ablation(args: argparse.Namespace, inputs: torch.Tensor, out: Path, seed
         entry = _finished_rung(out, name, settings, args.resume)
         if entry is None:
             metric = make_metric(args, name)
-            with progress_bar(f"a1 {name}", args.steps) as bar:
-                bar.unit = "step"
+            with progress_bar(f"a1 {name}", args.steps, unit="step") as bar:
                 result = attack_rung(metric, full, source, target, anchor, settings,
                                      lambda step, value: bar.update(1))
             save_image(out / f"attacked-{name}.png", result.attacked)

@@ -9,8 +9,6 @@ sigma 0.07) and ``--perturb shift`` (10 copies shifted by up to 2 px). Outputs g
 from __future__ import annotations
 
 import argparse
-import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,12 +20,13 @@ from elpips.barycenters import (REFERENCE_STEPS, BarycenterStepInfo, evaluate_ob
 from elpips.barycenters.options import check_power, check_refs_per_step, normalized_weights
 from elpips.io import load_image, save_image, write_json
 from elpips.sizing import conform_images, load_sized_images, resample
-from elpips.solver import CHECKPOINT_NAME, load_checkpoint
+from elpips.solver import CHECKPOINT_NAME, phase
 from elpips.validation import check_images
 
 from .common import (add_metric_options, add_sizing_options, calibration_label, cropped, default_run_dir,
                      make_metric, metric_label, parse_crop, positive_int, sizing_from, weights_report)
 from .render.figures import contact_sheet
+from .run_folder import RunFolder
 
 
 
@@ -97,13 +96,12 @@ def snapshot_steps(steps: int) -> set[int]:
     return marks | ({steps} if steps else set())
 
 
-def resolve_seed(args: argparse.Namespace, checkpoint: Path) -> int:
-    """``--seed``; on ``--resume`` without it, the checkpoint's; else a fresh one (recorded in log.json)."""
-    if args.seed is not None:
-        return args.seed
-    if args.resume:
-        return int(load_checkpoint(checkpoint)["settings"]["seed"])
-    return secrets.randbelow(2**31)
+def result_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that determine the result (a resume must repeat them; ``seed: None`` = draw or recorded).
+    ``--steps`` may grow on resume: a run continues to the new count."""
+    return {name: getattr(args, name) for name in (
+        "images", "weights", "metric", "backbone_weights", "power", "init", "refs_per_step", "samples_per_step",
+        "crop", "perturb", "count", "noise_scale", "max_shift", "eval_samples", "seed")}
 
 
 def make_inputs(args: argparse.Namespace, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
@@ -140,23 +138,22 @@ def init_option(args: argparse.Namespace, inputs: torch.Tensor) -> str | torch.T
     return cropped(image, parse_crop(args.crop, *image.shape[-2:]))
 
 
-def run_folder(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The run's folder and checkpoint path, checked against ``--resume``."""
-    out = Path(args.out) if args.out else default_run_dir("barycenter")
-    checkpoint = out / CHECKPOINT_NAME
+def prepare(args: argparse.Namespace) -> tuple[RunFolder, dict[str, Any]]:
+    """The run's folder (checked against ``--resume``, nothing created) and the settings it uses."""
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR (the folder of the run to continue)")
-    if args.resume and not checkpoint.is_file():
-        raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
-    if not args.resume and checkpoint.exists():
-        raise ValueError(f"'{out}' already holds a run: pass --resume to continue it, or choose another --out")
-    return out, checkpoint
+    folder = RunFolder(args.out or default_run_dir("barycenter"), "barycenter", args.resume,
+                       argv=getattr(args, "argv", None))
+    folder.check()
+    settings = folder.settings(result_settings(args))
+    args.seed = settings["seed"]
+    return folder, settings
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    out, checkpoint = run_folder(args)
-    seed = resolve_seed(args, checkpoint)
+    folder, settings = prepare(args)
+    seed = args.seed
     inputs, original, source = make_inputs(args, seed)
     weights = parse_weights(args.weights, inputs.shape[0])
     normalized = normalized_weights(weights, inputs.shape[0]).float()
@@ -168,31 +165,26 @@ def run(args: argparse.Namespace) -> int:
                          f"{inputs.shape[-2]}x{inputs.shape[-1]} (height x width)")
     metric = make_metric(args)
     check_images(inputs, "input images", metric.min_size)
+    with folder.claim(settings):
+        out, checkpoint = folder.path, folder.path / CHECKPOINT_NAME
+        for index, image in enumerate(inputs):
+            save_image(out / "inputs" / f"input_{index + 1:02d}.png", image)
+        if original is not None:
+            save_image(out / "original.png", original)
+        l2_mean = torch.einsum("n,nchw->chw", normalized, inputs).unsqueeze(0).clamp(0, 1)
+        save_image(out / "l2_mean.png", l2_mean)
+        marks = snapshot_steps(args.steps)
 
-    for index, image in enumerate(inputs):
-        save_image(out / "inputs" / f"input_{index + 1:02d}.png", image)
-    if original is not None:
-        save_image(out / "original.png", original)
-    l2_mean = torch.einsum("n,nchw->chw", normalized, inputs).unsqueeze(0).clamp(0, 1)
-    save_image(out / "l2_mean.png", l2_mean)
+        def on_step(info: BarycenterStepInfo) -> None:
+            if info.step in marks:
+                save_image(out / "snapshots" / f"step_{info.step:06d}.png", info.image)
 
-    marks = snapshot_steps(args.steps)
-
-    def on_step(info: BarycenterStepInfo) -> None:
-        if info.step in marks:
-            save_image(out / "snapshots" / f"step_{info.step:06d}.png", info.image)
-
-    try:
         result = solve(inputs, weights, metric=metric, power=args.power, steps=args.steps, init=init,
                        refs_per_step=args.refs_per_step, samples_per_step=args.samples_per_step, generator=seed,
                        callback=on_step, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-                       resume=args.resume, eval_samples=args.eval_samples, progress=True)
-    except KeyboardInterrupt:
-        print(f"interrupted: continue with the same command plus --resume --out {out}", file=sys.stderr)
-        raise
-
-    write_results(args, out, metric, inputs, l2_mean, original, result)
-    log = write_log(args, out, metric, source, seed, result, l2_mean, inputs, original is not None, started)
+                       resume=args.resume and checkpoint.is_file(), eval_samples=args.eval_samples, progress=True)
+        write_results(args, out, metric, inputs, l2_mean, original, result)
+        log = write_log(args, out, metric, source, seed, result, l2_mean, inputs, original is not None, started)
     objective = log["objective"]
     print(f"{metric_label(metric)} barycenter of {inputs.shape[0]} images, p={args.power:g}, "
           f"{result.state['step']} steps: objective {objective['start']:.4g} -> {objective['end']:.4g} "
@@ -213,9 +205,10 @@ def write_results(args: argparse.Namespace, out: Path, metric: Any, inputs: torc
 def write_log(args: argparse.Namespace, out: Path, metric: Any, source: dict[str, Any], seed: int, result: Any,
               l2_mean: torch.Tensor, inputs: torch.Tensor, has_original: bool, started: float) -> dict[str, Any]:
     """``log.json``: settings, seed, weights, the objective at start and end and of the L2 mean, history."""
-    mean_evaluation = evaluate_objective(metric, l2_mean.to(metric.device), inputs.to(metric.device),
-                                         torch.tensor(result.settings["weights"], device=metric.device),
-                                         args.power, args.eval_samples, result.settings["eval_seed"])
+    with phase(f"barycenter: objective of the L2 mean ({args.eval_samples} samples)"):
+        mean_evaluation = evaluate_objective(metric, l2_mean.to(metric.device), inputs.to(metric.device),
+                                             torch.tensor(result.settings["weights"], device=metric.device),
+                                             args.power, args.eval_samples, result.settings["eval_seed"])
     start, end = result.evaluations[0], result.evaluations[-1]
     log = {
         "command": "barycenter",
@@ -230,7 +223,7 @@ def write_log(args: argparse.Namespace, out: Path, metric: Any, source: dict[str
         "resumed_from_step": result.resumed_from,
         "timings": {**result.timings, "wall_seconds_this_call": time.perf_counter() - started},
         "outputs": ["inputs/", "l2_mean.png", "barycenter.png", "snapshots/", "contact_sheet.png", "log.json",
-                    CHECKPOINT_NAME] + (["original.png"] if has_original else []),
+                    CHECKPOINT_NAME, "run.json"] + (["original.png"] if has_original else []),
     }
     write_json(out / "log.json", log)
     return log

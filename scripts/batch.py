@@ -26,18 +26,24 @@ import torch
 
 from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
-from elpips.solver import CHECKPOINT_NAME
 
 from .cli import command_module
 from .jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
                    summary_table, write_marker)
+from .run_folder import RunFolder
 
 DEFAULT_TIMEOUT_HOURS = 168.0
 """A week: the collective timeout under torchrun (the final barrier waits for the slowest rank)."""
 
-RESUMABLE = {"geodesic": CHECKPOINT_NAME, "barycenter": CHECKPOINT_NAME, "interpolate": "plan.json"}
-"""Commands that continue an interrupted run with ``--resume``, and the file in their folder that shows
-there is one to continue (the checkpoint, :data:`~elpips.solver.CHECKPOINT_NAME`; interpolate: its plan)."""
+RESUMABLE: dict[str, str | None] = {"geodesic": None, "barycenter": None, "interpolate": "plan.json"}
+"""Commands that continue an interrupted run in their folder with ``--resume``, and the file that shows there is
+one to continue (``None``: the run folder's own record, :class:`~elpips.scripts.run_folder.RunFolder`)."""
+
+
+def holds_run(command: str, folder: Path) -> bool:
+    """Whether ``folder`` holds an interrupted run of ``command`` to continue."""
+    marker = RESUMABLE[command]
+    return (folder / marker).is_file() if marker else RunFolder(folder, command).holds_run()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,12 +107,12 @@ def check_job(job: Job) -> None:
 
 def job_argv(job: Job, folder: Path, device: torch.device) -> list[str]:
     """The job's arguments plus what the batch decides: ``--out`` (and ``--resume`` when the folder holds a
-    checkpoint of an interrupted run) for geodesic/barycenter, ``--json`` for distance, and ``--device``."""
+    run of an interrupted job) for geodesic/barycenter, ``--json`` for distance, and ``--device``."""
     argv = [*job.argv, "--device", str(device)]
     if job.command == "distance":
         return [*argv, "--json"]
     argv += ["--out", str(folder)]
-    if job.command in RESUMABLE and (folder / RESUMABLE[job.command]).is_file():
+    if job.command in RESUMABLE and holds_run(job.command, folder):
         argv.append("--resume")
     return argv
 

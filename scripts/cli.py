@@ -108,11 +108,16 @@ def requested_command(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(requested_command(argv)).parse_args(argv)
+    args.argv = argv  # the command line, for the resume hint of interrupted runs
     try:
         apply_pixel_limit(args)
         return int(args.handler(args) or 0)
     except (ImageLoadError, OutputWriteError, WeightsUnavailableError, ValueError, FileNotFoundError) as error:
         print(f"elpips {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # a write outside a run folder (export, batch outputs): the file and the cause
+        where = f" ('{error.filename}')" if error.filename else ""
+        print(f"elpips {args.command}: error: {error.strerror or error}{where}", file=sys.stderr)
         return EXIT_USAGE
     except (MemoryError, RuntimeError) as error:
         if not _is_out_of_memory(error):

@@ -135,17 +135,21 @@ def check_ensemble_options(args: argparse.Namespace, names: Iterable[str]) -> No
 def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | None = None,
                 announce: bool = True) -> Metric:
     """Build the metric the options ask for, with its ensemble options (``name`` and ``seed`` override
-    ``--metric`` and ``--seed``) and, if ``announce``, warn on stderr when its backbone is uncalibrated.
+    ``--metric`` and ``--seed``) and, if ``announce``, warn on stderr when its backbone is uncalibrated; a load
+    that takes a while is announced on stderr.
 
     Without ``name`` the metric is ``--metric`` and its ensemble options are checked here; a caller that passes
     ``name`` runs several metrics and checks the options against all of them (:func:`check_ensemble_options`)
     before building any."""
+    from elpips.solver import phase
+
     if name is None:
         name = args.metric
         check_ensemble_options(args, [name])
-    metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device,
-                    seed=args.seed if seed is None else seed, ensemble=ensemble_for(args, name),
-                    memory_budget=getattr(args, "memory_budget", None))
+    with phase(f"{name}: loading the network and its weights", enabled=announce):
+        metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device,
+                        seed=args.seed if seed is None else seed, ensemble=ensemble_for(args, name),
+                        memory_budget=getattr(args, "memory_budget", None))
     if announce and not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric
@@ -230,12 +234,11 @@ def cropped(images: "torch.Tensor", crop: tuple[int, int, int, int] | None) -> "
     return images[..., top:top + height, left:left + width].contiguous()
 
 
-def progress_bar(description: str, total: int):
-    """A tqdm bar on stderr that hides itself when stderr is not a terminal."""
-    from tqdm import tqdm
+def progress_bar(description: str, total: int, unit: str = "sample", enabled: bool = True):
+    """Progress on stderr: a tqdm bar on a terminal, plain periodic lines otherwise (used like a tqdm bar)."""
+    from elpips.solver import ProgressReport
 
-    return tqdm(total=total, desc=description, unit="sample", file=sys.stderr, leave=False,
-                disable=not sys.stderr.isatty())
+    return ProgressReport(description, total, unit=unit, enabled=enabled)
 
 
 def default_run_dir(kind: str, root: str = "outputs") -> "Path":

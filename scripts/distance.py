@@ -10,6 +10,7 @@ import torch
 from elpips.estimate import Estimate, summarize
 from elpips import get_config
 from elpips.io import load_images, to_uint8
+from elpips.solver import phase
 
 from elpips.spatial import SpatialMaps, distance_map
 
@@ -115,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     images = images.to(metric.device)
     x, y = images[:1], images[1:]
     result = None
-    with torch.no_grad():
+    samples = 1 if not metric.is_stochastic else args.max_samples if args.auto else args.samples
+    with torch.no_grad(), phase(f"{metric.name}: evaluating ({'up to ' if args.auto else ''}{samples} "
+                                f"sample{'s' if samples > 1 else ''})", enabled=not args.auto):
         if wants_map and not args.auto:  # the distance from the map's own samples
             result = distance_map(metric, x, y, args.samples, chunk_size=args.chunk)
             estimate = summarize(result.distances.double())

@@ -13,6 +13,7 @@ from elpips.io import write_json
 from .common import add_export_options, settings_from
 from .render.frames import ExportSettings
 from .render.run import LOG, load_frames, load_log, render_run
+from .run_folder import RunFolder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
         sub_log = load_log(sub_dir)
         compared.append((sub_log, load_frames(sub_dir, sub_log)))
     frames = load_frames(run_dir, log)
-    render_run(run_dir, log, frames, settings, compared)
-    write_json(run_dir / LOG, log)
+    with RunFolder(run_dir, "export", resume=True, resumable=False).claim():  # no run may write it meanwhile
+        render_run(run_dir, log, frames, settings, compared)
+        write_json(run_dir / LOG, log)
     written = ", ".join(["frames/", *[name for key, name in log["files"].items() if key not in ("frames", "maps")],
                          *(["maps/"] if "maps" in log["files"] else []), "index.html"])
     print(f"re-rendered {run_dir}: {written} (row {log['export']['row']}, scale {log['export']['scale']}, "

@@ -4,11 +4,10 @@ write every export into a run directory; ``--compare`` solves the same path unde
 from __future__ import annotations
 
 import argparse
-import json
-import secrets
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from elpips import METRIC_NAMES, Metric, get_config
@@ -16,19 +15,20 @@ from elpips.distributed import (broadcast_object, is_distributed, is_main_proces
                                 process_group)
 from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicResult, evaluate_path, linear_path, path_shard,
                               segment_intervals, solve)
-from elpips.io import OutputWriteError, ensure_output_dir, write_json
+from elpips.io import write_json
 from elpips.sizing import load_sized_images
-from elpips.solver import CHECKPOINT_NAME, reference_learning_rate
+from elpips.solver import CHECKPOINT_NAME, phase, reference_learning_rate
 from elpips.spatial import distance_map
 
 from .common import (add_export_options, add_metric_options, add_sizing_options, calibration_label,
                      check_ensemble_options, default_run_dir, make_metric, positive_int, settings_from, sizing_from,
                      weights_report)
 from .distance import check_map_metric
-from .render.frames import frames_to_uint8
+from .render.frames import FRAMES_DIR, ExportSettings, frame_names, frames_to_uint8
 from .render.heatmaps import color_limit, write_segment_maps
 from .render.run import LOG, render_run
 from .render.viewer import write_index
+from .run_folder import RunFolder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,16 +96,21 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     return compared
 
 
-def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: Path, seed: int,
-              must_resume: bool) -> tuple[dict, torch.Tensor]:
-    """Solve under metric ``name`` with its checkpoint in ``run_dir``; returns its log (without exports) and
-    the frames ``[K+1, 3, H, W]``. With ``--resume`` a run whose checkpoint is missing starts afresh, unless
-    ``must_resume``."""
+def result_settings(args: argparse.Namespace, compared: list[str]) -> dict:
+    """The options that determine the result (a resume must repeat them; ``seed: None`` = draw or recorded)."""
+    return {"images": list(args.images), "metric": args.metric, "backbone_weights": args.backbone_weights,
+            "compare": compared, "frames": args.frames, "steps": args.steps, "lr": args.lr,
+            "coarse_to_fine": args.coarse_to_fine, "spatial": args.spatial, "samples": args.samples,
+            "seed": args.seed}
+
+
+def solve_one(args: argparse.Namespace, metric: Metric, keys: torch.Tensor, run_dir: Path,
+              seed: int) -> tuple[dict, torch.Tensor]:
+    """Solve under ``metric`` with its checkpoint in ``run_dir``; returns its log (without exports) and the
+    frames ``[K+1, 3, H, W]``. With ``--resume`` a path whose checkpoint is missing (the run was stopped before
+    its first checkpoint) starts afresh."""
     checkpoint = run_dir / CHECKPOINT_NAME
     resume = broadcast_object(args.resume and checkpoint.is_file())  # rank 0's view of the run folder
-    if args.resume and must_resume and not resume:
-        raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
-    metric = make_metric(args, name, seed=seed, announce=is_main_process())
     keys = keys.to(metric.device)
     sharded = is_distributed()
     base = args.lr
@@ -120,8 +125,10 @@ def solve_one(args: argparse.Namespace, name: str, keys: torch.Tensor, run_dir: 
     solve_seconds = time.perf_counter() - started
     # the linear blend under the same seeded samples as the solved path's distances: a paired comparison
     linear_frames = linear_path(keys, result.intervals)
-    linear = evaluate_path(metric, linear_frames, args.samples, torch.Generator().manual_seed(seed + 1),
-                           chunk_size=args.chunk, shard=path_shard(linear_frames.shape[0]) if sharded else None)
+    with phase(f"{metric.name}: distances along the linear blend", enabled=is_main_process()):
+        linear = evaluate_path(metric, linear_frames, args.samples, torch.Generator().manual_seed(seed + 1),
+                               chunk_size=args.chunk,
+                               shard=path_shard(linear_frames.shape[0]) if sharded else None)
     return summarize(args, metric, result, linear.energy, seed, solve_seconds), result.frames
 
 
@@ -130,7 +137,7 @@ def summarize(args: argparse.Namespace, metric: Metric, result: GeodesicResult, 
     """The run's ``log.json`` content (exports are added by :func:`~elpips.scripts.render.run.render_run`)."""
     return {
         "kind": "geodesic",
-        "options": {key: value for key, value in vars(args).items() if key != "handler"},
+        "options": {key: value for key, value in vars(args).items() if key not in ("handler", "argv")},
         "keyframes": list(args.images),
         "size": list(result.frames.shape[-2:]),
         "frames": int(result.frames.shape[0]),
@@ -193,34 +200,50 @@ def add_segment_maps(args: argparse.Namespace, frames: torch.Tensor, run_dir: Pa
 
 def _run(args: argparse.Namespace) -> int:
     compared = check_arguments(args)
-    run_dir = Path(args.out) if args.out else default_run_dir("geodesic")
-    seed = args.seed
-    if seed is None and args.resume and (run_dir / LOG).is_file():
-        seed = json.loads((run_dir / LOG).read_text(encoding="utf-8")).get("seed")
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-    problem = None
-    if is_main_process():  # an unusable output folder fails now, on every rank, not after the first steps
+    folder = RunFolder(args.out or default_run_dir("geodesic"), "geodesic", args.resume,
+                       argv=getattr(args, "argv", None), owner=is_main_process())
+    settings, problem = None, None
+    if is_main_process():  # rank 0's folder (a timestamp) and settings; every rank fails alike
         try:
-            ensure_output_dir(run_dir)
-        except OutputWriteError as error:
+            folder.check()
+            settings = folder.settings(result_settings(args, compared))
+        except ValueError as error:
             problem = str(error)
-    run_dir, seed, problem = broadcast_object((run_dir, seed, problem))  # rank 0's folder (a timestamp), seed
+    folder.path, settings, problem = broadcast_object((folder.path, settings, problem))
     if problem is not None:
-        raise OutputWriteError(problem)
-    keys, sizing = load_sized_images(args.images, sizing_from(args),
-                                     max(get_config(name).min_size for name in [args.metric, *compared]))
-    settings = settings_from(args).resolved(*keys.shape[-2:])
-    main_log, main_frames = solve_one(args, args.metric, keys, run_dir, seed, must_resume=True)
-    main_log["sizing"] = sizing
+        raise ValueError(problem)
+    args.seed = seed = settings["seed"]
+    keys, args.sizing = load_sized_images(args.images, sizing_from(args),
+                                          max(get_config(name).min_size for name in [args.metric, *compared]))
+    export_settings = settings_from(args).resolved(*keys.shape[-2:])
+    metrics = [make_metric(args, name, seed=seed, announce=is_main_process()) for name in [args.metric, *compared]]
+    with folder.claim(settings):
+        return solve_and_export(args, folder.path, keys, metrics, compared, seed, export_settings)
+
+
+def write_early_logs(run_dir: Path, main_log: dict, arrays: list[tuple[dict, np.ndarray]]) -> None:
+    """Every path's ``log.json`` before its exports, listing the frames to come: if an export fails (a full
+    disk), ``elpips export`` re-renders from the frames that were saved, and ``--resume`` finishes the run."""
+    directories = [run_dir] + [run_dir / entry["dir"] for entry in main_log["compare"]]
+    for directory, (log, frames) in zip(directories, arrays):
+        write_json(directory / LOG, {**log, "files": {"frames": [f"{FRAMES_DIR}/{name}"
+                                                                 for name in frame_names(len(frames))]}})
+
+
+def solve_and_export(args: argparse.Namespace, run_dir: Path, keys: torch.Tensor, metrics: list[Metric],
+                     compared: list[str], seed: int, settings: ExportSettings) -> int:
+    """Solve the main path and every compared one in ``run_dir``, then write the exports and ``log.json``."""
+    main_log, main_frames = solve_one(args, metrics[0], keys, run_dir, seed)
+    main_log["sizing"] = args.sizing
     main_log["compare"] = [{"metric": name, "dir": f"compare/{name}"} for name in compared]
     runs = [(main_log, main_frames)]
-    for entry in main_log["compare"]:
-        runs.append(solve_one(args, entry["metric"], keys, run_dir / entry["dir"], seed, must_resume=False))
+    for entry, metric in zip(main_log["compare"], metrics[1:]):
+        runs.append(solve_one(args, metric, keys, run_dir / entry["dir"], seed))
     if not is_main_process():
         return 0
     started = time.perf_counter()
     arrays = [(log, frames_to_uint8(frames)) for log, frames in runs]
+    write_early_logs(run_dir, main_log, arrays)
     render_run(run_dir, main_log, arrays[0][1], settings, arrays[1:])
     if args.maps:
         add_segment_maps(args, main_frames, run_dir, main_log, seed)

@@ -26,11 +26,12 @@ from torch import nn
 
 from elpips import Metric
 from elpips.experiments.denoiser import ResidualCNN
-from elpips.io import ensure_output_dir, load_image, save_image, write_json
+from elpips.io import load_image, save_image, write_json
 
 from .common import (add_metric_options, calibration_label, check_ensemble_options, default_run_dir, make_metric,
                      positive_int, progress_bar, weights_report)
 from .render.figures import column, labelled, row, tile
+from .run_folder import RunFolder
 
 LOSSES = ("l2", "lpips-vgg", "elpips-vgg")
 TASKS = ("denoise", "deblur")
@@ -193,8 +194,10 @@ def run(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     check_ensemble_options(args, [args.metric])  # the loss's ensemble; validation metrics keep their own
+    folder = RunFolder(args.out or default_run_dir(f"train-{args.metric}"), "train-example", resumable=False,
+                       argv=getattr(args, "argv", None))
+    folder.check()
     images = load_training_images(args.images, args.crop)
-    out = ensure_output_dir(args.out if args.out else default_run_dir(f"train-{args.metric}"))
     seed = 0 if args.seed is None else args.seed
     args.seed = seed  # one seed for the model, the data and the loss's ensemble samples: runs repeat exactly
     loss_metric = make_metric(args)
@@ -203,6 +206,14 @@ def train(args: argparse.Namespace) -> int:
     validation_metrics = {name: (loss_metric if name == loss_metric.name else
                                  Metric(name, backbone_weights=args.backbone_weights, device=device, seed=seed))
                           for name in LOSSES}
+    with folder.claim():
+        return train_in(folder.path, args, images, loss_metric, validation_metrics)
+
+
+def train_in(out: Path, args: argparse.Namespace, images: list[torch.Tensor], loss_metric: Metric,
+             validation_metrics: dict[str, Metric]) -> int:
+    """Train, validate and write ``log.json`` and ``samples.png`` into ``out``."""
+    seed, device = args.seed, loss_metric.device
     with torch.random.fork_rng(devices=[]):  # the model's initial weights, without touching the global RNG
         torch.manual_seed(seed)
         model = ResidualCNN(args.width, args.depth).to(device)
@@ -228,8 +239,7 @@ def train(args: argparse.Namespace) -> int:
         "train_loss": [], "validation": [],
     }
     started = time.perf_counter()
-    with progress_bar(f"train {args.metric}", args.steps) as bar:
-        bar.unit = "step"
+    with progress_bar(f"train {args.metric}", args.steps, unit="step") as bar:
         for step in range(1, args.steps + 1):
             clean = random_crops(images, args.batch, args.crop, data_generator)
             degraded = degrade(clean, data_generator)

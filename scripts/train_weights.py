@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import io
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,10 +22,10 @@ from elpips.experiments.triplet_reader import BappsTriplets
 from elpips.experiments.weight_training import (RECIPES, StepReport, TrainingSettings, train_weights,
                                                 validation_scores, weight_correlations)
 from elpips.io import ensure_output_dir, write_json
-from elpips.solver import CHECKPOINT_NAME
+from elpips.solver import CHECKPOINT_NAME, ProgressReport
 from elpips.weights import load_linear_weights, save_linear_weights
 
-from .common import (add_metric_options, check_ensemble_options, ensemble_for, metric_label, positive_int, progress_bar,
+from .common import (add_metric_options, check_ensemble_options, ensemble_for, metric_label, positive_int,
                      weights_report)
 
 
@@ -235,36 +234,29 @@ def report(log: dict, metric, out: Path, run_dir: Path) -> None:
 
 
 class Progress:
-    """tqdm bar over the run's steps on a terminal; otherwise a line every ~5% of the steps. One line per epoch."""
+    """Progress over the run's steps (:class:`~elpips.solver.ProgressReport`: a tqdm bar on a terminal, plain
+    lines every 10% and at least every 10 s otherwise), and one line per epoch."""
 
     def __init__(self, name: str, settings: TrainingSettings, triplets: int) -> None:
         per_epoch = -(-triplets // settings.batch_size)
         self.total = per_epoch * settings.total_epochs
-        self.bar = progress_bar(f"train-weights {name}", self.total)
-        self.bar.unit = "step"
-        self.every = max(1, self.total // 20)
-        self.started, self.first = time.perf_counter(), None
+        self.report = ProgressReport(f"train-weights {name}", self.total, self.describe)
+
+    @staticmethod
+    def describe(info: StepReport) -> dict:
+        return {"epoch": f"{info.epoch}/{info.total_epochs}", "batch": f"{info.batch}/{info.batches}",
+                "loss": f"{info.loss:.4f}", "lr": f"{info.learning_rate:.3g}"}
 
     def step(self, info: StepReport) -> None:
-        if self.first is None:  # a resumed run starts late: the ETA counts only the steps run now
-            self.first = info.step - 1
-            self.bar.n = self.bar.last_print_n = self.first
-        self.bar.update(info.step - self.bar.n)
-        self.bar.set_postfix(epoch=f"{info.epoch}/{info.total_epochs}", loss=f"{info.loss:.4f}", refresh=False)
-        if self.bar.disable and (info.step % self.every == 0 or info.step == self.total):
-            elapsed = time.perf_counter() - self.started
-            eta = elapsed / (info.step - self.first) * (self.total - info.step)
-            print(f"train-weights: step {info.step}/{self.total} (epoch {info.epoch}/{info.total_epochs}, batch "
-                  f"{info.batch}/{info.batches}), loss {info.loss:.4f}, lr {info.learning_rate:.3g}, ETA {eta:.0f} s",
-                  file=sys.stderr)
+        self.report(info)
 
     def epoch_line(self, record: dict) -> None:
-        self.bar.clear()
+        self.report.bar.clear()
         print(f"train-weights: epoch {record['epoch']} done: loss {record['train_loss']:.4f}, training agreement "
               f"{record['train_agreement']:.4f}, held-out 2AFC {record['validation']['mean']:.4f}", file=sys.stderr)
 
     def close(self) -> None:
-        self.bar.close()
+        self.report.close()
 
 
 def _quiet(function, *arguments):

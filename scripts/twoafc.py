@@ -64,10 +64,7 @@ def run(args: argparse.Namespace) -> int:
         seed = agreed_seed(args.seed)
         total = my_triplet_count(args.data, args.split, categories, args.limit, args.batch_size)
         label = f"2afc {metric.name}" + (f" [rank {rank}/{world}]" if world > 1 else "")
-        with progress_bar(label, total) as bar:
-            bar.unit = "triplet"
-            if rank != 0:
-                bar.disable = True
+        with progress_bar(label, total, unit="triplet", enabled=rank == 0) as bar:
             result = evaluate_2afc(metric, args.data, args.split, categories, args.samples, args.limit,
                                    args.batch_size, progress=bar.update, seed=seed)
     if rank != 0:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,3 +42,22 @@ def images():
         return torch.rand(n, 3, height, width, generator=generator)
 
     return make
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def _untracked_files() -> set[str]:
+    listing = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored"], cwd=REPOSITORY,
+                             capture_output=True, text=True, check=False).stdout
+    return {line[3:] for line in listing.splitlines()
+            if line[:2] in ("??", "!!") and not any(part in line for part in ("__pycache__", ".venv", ".pytest"))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_stays_clean():
+    """The suite writes into temporary folders only: a file the tests leave in the repository fails the run."""
+    before = _untracked_files()
+    yield
+    left = sorted(_untracked_files() - before)
+    assert not left, f"the tests left files in the repository: {left[:5]}"

@@ -11,7 +11,7 @@ checkpoints.
 from .checkpoint import (CHECKPOINT_NAME, check_format, checkpoint_format, generator_state, load_checkpoint,
                          restore_generator, save_checkpoint)
 from .options import CLIP_HIGH, CLIP_LOW, check_positive_int, clip_, make_generator, renamed_keyword
-from .progress import ProgressReport, StepInfo, chain, reporting
+from .progress import PLAIN_INTERVAL_S, ProgressReport, StepInfo, chain, phase, reporting
 from .schedules import REFERENCE_BASE_RATE, Schedule, learning_rate_schedule, reference_learning_rate
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "CLIP_HIGH",
     "CLIP_LOW",
     "REFERENCE_BASE_RATE",
+    "PLAIN_INTERVAL_S",
     "ProgressReport",
     "Schedule",
     "StepInfo",
@@ -33,6 +34,7 @@ __all__ = [
     "make_generator",
     "reference_learning_rate",
     "renamed_keyword",
+    "phase",
     "reporting",
     "restore_generator",
     "save_checkpoint",

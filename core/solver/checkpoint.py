@@ -7,6 +7,7 @@ generators are stored as tensors, so a resumed run continues bit-exactly.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,13 @@ def check_format(state: dict[str, Any], solver: str, path: str | os.PathLike) ->
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically to ``path`` (parent folders are created)."""
+    """Write ``state`` atomically to ``path`` (parent folders are created). The state is serialised in memory
+    and written with one plain file write, so a failing write (a full disk) is an ``OSError`` with its cause,
+    not a serialiser's position error."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+        temporary.write_bytes(buffer.getbuffer())
     return Path(path)
 
 

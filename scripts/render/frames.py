@@ -105,11 +105,16 @@ def marked_frame(frame: np.ndarray, row: int, scale: int) -> np.ndarray:
     return marked
 
 
+def frame_names(count: int) -> list[str]:
+    """``frame_000.png ...``: the file names of ``count`` frames."""
+    digits = max(3, len(str(count - 1)))
+    return [f"frame_{index:0{digits}d}.png" for index in range(count)]
+
+
 def save_frames(directory: str | os.PathLike, frames: np.ndarray) -> list[Path]:
     """``directory/frame_000.png ...`` (stale ``frame_*.png`` beyond ``F`` are removed)."""
     directory = Path(directory)
-    digits = max(3, len(str(len(frames) - 1)))
-    paths = [save_image(directory / f"frame_{index:0{digits}d}.png", frame) for index, frame in enumerate(frames)]
+    paths = [save_image(directory / name, frame) for name, frame in zip(frame_names(len(frames)), frames)]
     keep = {path.name for path in paths}
     for stale in directory.glob("frame_*.png"):
         if stale.name not in keep:

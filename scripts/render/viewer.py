@@ -1,6 +1,8 @@
 """``index.html`` beside a run's exports: a frame slider with play/pause, the animations, the scanline plots, the
 per-segment distances, and (when metrics were compared) the comparison figure with links to each run; for an
-interpolated clip, the video against the linear cross-fade.
+interpolated clip, the video against the linear cross-fade. Frames and animations are shown enlarged with
+``image-rendering: pixelated``; the comparison strip is scaled down to the page width (as are the scanline plots)
+and enlarged by a click.
 
 Self-contained: inline CSS and JavaScript, only relative links to files of the run, no network access.
 The frame list is embedded as JSON in ``<script id="frame-list" type="application/json">``.
@@ -22,7 +24,10 @@ INDEX = "index.html"
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1200px; }
-img.pixel { image-rendering: pixelated; border: 1px solid #ccc; }
+img.pixel, video.pixel { image-rendering: pixelated; border: 1px solid #ccc; }
+.fit { max-width: 100%; height: auto; box-sizing: border-box; cursor: zoom-in; }
+.fit.enlarged { max-width: none; cursor: zoom-out; }
+figure.strip { margin: 0; overflow-x: auto; }
 .warn { background: #fff3cd; border: 1px solid #e0c36a; padding: 0.4em 0.8em; display: inline-block; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
 section { margin: 1.5em 0; } .row { display: flex; gap: 1em; flex-wrap: wrap; align-items: flex-start; }
@@ -49,6 +54,9 @@ button.addEventListener('click', () => {
   }, 1000 / fps);
 });
 show(0);
+document.querySelectorAll('img.fit').forEach(strip => {
+  strip.addEventListener('click', () => strip.classList.toggle('enlarged'));
+});
 """
 
 
@@ -111,21 +119,23 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
         f"<img id=\"frame\" class=\"pixel\" src=\"{_esc(first)}\" alt=\"frame\" width=\"{width * zoom or ''}\"><br>"
         f"<input id=\"slider\" type=\"range\" min=\"0\" max=\"{len(files['frames']) - 1}\" value=\"0\" "
         "style=\"width: 30em\"> <button id=\"play\">Play</button> <span id=\"frame-label\"></span></section>")
-    animation = ([f"<img class=\"pixel\" src=\"{_esc(files['gif'])}\" alt=\"GIF animation\">"]
+    shown_width = f" width=\"{width * zoom}\"" if width else ""  # enlarged like the frame view
+    animation = ([f"<img class=\"pixel\" src=\"{_esc(files['gif'])}\" alt=\"GIF animation\"{shown_width}>"]
                  if "gif" in files else [])
     if "mp4" in files:
-        animation.append(f"<video src=\"{_esc(files['mp4'])}\" controls loop muted></video>")
+        animation.append(f"<video class=\"pixel\" src=\"{_esc(files['mp4'])}\"{shown_width} controls loop muted>"
+                         "</video>")
     parts.append(f"<section><h2>Animation ({export['fps']:g} fps)</h2><div class=\"row\">{''.join(animation)}"
                  "</div></section>")
     parts.append(
         f"<section><h2>Scanline evolution (row {export['row']}, time runs down)</h2><div class=\"row\">"
-        f"<img class=\"pixel\" src=\"{_esc(files['scanline_marked'])}\" alt=\"middle frame, row marked\">"
-        f"<img class=\"pixel\" src=\"{_esc(files['scanline'])}\" alt=\"scanline evolution\"></div></section>")
+        f"<img class=\"pixel fit\" src=\"{_esc(files['scanline_marked'])}\" alt=\"middle frame, row marked\">"
+        f"<img class=\"pixel fit\" src=\"{_esc(files['scanline'])}\" alt=\"scanline evolution\"></div></section>")
     if "scanline_comparison" in files:  # an interpolated clip: the same clip as a linear cross-fade
         video = (f"<video src=\"{_esc(files['comparison_mp4'])}\" controls loop muted></video>"
                  if "comparison_mp4" in files else "")
         parts.append("<section><h2>Against the linear cross-fade</h2><div class=\"row\">"
-                     f"{video}<img class=\"pixel\" src=\"{_esc(files['scanline_comparison'])}\" "
+                     f"{video}<img class=\"pixel fit\" src=\"{_esc(files['scanline_comparison'])}\" "
                      "alt=\"scanline evolution: geodesic and cross-fade, keyframes marked red\"></div></section>")
     if result.get("distances"):
         parts.append(f"<section><h2>Distances between adjacent frames</h2>{_distance_table(result)}</section>")
@@ -134,8 +144,10 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
     if has_comparison:
         links = "".join(f"<li><a href=\"{_esc(entry['dir'])}/index.html\">{_esc(entry['metric'])}</a></li>"
                         for entry in log.get("compare", []))
-        parts.append("<section><h2>Comparison</h2>"
-                     "<img class=\"pixel\" src=\"comparison.png\" alt=\"comparison of metrics\">"
+        parts.append("<section><h2>Comparison</h2><figure class=\"strip\">"
+                     "<img id=\"comparison\" class=\"pixel fit\" src=\"comparison.png\" alt=\"comparison of metrics\" "
+                     "title=\"click to enlarge\"><figcaption>Scaled to the page width: click to enlarge, click "
+                     "again to fit.</figcaption></figure>"
                      f"<ul>{links}</ul></section>")
     parts.append(f"<p><a href=\"log.json\">log.json</a></p>")
     parts.append(f"<script id=\"frame-list\" type=\"application/json\">{json.dumps(files['frames'])}</script>")

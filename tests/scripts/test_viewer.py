@@ -1,0 +1,101 @@
+"""The viewer's layout: the comparison strip scaled to the page width (click to enlarge), the animations enlarged
+like the frame view and pixelated. Checked in the HTML always and, where Chromium is installed, measured in a
+headless browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from elpips.scripts.render.frames import ExportSettings
+from elpips.scripts.render.run import render_run
+from elpips.scripts.render.viewer import render_index
+
+HEIGHT, WIDTH = 24, 200
+WINDOW_WIDTH = 800
+
+
+def wide_run(tmp_path):
+    """A rendered run of 4 wide frames compared under two more metrics: its comparison strip is wider than the
+    browser window."""
+    frames = np.random.default_rng(0).integers(0, 256, (4, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    weights = {"metric": "elpips-vgg", "calibrated": True}
+
+    def log(name):
+        return {"weights": {**weights, "metric": name}, "size": [HEIGHT, WIDTH], "keyframes": ["a", "b"],
+                "result": {"energy": 1.0, "distances": [0.1] * 3}}
+
+    main = {**log("elpips-vgg"), "compare": [{"metric": m, "dir": f"compare/{m}"} for m in ("lpips-vgg", "l2")]}
+    compared = [(log("lpips-vgg"), frames), (log("l2"), frames)]
+    render_run(tmp_path, main, frames, ExportSettings(scale=4), compared)
+    (tmp_path / "log.json").write_text(json.dumps(main))
+    return main
+
+
+class Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_comparison_strip_fits_and_animations_are_enlarged_pixelated_in_the_html(tmp_path):
+    log = wide_run(tmp_path)
+    page = render_index(log, has_comparison=True)
+    parser = Tags()
+    parser.feed(page)
+    by_src = {attributes.get("src"): (tag, attributes) for tag, attributes in parser.tags}
+    frame_width = by_src["frames/frame_000.png"][1]["width"]
+    for name in ("animation.gif", "animation.mp4"):
+        tag, attributes = by_src[name]
+        assert "pixel" in attributes["class"].split() and attributes["width"] == frame_width, name
+    assert "fit" in by_src["comparison.png"][1]["class"].split()
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    assert re.search(r"img\.pixel, video\.pixel \{[^}]*image-rendering: pixelated", style)
+    assert re.search(r"\.fit \{[^}]*max-width: 100%", style) and re.search(r"\.fit\.enlarged \{[^}]*none", style)
+    assert "classList.toggle('enlarged')" in page
+
+
+MEASURE = """
+<script>
+window.addEventListener('load', () => {
+  const size = element => Math.round(element.getBoundingClientRect().width);
+  const strip = document.getElementById('comparison');
+  const before = size(strip), scroll = document.documentElement.scrollWidth;
+  strip.click();
+  const enlarged = size(strip);
+  const gif = document.querySelector('img[src="animation.gif"]');
+  const result = {page: document.documentElement.clientWidth, strip: before, enlarged: enlarged,
+                  natural: strip.naturalWidth, frame: size(document.getElementById('frame')), gif: size(gif),
+                  rendering: getComputedStyle(gif).imageRendering, scroll: scroll};
+  document.body.setAttribute('data-measured', JSON.stringify(result));
+});
+</script>
+"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed")
+def test_layout_measured_in_headless_chromium(tmp_path):
+    wide_run(tmp_path)
+    page = (tmp_path / "index.html").read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>")
+    (tmp_path / "measure.html").write_text(page, encoding="utf-8")
+    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={WINDOW_WIDTH},2000",
+               "--virtual-time-budget=3000", "--allow-file-access-from-files"]
+    dom = subprocess.run([*browser, "--dump-dom", (tmp_path / "measure.html").as_uri()], capture_output=True,
+                         text=True, timeout=120).stdout
+    found = re.search(r"data-measured=\"([^\"]*)\"", dom)
+    assert found, dom[-2000:]
+    measured = json.loads(found.group(1).replace("&quot;", '"'))
+    assert measured["natural"] > measured["page"]  # the strip is wider than the page ...
+    assert measured["strip"] <= measured["page"]  # ... and shown scaled down to fit
+    assert measured["scroll"] == measured["page"]  # before the click, nothing is wider than the page
+    assert abs(measured["enlarged"] - measured["natural"]) <= 2  # a click shows it at full size (+ border)
+    assert measured["gif"] == measured["frame"] > WIDTH and measured["rendering"] == "pixelated"
