@@ -164,6 +164,17 @@ def gather_objects(value: Any) -> list[Any]:
     return gathered
 
 
+def raise_on_every_rank(failure: Exception | None) -> None:
+    """Collective: re-raise ``failure`` on the rank that had it, and on every other rank a ``ValueError`` naming
+    the first rank that failed, so that no rank waits for a collective the others never reach."""
+    reports = gather_objects(None if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    failed = [(rank, message) for rank, message in enumerate(reports) if message is not None]
+    if failed:
+        raise ValueError(f"rank {failed[0][0]} failed: {failed[0][1]}")
+
+
 def barrier() -> None:
     """Wait for every rank (no-op without a group)."""
     if is_distributed():

@@ -292,3 +292,13 @@ def sizing_from(args: argparse.Namespace):
 
     return Sizing(resize=parse_size(args.resize) if args.resize else None, fit=args.fit,
                   center_crop=args.center_crop)
+
+
+def parse_categories(values: list[str] | None) -> list[str] | None:
+    """``--categories a b`` or ``--categories a,b`` -> the names (``None`` when the option was not given)."""
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError("--categories names no category")
+    return names

@@ -25,8 +25,8 @@ from elpips.io import ensure_output_dir, write_json
 from elpips.solver import CHECKPOINT_NAME, ProgressReport
 from elpips.weights import load_linear_weights, save_linear_weights
 
-from .common import (add_metric_options, check_ensemble_options, ensemble_for, metric_label, positive_int,
-                     weights_report)
+from .common import (add_metric_options, check_ensemble_options, ensemble_for, metric_label, parse_categories,
+                     positive_int, weights_report)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
 
 def train(args, settings: TrainingSettings, out: Path, run_dir: Path, start, compared: dict) -> int:
     main = distributed.is_main_process()
-    train_set = BappsTriplets.from_folder(args.data, args.split, _categories(args.categories), args.limit)
-    val_set = BappsTriplets.from_folder(args.data, args.val_split, _categories(args.val_categories), args.val_limit)
+    train_set = BappsTriplets.from_folder(args.data, args.split, parse_categories(args.categories), args.limit)
+    val_set = BappsTriplets.from_folder(args.data, args.val_split, parse_categories(args.val_categories), args.val_limit)
     checkpoint = run_dir / CHECKPOINT_NAME
     if main:
         if args.resume and not checkpoint.is_file():
@@ -199,16 +199,6 @@ def build_metric(args: argparse.Namespace) -> Metric:
     if not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric
-
-
-def _categories(values: list[str] | None) -> list[str] | None:
-    """``--categories a b`` or ``--categories a,b``."""
-    if values is None:
-        return None
-    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
-    if not names:
-        raise ValueError("--categories names no category")
-    return names
 
 
 def _checked(compared: dict, learned: list[torch.Tensor]) -> dict:

@@ -14,7 +14,8 @@ from elpips import distributed
 from elpips.io import write_json
 from elpips.experiments.twoafc import agreed_seed, choose_categories, evaluate_2afc, my_triplet_count
 
-from .common import add_metric_options, make_metric, metric_label, positive_int, progress_bar, weights_report
+from .common import (add_metric_options, make_metric, metric_label, parse_categories, positive_int, progress_bar,
+                     weights_report)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,18 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _categories(values: list[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
-    if not names:
-        raise ValueError("--categories names no category")
-    return names
-
-
 def run(args: argparse.Namespace) -> int:
     """Score on one process, or sharded over the ranks of a ``torchrun`` launch (same result; rank 0 reports)."""
-    categories = _categories(args.categories)
+    categories = parse_categories(args.categories)
     choose_categories(args.data, args.split, categories)  # bad data or names fail before the metric loads
     with distributed.process_group(args.device) as device:
         if distributed.is_distributed():

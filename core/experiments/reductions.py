@@ -141,16 +141,8 @@ def sharded_reductions(metric: Metric, source: TripletSource, indices: Sequence[
             raise
         failure = error
     if distributed.is_distributed():
-        _raise_on_every_rank(failure)
+        distributed.raise_on_every_rank(failure)
         reductions = distributed.all_reduce_sum(reductions)
         judge = distributed.all_reduce_sum(judge)
     return reductions, judge
 
-
-def _raise_on_every_rank(failure: Exception | None) -> None:
-    reports = distributed.gather_objects(None if failure is None else str(failure))
-    if failure is not None:
-        raise failure
-    failed = [(rank, message) for rank, message in enumerate(reports) if message is not None]
-    if failed:
-        raise ValueError(f"rank {failed[0][0]} failed: {failed[0][1]}")

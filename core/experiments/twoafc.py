@@ -297,12 +297,7 @@ def evaluate_2afc(metric: Metric, data_dir: str | os.PathLike, split: str = "val
             raise
         failure = error
     if distributed.is_distributed():
-        reports = distributed.gather_objects(None if failure is None else str(failure))
-        if failure is not None:
-            raise failure
-        failed = [(rank, message) for rank, message in enumerate(reports) if message is not None]
-        if failed:
-            raise ValueError(f"rank {failed[0][0]} failed: {failed[0][1]}")
+        distributed.raise_on_every_rank(failure)
         flat = distributed.all_reduce_sum(flat)
     scores = {name: flat[offsets[name]:offsets[name] + len(triplets)].clone() for name, triplets in listed.items()}
     means = {name: float(values.mean()) for name, values in scores.items()}
