@@ -147,7 +147,8 @@ def prepare(args: argparse.Namespace, clip: Clip, run_dir: Path) -> tuple:
 
 
 class WindowProgress:
-    """Steps: a tqdm bar on a terminal, else a line every quarter of a window. Windows: one line each on stderr."""
+    """Steps: the shared progress report (a bar on a terminal, else plain lines every 10% or 10 s). Windows: one
+    line each on stderr."""
 
     def __init__(self, tag: str, total_windows: int) -> None:
         self.tag, self.total, self.done, self.started = tag, total_windows, 0, time.perf_counter()
@@ -158,10 +159,7 @@ class WindowProgress:
             self.bar = progress_bar(f"{self.tag}window {self.done + 1}", info.total_steps)
             self.bar.unit = "step"
         self.bar.update(info.step - self.bar.n)
-        self.bar.set_postfix(energy=f"{info.energy:.4g}", refresh=False)
-        if self.bar.disable and info.step % max(1, info.total_steps // 4) == 0 and info.step < info.total_steps:
-            print(f"{self.tag}window {self.done + 1} of this process: step {info.step}/{info.total_steps}, energy "
-                  f"{info.energy:.4g}", file=sys.stderr)
+        self.bar.set_postfix(energy=f"{info.energy:.4g}")
 
     def window_done(self, result: WindowResult, count: int) -> None:
         if self.bar is not None:
