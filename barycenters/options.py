@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any, Sequence
 
@@ -96,8 +95,3 @@ def initial_image(init: str | torch.Tensor, images: torch.Tensor, weights: torch
         raise ValueError(f"init must be 'noise', 'mean' or an image tensor, got {init!r}")
     return start.clamp(CLIP_LOW, CLIP_HIGH).contiguous()
 
-
-def images_digest(images: torch.Tensor) -> str:
-    """SHA-256 of the images' float32 bytes (a resumed run must see the same inputs)."""
-    array = images.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
-    return hashlib.sha256(array.tobytes()).hexdigest()

@@ -19,13 +19,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from elpips.record import differences, metric_identity, tensor_digest
 from elpips.ensemble_stream import StratifiedStream, check_stream_mode
 from elpips.solver import (StepInfo, phase, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, reference_learning_rate,
                            reporting, restore_generator, save_checkpoint)
 
 from .evaluate import Evaluation, evaluate_objective
-from .options import (check_inputs, check_metric_device, check_power, check_refs_per_step, images_digest,
+from .options import (check_inputs, check_metric_device, check_power, check_refs_per_step,
                       initial_image, normalized_weights)
 from .step import draw_sample, has_solver_layer, shared_step
 
@@ -36,9 +37,10 @@ CHECKPOINT_FORMAT = checkpoint_format("barycenter")
 RUNNING_DECAY = 0.98
 """Decay of the running (exponential moving average) objective estimate, bias-corrected."""
 
-RESUME_KEYS = ("metric", "backbone_weights", "num_images", "height", "width", "power", "weights", "refs_per_step",
-               "samples_per_step", "lr", "images_sha256", "eval_samples", "eval_seed", "ensemble_stream")
-"""Settings a resumed run must share with its checkpoint."""
+MAY_CHANGE_ON_RESUME = ("steps", "seed", "init", "eval_every", "checkpoint_every", "log_every", "chunk_size",
+                        "device")
+"""Settings a resumed run may change (every other one must match its checkpoint's record): a run may continue to
+more steps, and spacing, chunking and device do not change the iterate's distribution."""
 
 
 @dataclass
@@ -165,10 +167,9 @@ def _metric_device(metric: Any, device: str | torch.device | None, images: torch
 
 def _check_resumable(saved: dict[str, Any], settings: dict[str, Any], path: str | os.PathLike) -> None:
     check_format(saved, "barycenter", path)
-    for key in RESUME_KEYS:
-        if saved["settings"].get(key) != settings.get(key):
-            raise ValueError(f"cannot resume from '{path}': {key} was {saved['settings'].get(key)!r}, "
-                             f"now {settings.get(key)!r}")
+    differing = differences(saved["settings"], settings, ignore=MAY_CHANGE_ON_RESUME)
+    if differing:
+        raise ValueError(f"cannot resume from '{path}': it was written with other settings: {'; '.join(differing)}")
 
 
 def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, steps: int, lr: Any, init: Any,
@@ -200,8 +201,7 @@ def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, step
     generator = make_generator(generator)
     run_device = _metric_device(metric, device, images)
     settings: dict[str, Any] = {
-        "metric": getattr(metric, "name", getattr(metric, "__name__", type(metric).__name__)),
-        "backbone_weights": getattr(getattr(metric, "weights_info", None), "source", None),
+        "metric": metric_identity(metric),
         "num_images": count, "height": height, "width": width, "power": power,
         "weights": weights64.tolist(), "refs_per_step": "all" if refs == count else refs,
         "samples_per_step": samples_per_step, "lr": lr_description,
@@ -209,7 +209,7 @@ def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, step
         "eval_samples": eval_samples, "eval_seed": eval_seed, "eval_every": eval_every,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "chunk_size": chunk_size,
         "device": str(run_device), "ensemble_stream": ensemble_stream,
-        "images_sha256": images_digest(images),
+        "images_sha256": tensor_digest([images]),
     }
     return _Problem(metric, images.detach().to(device=run_device, dtype=torch.float32),
                     weights64.to(device=run_device, dtype=torch.float32), weights64, power, refs, steps,

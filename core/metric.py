@@ -16,7 +16,7 @@ from __future__ import annotations
 import operator
 import os
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from .distance import (normalize_channels, rms_distance, scale_input, tap_distan
                        weighted_distance)
 from .dropout import DropoutMasks
 from .estimate import Estimate, sequential_estimate
+from .record import PRECISION, tensor_digest
 from .memory import MIN_BUDGET, default_memory_budget, images_per_pass
 from .tiling import BlockDropoutMasks, core_size, tiled_distance
 from .transforms import (TransformRecord, apply_transform, default_num_scales, offset_size, sample_transform,
@@ -235,7 +236,7 @@ class Metric(nn.Module):
             raise ValueError(f"memory_budget must be at least {MIN_BUDGET} bytes, got {memory_budget}")
         self.memory_budget = memory_budget
         self.backbone = _new_backbone(self.config)
-        self.weights_info = WeightsInfo("none", "no network weights (pixel distance)", True)
+        self.weights_info = WeightsInfo("none", "no network weights (pixel distance)", True, "none")
         self.linear_weights_source = "none"
         if self.backbone is not None:
             self.weights_info = load_backbone_weights(self.backbone, self.config.backbone, backbone_weights)
@@ -320,6 +321,17 @@ class Metric(nn.Module):
     @property
     def min_size(self) -> int:
         return self.config.min_size
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines this metric's numbers, JSON-ready (a run's record holds it, and a resume
+        compares it): ``name``; ``backbone_weights`` as asked for (``"imagenet"``, a file's path,
+        ``"random:SEED"``); ``linear_weights`` (their origin); ``weights_sha256``, a digest of the backbone's
+        and linear weights' values (it tells two files of one name apart); ``ensemble`` (every setting) and
+        ``precision``."""
+        return {"name": self.name, "backbone_weights": self.weights_info.spec,
+                "linear_weights": self.linear_weights_source,
+                "weights_sha256": tensor_digest(self.state_dict().values()),
+                "ensemble": self.ensemble.as_dict(), "precision": PRECISION}
 
     def extra_repr(self) -> str:
         extra = f", reduction={self.reduction!r}" if self.reduction != "none" else ""

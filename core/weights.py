@@ -44,11 +44,13 @@ class WeightsInfo:
         source: ``"imagenet"``, ``"file"`` or ``"random"``.
         description: human-readable origin (file path, cache path or random seed).
         calibrated: ``False`` for random weights: distances are then not perceptual.
+        spec: what was asked for, as a record holds it: ``"imagenet"``, the file's path, ``"random:SEED"``.
     """
 
     source: str
     description: str
     calibrated: bool
+    spec: str
 
 
 def expected_checkpoint_path(backbone: str) -> Path:
@@ -81,7 +83,7 @@ def _load_imagenet_state(backbone: str) -> tuple[dict, WeightsInfo]:
             raise WeightsUnavailableError(
                 f"the cached ImageNet weights '{path}' are corrupt or incomplete: delete the file to download it "
                 f"again, or pass backbone_weights=PATH (--backbone-weights PATH)") from None
-        return state, WeightsInfo("imagenet", f"torchvision {weights} ({path})", True)
+        return state, WeightsInfo("imagenet", f"torchvision {weights} ({path})", True, "imagenet")
     try:
         state = torch.hub.load_state_dict_from_url(weights.url, progress=True, map_location="cpu",
                                                    weights_only=True)
@@ -91,7 +93,7 @@ def _load_imagenet_state(backbone: str) -> tuple[dict, WeightsInfo]:
             f"({_first_line(error)}): put '{path.name}' into '{path.parent}' (or set TORCH_HOME), or pass "
             f"backbone_weights=PATH (--backbone-weights PATH) with a torchvision state dict."
         ) from None
-    return state, WeightsInfo("imagenet", f"torchvision {weights} ({path})", True)
+    return state, WeightsInfo("imagenet", f"torchvision {weights} ({path})", True, "imagenet")
 
 
 def _first_line(error: BaseException) -> str:
@@ -126,7 +128,7 @@ def _load_file_state(path: Path) -> tuple[dict, WeightsInfo]:
     if not path.is_file():
         raise WeightsUnavailableError(f"backbone weights file '{path}' does not exist")
     state = _read_state(path, f"backbone weights file '{path}'", "expected a torchvision state dict")
-    return state, WeightsInfo("file", str(path), True)
+    return state, WeightsInfo("file", str(path), True, str(path))
 
 
 def parse_random_seed(spec: str) -> int | None:
@@ -156,7 +158,7 @@ def load_backbone_weights(module: nn.Module, backbone: str, spec: str | os.PathL
             torch.manual_seed(seed)
             init_like_torchvision(module)
         return WeightsInfo("random", f"random {backbone} (seed {seed}) - UNCALIBRATED, not a perceptual metric",
-                           False)
+                           False, f"random:{seed}")
     if text == "imagenet":
         state, info = _load_imagenet_state(backbone)
     else:
@@ -194,7 +196,8 @@ def _linear_weights_from_dict(weights: dict, origin: str) -> list[torch.Tensor]:
 
 
 def load_linear_weights(spec: str | os.PathLike) -> tuple[list[torch.Tensor], str]:
-    """Per-tap linear weights, each ``[C_l]`` float32, and a description of their origin.
+    """Per-tap linear weights, each ``[C_l]`` float32, and their origin: a packaged name or ``lpips:NET`` as
+    given (independent of where the package is installed), else the file's path.
 
     Args:
         spec: a packaged name (``"elpips_vgg"``, ``"elpips_squeeze"``, ``"kettunen_lpips_vgg"``,
@@ -202,12 +205,14 @@ def load_linear_weights(spec: str | os.PathLike) -> tuple[list[torch.Tensor], st
             files), or a path to an ``.npz`` (``lin0 ... linK``) or an ``lpips``-layout ``.pth`` file.
     """
     text = os.fspath(spec)
+    origin = text  # packaged names keep their name: a record must not depend on where the package lives
     if text.startswith("lpips:"):
         path = _lpips_package_file(text.split(":", 1)[1])
     elif (LINEAR_WEIGHTS_DIR / f"{text}.npz").is_file():
         path = LINEAR_WEIGHTS_DIR / f"{text}.npz"
     else:
         path = Path(text).expanduser()
+        origin = str(path)
     if not path.is_file():
         raise WeightsUnavailableError(f"linear weights file '{path}' does not exist")
     try:
@@ -218,7 +223,7 @@ def load_linear_weights(spec: str | os.PathLike) -> tuple[list[torch.Tensor], st
             weights = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise WeightsUnavailableError(f"linear weights file '{path}' could not be read: {error}") from error
-    return _linear_weights_from_dict(weights, str(path)), str(path)
+    return _linear_weights_from_dict(weights, str(path)), origin
 
 
 def save_linear_weights(path: str | os.PathLike, weights: list[torch.Tensor]) -> Path:

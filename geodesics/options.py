@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 
 from elpips import Metric
+from elpips.record import metric_identity, tensor_digest
 from elpips.solver import reference_learning_rate
 from elpips.validation import check_images
 
@@ -62,18 +63,16 @@ def check_init(init: str | torch.Tensor, keys: torch.Tensor, intervals: tuple[in
     return path
 
 
-def fingerprint(metric: Metric, keys: torch.Tensor, levels: list[Level], samples_per_step: int,
-                init: torch.Tensor | None, ensemble_stream: str = "independent") -> dict:
-    """What a checkpoint must agree on to be resumed."""
-    keys64 = keys.detach().cpu().double()  # MPS has no float64
+def solve_record(metric: Metric, keys: torch.Tensor, levels: list[Level], samples_per_step: int,
+                 init: torch.Tensor | None, lr: str, ensemble_stream: str = "independent") -> dict:
+    """What determines a solve's result, as its checkpoint records it (a resume must agree on all of it)."""
     return {
-        "metric": metric.name,
-        "backbone_weights": metric.weights_info.source,
+        "metric": metric_identity(metric),
         "keyframes_shape": list(keys.shape),
-        "keyframes_sum": round(float(keys64.sum()), 6),
-        "keyframes_square_sum": round(float(keys64.square().sum()), 6),
+        "keyframes_sha256": tensor_digest([keys]),
         "levels": [[list(level.intervals), level.scale, level.steps] for level in levels],
         "samples_per_step": samples_per_step,
+        "lr": lr,
         "ensemble_stream": ensemble_stream,
-        "init": "linear" if init is None else round(float(init.detach().cpu().double().sum()), 6),
+        "init": "linear" if init is None else tensor_digest([init]),
     }

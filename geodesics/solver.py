@@ -22,6 +22,7 @@ import torch
 
 from elpips import Metric
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
+from elpips.record import differences
 from elpips.ensemble_stream import StratifiedStream, check_stream_mode
 from elpips.solver import (StepInfo, phase, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, renamed_keyword, reporting,
@@ -30,7 +31,7 @@ from elpips.validation import check_images
 
 from .evaluate import evaluate_path
 from .levels import Level, carry_path, initial_path, level_starts, plan_levels
-from .options import check_init, fingerprint, geodesic_learning_rate, stack_keyframes
+from .options import check_init, solve_record, geodesic_learning_rate, stack_keyframes
 from .path import keyframe_indices, segment_intervals
 from .sharded import ShardedStage, path_shard
 from .stage import Stage
@@ -112,7 +113,7 @@ class _Plan:
     levels: list[Level]
     schedule: Schedule
     generator: torch.Generator
-    fingerprint: dict
+    record: dict
     sharded: bool
     chunk_size: int
     samples_per_step: int
@@ -151,7 +152,7 @@ def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any,
                              ("checkpoint_every", checkpoint_every, 1)):
         check_positive_int(value, name, minimum=low)
     check_stream_mode(ensemble_stream, samples_per_step)
-    schedule, _ = learning_rate_schedule(lr, geodesic_learning_rate)
+    schedule, lr_description = learning_rate_schedule(lr, geodesic_learning_rate)
     keys = stack_keyframes(keyframes)
     check_images(keys, "keyframes", metric.min_size)
     if keys.shape[0] < 2:
@@ -170,7 +171,7 @@ def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any,
         if eval_generator is not None:
             restore_generator(eval_generator, broadcast_object(generator_state(eval_generator)))
     return _Plan(metric, keys, intervals, initial, levels, schedule, generator,
-                 fingerprint(metric, keys, levels, samples_per_step, initial, ensemble_stream), sharded, chunk_size,
+                 solve_record(metric, keys, levels, samples_per_step, initial, lr_description, ensemble_stream), sharded, chunk_size,
                  samples_per_step, checkpoint_every, ensemble_stream)
 
 
@@ -187,11 +188,10 @@ def _resume(plan: _Plan, checkpoint: str | os.PathLike) -> _Run:
     """The run saved in ``checkpoint`` (written with the same settings), continuing bit-exactly."""
     state = load_checkpoint(checkpoint)
     check_format(state, "geodesic", checkpoint)
-    differing = sorted(k for k in plan.fingerprint if state["fingerprint"].get(k) != plan.fingerprint[k])
+    differing = differences(state["settings"], plan.record)
     if differing:
-        raise ValueError(f"checkpoint '{checkpoint}' was written with other settings ({', '.join(differing)} "
-                         "differ): resuming needs the same keyframes, metric, frames, steps and "
-                         "coarse-to-fine options")
+        raise ValueError(f"cannot resume from '{checkpoint}': it was written with other settings: "
+                         f"{'; '.join(differing)}")
     current, first_step = int(state["level"]), int(state["step"])
     stage = plan.stage(current, state["path"].to(plan.metric.device))
     optimizer = torch.optim.Adam([stage.variable], lr=plan.schedule(first_step))
@@ -207,7 +207,7 @@ def _save(plan: _Plan, run: _Run, checkpoint: str | os.PathLike, done: int) -> N
     path, optimizer_state = run.stage.path().cpu(), run.stage.optimizer_state(run.optimizer)
     if is_main_process():
         save_checkpoint(checkpoint, {
-            "format": CHECKPOINT_FORMAT, "fingerprint": plan.fingerprint, "step": done, "level": run.current,
+            "format": CHECKPOINT_FORMAT, "settings": plan.record, "step": done, "level": run.current,
             "path": path, "optimizer": optimizer_state,
             "generator": generator_state(plan.generator), "energy_history": list(run.history),
             "stream_seed": None if run.stream is None else run.stream.seed,

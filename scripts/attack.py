@@ -29,7 +29,8 @@ from elpips.solver import phase
 from .attack_ablation import check_options as check_ablation_options
 from .attack_ablation import run_ablation
 from .common import (add_metric_options, calibration_label, check_ensemble_options, cropped, default_run_dir,
-                     make_metric, metric_label, parse_crop, positive_int, progress_bar, weights_report)
+                     make_metric, metric_label, parse_crop, positive_int, progress_bar, run_record,
+                     weights_report)
 from .run_folder import RunFolder
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -214,13 +215,22 @@ def run(args: argparse.Namespace) -> int:
     dataset, dataset_files = (None, None)
     if args.kind == "a2" and args.dataset is not None:
         dataset, dataset_files = load_dataset(args.dataset, height, width, min_size)
-    folder = RunFolder(args.out or default_run_dir(f"attack-{args.kind}"), "attack", resumable=False,
-                       argv=getattr(args, "argv", None))
+    folder = RunFolder(args.out or default_run_dir(f"attack-{args.kind}"), "attack", kind=args.kind,
+                       resumable=False, argv=getattr(args, "argv", None))
     folder.check()
-    base_seed = _generators(args.seed)[0]
-    metrics = [make_metric(args, name) for name in names]
-    with folder.claim():
+    base_seed = folder.seed(args.seed)
+    metrics = [make_metric(args, name, seed=base_seed) for name in names]
+    with folder.claim(folder.settings(record(args, metrics, base_seed))):
         return attack_all(args, folder.path, metrics, inputs, dataset, dataset_files, base_seed)
+
+
+def record(args: argparse.Namespace, metrics: list, seed: int) -> dict:
+    """The run's record: what determines the result."""
+    images = [args.source, args.target, args.anchor] if args.kind == "a1" else [args.source]
+    options = {name: getattr(args, name, None) for name in (
+        "steps", "samples_per_step", "step_size", "eval_max_samples", "crop", "check_samples", "epsilon", "dataset",
+        "pairs", "dataset_samples")}
+    return run_record(args, metrics, seed, images=images, **options)
 
 
 def attack_one(args: argparse.Namespace, metric, inputs: torch.Tensor, dataset: torch.Tensor | None,

@@ -24,7 +24,7 @@ from elpips.solver import CHECKPOINT_NAME, phase
 from elpips.validation import check_images
 
 from .common import (add_metric_options, add_sizing_options, calibration_label, cropped, default_run_dir,
-                     make_metric, metric_label, parse_crop, positive_int, sizing_from, weights_report)
+                     make_metric, metric_label, parse_crop, positive_int, run_record, sizing_from, weights_report)
 from .render.figures import contact_sheet
 from .run_folder import RunFolder
 
@@ -96,12 +96,12 @@ def snapshot_steps(steps: int) -> set[int]:
     return marks | ({steps} if steps else set())
 
 
-def result_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The options that determine the result (a resume must repeat them; ``seed: None`` = draw or recorded).
-    ``--steps`` may grow on resume: a run continues to the new count."""
-    return {name: getattr(args, name) for name in (
-        "images", "weights", "metric", "backbone_weights", "power", "init", "refs_per_step", "samples_per_step",
-        "crop", "perturb", "count", "noise_scale", "max_shift", "eval_samples", "seed")}
+def record(args: argparse.Namespace, metric, seed: int) -> dict[str, Any]:
+    """The run's record: what determines the result (a resume must repeat it). ``steps`` may grow on resume: a
+    run continues to the new count."""
+    return run_record(args, [metric], seed, **{name: getattr(args, name) for name in (
+        "images", "weights", "power", "init", "refs_per_step", "samples_per_step", "crop", "perturb", "count",
+        "noise_scale", "max_shift", "eval_samples", "steps")})
 
 
 def make_inputs(args: argparse.Namespace, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
@@ -138,22 +138,14 @@ def init_option(args: argparse.Namespace, inputs: torch.Tensor) -> str | torch.T
     return cropped(image, parse_crop(args.crop, *image.shape[-2:]))
 
 
-def prepare(args: argparse.Namespace) -> tuple[RunFolder, dict[str, Any]]:
-    """The run's folder (checked against ``--resume``, nothing created) and the settings it uses."""
-    if args.resume and args.out is None:
-        raise ValueError("--resume needs --out DIR (the folder of the run to continue)")
-    folder = RunFolder(args.out or default_run_dir("barycenter"), "barycenter", args.resume,
-                       argv=getattr(args, "argv", None))
-    folder.check()
-    settings = folder.settings(result_settings(args))
-    args.seed = settings["seed"]
-    return folder, settings
-
-
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    folder, settings = prepare(args)
-    seed = args.seed
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out DIR (the folder of the run to continue)")
+    folder = RunFolder(args.out or default_run_dir("barycenter"), "barycenter", resume=args.resume,
+                       argv=getattr(args, "argv", None), may_change=("steps",))
+    folder.check()
+    seed = folder.seed(args.seed)
     inputs, original, source = make_inputs(args, seed)
     weights = parse_weights(args.weights, inputs.shape[0])
     normalized = normalized_weights(weights, inputs.shape[0]).float()
@@ -163,9 +155,9 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(init, torch.Tensor) and init.shape[-2:] != inputs.shape[-2:]:
         raise ValueError(f"init image {args.init} is {init.shape[-2]}x{init.shape[-1]}, the inputs are "
                          f"{inputs.shape[-2]}x{inputs.shape[-1]} (height x width)")
-    metric = make_metric(args)
+    metric = make_metric(args, seed=seed)
     check_images(inputs, "input images", metric.min_size)
-    with folder.claim(settings):
+    with folder.claim(folder.settings(record(args, metric, seed))):
         out, checkpoint = folder.path, folder.path / CHECKPOINT_NAME
         for index, image in enumerate(inputs):
             save_image(out / "inputs" / f"input_{index + 1:02d}.png", image)

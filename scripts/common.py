@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import elpips
 import elpips.io
 from elpips import CONFIGS, METRIC_NAMES, EnsembleConfig, Metric, get_config
 from elpips.ensemble import COLOR_MODES, DEPENDENT_VALUES
 from elpips.memory import parse_memory_size
+
+from .run_folder import ENVIRONMENT
 
 if TYPE_CHECKING:
     from .render.frames import ExportSettings
@@ -133,10 +135,12 @@ def check_ensemble_options(args: argparse.Namespace, names: Iterable[str]) -> No
 
 
 def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | None = None,
-                announce: bool = True) -> Metric:
-    """Build the metric the options ask for, with its ensemble options (``name`` and ``seed`` override
-    ``--metric`` and ``--seed``) and, if ``announce``, warn on stderr when its backbone is uncalibrated; a load
-    that takes a while is announced on stderr.
+                announce: bool = True, own_ensemble: bool = False) -> Metric:
+    """Build the metric the options ask for: every command builds its metrics here, so that the weights, device,
+    memory budget and ensemble options reach each of them. ``name`` and ``seed`` override ``--metric`` and
+    ``--seed``; ``own_ensemble`` keeps the named metric's own ensemble (a reference metric beside the one the
+    options change). If ``announce``, a load that takes a while is announced on stderr, and so is an
+    uncalibrated backbone.
 
     Without ``name`` the metric is ``--metric`` and its ensemble options are checked here; a caller that passes
     ``name`` runs several metrics and checks the options against all of them (:func:`check_ensemble_options`)
@@ -146,13 +150,29 @@ def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | N
     if name is None:
         name = args.metric
         check_ensemble_options(args, [name])
+    ensemble = get_config(name).ensemble if own_ensemble else ensemble_for(args, name)
     with phase(f"{name}: loading the network and its weights", enabled=announce):
         metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device,
-                        seed=args.seed if seed is None else seed, ensemble=ensemble_for(args, name),
+                        seed=args.seed if seed is None else seed, ensemble=ensemble,
                         memory_budget=getattr(args, "memory_budget", None))
     if announce and not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric
+
+
+def run_record(args: argparse.Namespace, metrics: Sequence[Metric], seed: int, **options: Any) -> dict[str, Any]:
+    """A run's record (``run.json``'s settings, compared on resume): every metric's identity (weights, ensemble,
+    precision), the sizing options where the command has them, the seed actually used and the command's own
+    ``options``; and, under ``environment`` (recorded, not compared), where it ran: device, memory budget and
+    pixel limit."""
+    record: dict[str, Any] = {"metrics": [metric.identity() for metric in metrics], "seed": seed}
+    if hasattr(args, "fit"):
+        record["sizing"] = sizing_from(args).as_dict()
+    record.update(options)
+    record[ENVIRONMENT] = {"device": str(metrics[0].device) if metrics else None,
+                           "memory_budget": getattr(args, "memory_budget", None),
+                           "max_pixels": getattr(args, "max_pixels", None)}
+    return record
 
 
 DEFAULT_SAMPLES = 32

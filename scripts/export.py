@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
+    folder = RunFolder(run_dir, "export", kind="geodesic", resume=True, resumable=False)
+    folder.check_kind()  # an interpolation (or any other run) has exports of its own
     log = load_log(run_dir)
     settings = settings_from(args, ExportSettings(**log.get("export", {})))
     compared = []
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         sub_log = load_log(sub_dir)
         compared.append((sub_log, load_frames(sub_dir, sub_log)))
     frames = load_frames(run_dir, log)
-    with RunFolder(run_dir, "export", resume=True, resumable=False).claim():  # no run may write it meanwhile
+    with folder.claim():  # no run may write it meanwhile
         render_run(run_dir, log, frames, settings, compared)
         write_json(run_dir / LOG, log)
     written = ", ".join(["frames/", *[name for key, name in log["files"].items() if key not in ("frames", "maps")],

@@ -21,8 +21,8 @@ from elpips.solver import CHECKPOINT_NAME, phase, reference_learning_rate
 from elpips.spatial import distance_map
 
 from .common import (add_export_options, add_metric_options, add_sizing_options, calibration_label,
-                     check_ensemble_options, default_run_dir, make_metric, positive_int, settings_from, sizing_from,
-                     weights_report)
+                     check_ensemble_options, default_run_dir, make_metric, positive_int, run_record, settings_from,
+                     sizing_from, weights_report)
 from .distance import check_map_metric
 from .render.frames import FRAMES_DIR, ExportSettings, frame_names, frames_to_uint8
 from .render.heatmaps import color_limit, write_segment_maps
@@ -96,12 +96,10 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     return compared
 
 
-def result_settings(args: argparse.Namespace, compared: list[str]) -> dict:
-    """The options that determine the result (a resume must repeat them; ``seed: None`` = draw or recorded)."""
-    return {"images": list(args.images), "metric": args.metric, "backbone_weights": args.backbone_weights,
-            "compare": compared, "frames": args.frames, "steps": args.steps, "lr": args.lr,
-            "coarse_to_fine": args.coarse_to_fine, "spatial": args.spatial, "samples": args.samples,
-            "seed": args.seed}
+def record(args: argparse.Namespace, metrics: list[Metric], seed: int) -> dict:
+    """The run's record: what determines the result (a resume must repeat it)."""
+    return run_record(args, metrics, seed, images=list(args.images), frames=args.frames, steps=args.steps,
+                      lr=args.lr, coarse_to_fine=args.coarse_to_fine, spatial=args.spatial, samples=args.samples)
 
 
 def solve_one(args: argparse.Namespace, metric: Metric, keys: torch.Tensor, run_dir: Path,
@@ -200,25 +198,16 @@ def add_segment_maps(args: argparse.Namespace, frames: torch.Tensor, run_dir: Pa
 
 def _run(args: argparse.Namespace) -> int:
     compared = check_arguments(args)
-    folder = RunFolder(args.out or default_run_dir("geodesic"), "geodesic", args.resume,
-                       argv=getattr(args, "argv", None), owner=is_main_process())
-    settings, problem = None, None
-    if is_main_process():  # rank 0's folder (a timestamp) and settings; every rank fails alike
-        try:
-            folder.check()
-            settings = folder.settings(result_settings(args, compared))
-        except ValueError as error:
-            problem = str(error)
-    folder.path, settings, problem = broadcast_object((folder.path, settings, problem))
-    if problem is not None:
-        raise ValueError(problem)
-    args.seed = seed = settings["seed"]
-    keys, args.sizing = load_sized_images(args.images, sizing_from(args),
-                                          max(get_config(name).min_size for name in [args.metric, *compared]))
+    folder = RunFolder(args.out or default_run_dir("geodesic"), "geodesic", resume=args.resume,
+                       argv=getattr(args, "argv", None))
+    seed = folder.agree(lambda folder: (folder.check(), folder.seed(args.seed))[1])
+    keys, sizing = load_sized_images(args.images, sizing_from(args),
+                                     max(get_config(name).min_size for name in [args.metric, *compared]))
     export_settings = settings_from(args).resolved(*keys.shape[-2:])
     metrics = [make_metric(args, name, seed=seed, announce=is_main_process()) for name in [args.metric, *compared]]
+    settings = folder.agree(lambda folder: folder.settings(record(args, metrics, seed)))
     with folder.claim(settings):
-        return solve_and_export(args, folder.path, keys, metrics, compared, seed, export_settings)
+        return solve_and_export(args, folder.path, keys, sizing, metrics, compared, seed, export_settings)
 
 
 def write_early_logs(run_dir: Path, main_log: dict, arrays: list[tuple[dict, np.ndarray]]) -> None:
@@ -230,11 +219,11 @@ def write_early_logs(run_dir: Path, main_log: dict, arrays: list[tuple[dict, np.
                                                                  for name in frame_names(len(frames))]}})
 
 
-def solve_and_export(args: argparse.Namespace, run_dir: Path, keys: torch.Tensor, metrics: list[Metric],
-                     compared: list[str], seed: int, settings: ExportSettings) -> int:
+def solve_and_export(args: argparse.Namespace, run_dir: Path, keys: torch.Tensor, sizing: dict,
+                     metrics: list[Metric], compared: list[str], seed: int, settings: ExportSettings) -> int:
     """Solve the main path and every compared one in ``run_dir``, then write the exports and ``log.json``."""
     main_log, main_frames = solve_one(args, metrics[0], keys, run_dir, seed)
-    main_log["sizing"] = args.sizing
+    main_log["sizing"] = sizing
     main_log["compare"] = [{"metric": name, "dir": f"compare/{name}"} for name in compared]
     runs = [(main_log, main_frames)]
     for entry, metric in zip(main_log["compare"], metrics[1:]):

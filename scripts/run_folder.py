@@ -1,16 +1,21 @@
-"""A run folder belongs to one run: every command that writes one (``geodesic``, ``barycenter``, ``attack``,
-``train-example``; ``export`` re-rendering a saved run) owns it through :class:`RunFolder`.
+"""A run folder belongs to one run: every command that writes one (``geodesic``, ``barycenter``, ``interpolate``,
+``attack`` and ``attack a1 --ablation``, ``train-example``, ``train-weights``; ``export`` re-rendering a saved run;
+``batch``'s job folders through the commands they run) owns it through :class:`RunFolder`.
 
 * An existing run is refused unless the command resumes it (``--resume``); resuming needs a run to continue.
-* ``run.json`` records the settings that determine the result, the seed included (a run without ``--seed``
-  records the seed it drew). A resume uses that seed and refuses other settings, naming each one, old vs new.
+* ``run.json`` holds the run's *record*: the command, the kind of run the folder holds, and every setting that
+  determines the result (the metrics' identities with weights and ensemble, sizing, solver options, the seed
+  actually used; see :mod:`elpips.record`). A resume recomputes the record, refuses any difference (naming each
+  one, old vs new) and continues with the recorded seed.
 * A lock file (``.lock``: pid, host, start time, created with ``O_EXCL``) is held for the run's lifetime; a
   second run into the folder is refused with the holder named; a lock left by a killed process on this host is
   taken over with a note.
 * Temporary files of interrupted writes (``.NAME.*.tmp*``) are removed when a run takes the folder.
-* Nothing is created before :meth:`RunFolder.claim`: commands check their inputs and build the metric first.
+* Nothing is created before :meth:`RunFolder.claim`: commands check their inputs and build the metric first; a
+  claim that fails (a full disk) leaves neither a lock nor a folder it created behind.
 * Inside ``claim``, an OS write error (a full disk, no permission, a read-only file system) becomes one
   :class:`~elpips.io.OutputWriteError` naming the folder and the cause; Ctrl-C prints the command that resumes.
+* Under torchrun, rank 0 checks, records and locks the folder; the other ranks wait for it and fail alike.
 """
 
 from __future__ import annotations
@@ -25,10 +30,17 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
+from elpips.distributed import barrier, broadcast_object, is_main_process, raise_on_every_rank
 from elpips.io import OutputWriteError, write_json
+from elpips.record import as_json, differences
 from elpips.solver import CHECKPOINT_NAME
+
+T = TypeVar("T")
+ENVIRONMENT = "environment"
+"""The part of a record that a resume may change: where the run runs (device, memory budget), not what it
+computes."""
 
 LOCK_NAME = ".lock"
 SETTINGS_NAME = "run.json"
@@ -50,20 +62,23 @@ class RunFolder:
     Args:
         path: the folder.
         command: the command's name (``"geodesic"`` ...), for messages and ``run.json``.
+        kind: what the folder holds, recorded in ``run.json`` (default ``command``; ``"a1-ablation"`` for an
+            ablation); a resume or a re-export of another kind is refused.
         resume: the run continues the one in ``path`` (``--resume``).
         resumable: the command can resume (its Ctrl-C prints how).
         argv: the command line after ``elpips`` (for the resume hint); ``None``: no exact command is shown.
-        owner: this process writes the folder (under torchrun only rank 0 does; other ranks do nothing here).
+        may_change: settings a resume may change (``steps``: a run continues to more steps).
     """
 
-    def __init__(self, path: str | os.PathLike, command: str, resume: bool = False, resumable: bool = True,
-                 argv: list[str] | None = None, owner: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, command: str, *, kind: str | None = None, resume: bool = False,
+                 resumable: bool = True, argv: list[str] | None = None, may_change: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
         self.command = command
+        self.kind = kind or command
         self.resume = resume
         self.resumable = resumable
         self.argv = argv
-        self.owner = owner
+        self.may_change = may_change
         self.locked = False
 
     # -- checks before anything is created ---------------------------------------------------------------------
@@ -72,62 +87,117 @@ class RunFolder:
         return any((self.path / name).exists() for name in RUN_FILES)
 
     def check(self) -> None:
-        """Refuse a folder holding a run unless resuming; refuse a resume with no run to continue."""
+        """Refuse a folder holding a run unless resuming; refuse a resume with no run to continue, or of a run
+        of another kind."""
         if self.resume and not self.holds_run():
             raise ValueError(f"--resume: no run to continue in '{self.path}' (no checkpoint, no {SETTINGS_NAME})")
         if not self.resume and self.holds_run():
             advice = "pass --resume to continue it, or" if self.resumable else "remove it or"
             raise ValueError(f"'{self.path}' already holds a run: {advice} choose another --out")
+        if self.resume:
+            self.check_kind()
 
-    def recorded_settings(self) -> dict[str, Any] | None:
-        """The settings in ``run.json``, or ``None`` when the folder has none."""
+    def check_kind(self) -> None:
+        """Refuse a folder whose ``run.json`` records a run of another kind."""
+        recorded = self.recorded_kind()
+        if recorded is not None and recorded != self.kind:
+            raise ValueError(f"'{self.path}' holds a {recorded} run, not a {self.kind} run")
+
+    def recorded(self) -> dict[str, Any] | None:
+        """The whole ``run.json`` (``command``, ``kind``, ``settings``), or ``None`` when the folder has none."""
         path = self.path / SETTINGS_NAME
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))["settings"]
+            content = json.loads(path.read_text(encoding="utf-8"))
+            content["settings"]  # noqa: B018 - a record without settings is unreadable
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"'{path}' is unreadable ({error}): the run's settings are unknown") from None
+        return content
+
+    def recorded_kind(self) -> str | None:
+        content = self.recorded()
+        return None if content is None else content.get("kind", content.get("command"))
+
+    def recorded_settings(self) -> dict[str, Any] | None:
+        """The settings in ``run.json``, or ``None`` when the folder has none."""
+        content = self.recorded()
+        return None if content is None else content["settings"]
+
+    def seed(self, requested: int | None) -> int:
+        """The seed this run uses: on resume the recorded one (``requested``, if given, must equal it), else
+        ``requested`` or a freshly drawn one."""
+        recorded = self.recorded_settings() if self.resume else None
+        if recorded is not None and "seed" in recorded:
+            if requested is not None and requested != recorded["seed"]:
+                raise ValueError(f"cannot resume '{self.path}' with other settings: seed was {recorded['seed']!r}, "
+                                 f"now {requested!r} (resume with the run's settings, or start a new run in "
+                                 "another --out)")
+            return int(recorded["seed"])
+        if self.resume and requested is None:
+            raise ValueError(f"--resume: '{self.path}' records no settings ({SETTINGS_NAME}): pass the run's --seed")
+        return secrets.randbelow(2**31) if requested is None else requested
 
     def settings(self, current: dict[str, Any]) -> dict[str, Any]:
-        """The settings this run uses: ``current`` (``seed: None`` = draw one) for a new run; on resume the
-        recorded ones, which ``current`` must match (a ``None`` seed takes the recorded seed)."""
-        current = json.loads(json.dumps(current))  # tuples as lists: compared as run.json holds them
+        """The record this run uses: ``current`` for a new run; on resume the recorded one, which ``current``
+        must match except for :attr:`may_change` (``ValueError`` naming every difference)."""
+        current = as_json(current)
         recorded = self.recorded_settings() if self.resume else None
-        if recorded is None and self.resume and current.get("seed", 0) is None:
-            raise ValueError(f"--resume: '{self.path}' records no settings ({SETTINGS_NAME}, written by newer "
-                             "versions): pass the run's --seed")
         if recorded is None:
-            if current.get("seed", 0) is None:
-                current["seed"] = secrets.randbelow(2**31)
             return current
-        if current.get("seed", 0) is None:
-            current["seed"] = recorded.get("seed")
-        differing = [f"{key} was {recorded.get(key)!r}, now {current.get(key)!r}"
-                     for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)]
+        differing = differences(recorded, current, ignore=(*self.may_change, ENVIRONMENT))
         if differing:
             raise ValueError(f"cannot resume '{self.path}' with other settings: {'; '.join(differing)} (resume "
                              "with the run's settings, or start a new run in another --out)")
-        return recorded
+        return {**recorded, **{key: current[key] for key in (*self.may_change, ENVIRONMENT) if key in current}}
+
+    def agree(self, prepare: Callable[["RunFolder"], T]) -> T:
+        """``prepare(self)`` (the checks and the record) on rank 0 only; every rank gets its result, or raises
+        its ``ValueError``. The folder's path (a timestamp by default) is rank 0's everywhere."""
+        outcome: tuple[Any, str | None] = (None, None)
+        if is_main_process():
+            try:
+                outcome = (prepare(self), None)
+            except ValueError as error:
+                outcome = (None, str(error))
+        self.path, (result, problem) = broadcast_object((self.path, outcome))
+        if problem is not None:
+            raise ValueError(problem)
+        return result
 
     # -- ownership ---------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def claim(self, settings: dict[str, Any] | None = None) -> Iterator["RunFolder"]:
         """Create the folder, take its lock, remove temporary files of earlier kills and record ``settings``
         (a new run); release the lock when the block ends, however it ends. OS errors in the block become one
-        :class:`~elpips.io.OutputWriteError`; Ctrl-C prints the resume command."""
-        if not self.owner:
+        :class:`~elpips.io.OutputWriteError`; Ctrl-C prints the resume command.
+
+        Under torchrun rank 0 claims; the other ranks wait for it (and fail with it), and rank 0 keeps the lock
+        until every rank has left the block."""
+        if not is_main_process():
+            raise_on_every_rank(None)
             yield self
+            barrier()
             return
+        created = [parent for parent in [self.path, *self.path.parents] if not parent.exists()]
         try:
             with self._translated_os_errors():
-                self.path.mkdir(parents=True, exist_ok=True)
-                self._lock()
-                self.check()  # again under the lock: a run started meanwhile may have finished
-                self._remove_temporary_files()
-                if settings is not None and not (self.path / SETTINGS_NAME).exists():
-                    write_json(self.path / SETTINGS_NAME, {"command": self.command, "settings": settings})
+                try:
+                    self.path.mkdir(parents=True, exist_ok=True)
+                    self._lock()
+                    self.check()  # again under the lock: a run started meanwhile may have finished
+                    self._remove_temporary_files()
+                    if settings is not None and not (self.path / SETTINGS_NAME).exists():
+                        write_json(self.path / SETTINGS_NAME,
+                                   {"command": self.command, "kind": self.kind, "settings": settings})
+                except BaseException as failure:
+                    self._unlock()
+                    _remove_empty(created)
+                    raise_on_every_rank(failure if isinstance(failure, Exception) else None)
+                    raise
+                raise_on_every_rank(None)
                 yield self
+                barrier()
         except KeyboardInterrupt:
             if self.resumable:
                 print(f"interrupted: continue with: {self.resume_command()}", file=sys.stderr)
@@ -172,9 +242,9 @@ class RunFolder:
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
                 continue
+            self.locked = True  # from here on, a failure removes the lock again (no empty lock left behind)
             with os.fdopen(handle, "w") as file:
                 json.dump(holder, file)
-            self.locked = True
             return
 
     def _stale(self, lock: Path) -> bool:
@@ -208,6 +278,13 @@ class RunFolder:
         if removed:
             print(f"note: '{self.path}': removed {removed} temporary file(s) left by an interrupted run",
                   file=sys.stderr)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that exist and are empty: what a failed claim created."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def read_holder(lock: Path) -> dict[str, Any] | None:

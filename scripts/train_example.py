@@ -29,7 +29,7 @@ from elpips.experiments.denoiser import ResidualCNN
 from elpips.io import load_image, save_image, write_json
 
 from .common import (add_metric_options, calibration_label, check_ensemble_options, default_run_dir, make_metric,
-                     positive_int, progress_bar, weights_report)
+                     positive_int, progress_bar, run_record, weights_report)
 from .render.figures import column, labelled, row, tile
 from .run_folder import RunFolder
 
@@ -201,12 +201,15 @@ def train(args: argparse.Namespace) -> int:
     seed = 0 if args.seed is None else args.seed
     args.seed = seed  # one seed for the model, the data and the loss's ensemble samples: runs repeat exactly
     loss_metric = make_metric(args)
-    device = loss_metric.device
-    # Validation metrics share the loss metric's backbone weights; the loss metric itself is reused.
+    # Validation metrics share the loss metric's backbone weights but keep their own ensembles; the loss metric
+    # itself is reused.
     validation_metrics = {name: (loss_metric if name == loss_metric.name else
-                                 Metric(name, backbone_weights=args.backbone_weights, device=device, seed=seed))
+                                 make_metric(args, name, own_ensemble=True, announce=False))
                           for name in LOSSES}
-    with folder.claim():
+    options = {name: getattr(args, name) for name in (
+        "images", "task", "steps", "crop", "batch", "lr", "width", "depth", "noise_sigma", "blur_sigma",
+        "val_every")}
+    with folder.claim(folder.settings(run_record(args, [loss_metric], seed, **options))):
         return train_in(folder.path, args, images, loss_metric, validation_metrics)
 
 
