@@ -219,16 +219,24 @@ def positive_int(text: str) -> int:
 
 
 def weights_report(metric: Metric) -> dict:
-    """The metric as written into JSON outputs: name, weights' origin and the full ensemble settings."""
+    """The metric as written into JSON outputs: its identity (name, weights' origin and digest, the full ensemble
+    settings, precision; :meth:`elpips.Metric.identity`), whether it is calibrated, the seed of its own sampling
+    generator, its device and memory budget."""
+    identity = metric.identity()
     return {
         "metric": metric.name,
-        "backbone_weights": metric.weights_info.source,
+        "backbone_weights": identity["backbone_weights"],
         "backbone_weights_description": metric.weights_info.description,
         "calibrated": metric.calibrated,
-        "linear_weights": metric.linear_weights_source,
-        "ensemble": metric.ensemble.as_dict(),
+        "linear_weights": identity["linear_weights"],
+        "weights_sha256": identity["weights_sha256"],
+        "precision": identity["precision"],
+        "ensemble": identity["ensemble"],
         "ensemble_summary": metric.ensemble.summary(),
         "custom_ensemble": metric.custom_ensemble,
+        "sampling_seed": metric.generator.initial_seed(),
+        "device": str(metric.device),
+        "memory_budget": metric.memory_budget,
         "elpips_version": elpips.__version__,
     }
 

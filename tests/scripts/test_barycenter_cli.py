@@ -41,7 +41,7 @@ def test_cli_writes_every_listed_output(inputs, tmp_path, capsys):
     sheet = load_image(out / "contact_sheet.png")
     assert sheet.shape[-1] >= 3 * 32 and sheet.shape[-2] >= 2 * 32
     log = json.loads((out / "log.json").read_text())
-    assert log["calibrated"] is False and log["backbone_weights"] == "random"
+    assert log["calibrated"] is False and log["backbone_weights"] == "random:0"
     assert log["settings"]["weights"] == pytest.approx([0.25, 0.5, 0.25])
     assert [entry["step"] for entry in log["evaluations"]] == [0, 3, 5]
     assert log["objective"]["end"] == log["evaluations"][-1]["objective"]
