@@ -207,14 +207,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"{tag}{len(jobs)} jobs, {len(done)} already done, {len(pending)} to run on {world} "
                   f"process{'es' if world > 1 else ''}; outputs in {out}/", file=sys.stderr)
         rows = []
-        for number, job in enumerate(mine, start=1):
-            print(f"{tag}job {job.id} ({job.command}, {number}/{len(mine)} of this rank) started", file=sys.stderr)
-            row = execute(job, out, device, rank, world)
-            rows.append(row)
-            outcome = "done" if row["status"] == "done" else f"FAILED: {row['error']}"
-            print(f"{tag}job {job.id} {outcome} ({row['seconds']:.1f} s)", file=sys.stderr)
-        distributed.barrier()
-        finished = {row["id"]: row for rows_of_rank in distributed.gather_objects(rows) for row in rows_of_rank}
+        with RunFolder(out, "batch", resumable=False).claim():  # one batch at a time in DIR (its lock)
+            for number, job in enumerate(mine, start=1):
+                print(f"{tag}job {job.id} ({job.command}, {number}/{len(mine)} of this rank) started",
+                      file=sys.stderr)
+                row = execute(job, out, device, rank, world)
+                rows.append(row)
+                outcome = "done" if row["status"] == "done" else f"FAILED: {row['error']}"
+                print(f"{tag}job {job.id} {outcome} ({row['seconds']:.1f} s)", file=sys.stderr)
+            distributed.barrier()
+            finished = {row["id"]: row for rows_of_rank in distributed.gather_objects(rows) for row in rows_of_rank}
     summary = []
     for job in jobs:
         if job.id in finished:

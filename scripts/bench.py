@@ -38,10 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from elpips.benchmarks.environment import load_average
     from elpips.benchmarks.suite import make_plan, run_suite, section_count, write_results
+    from elpips.solver import ProgressReport
 
     plan = make_plan(args.quick, args.device, args.size, args.batch, args.repeats, args.threads)
     load, cpus = load_average(), os.cpu_count() or 1
@@ -49,17 +48,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: load average {load[0]:.1f} on {cpus} CPUs: timings are inflated (ratios are paired)"
               + ("; --threads 1 steadies them" if plan.threads != 1 and plan.device == "cpu" else ""),
               file=sys.stderr)
-    with tqdm(total=section_count(plan), desc="bench", unit="section", file=sys.stderr, leave=False,
-              disable=not sys.stderr.isatty()) as bar:
+    with ProgressReport("bench", section_count(plan), unit="section") as report:
         rounds = [0]
 
         def tick() -> None:
             rounds[0] += 1
-            bar.set_postfix(rounds=rounds[0])
+            report.set_postfix(rounds=rounds[0])
 
         def progress(name: str) -> None:
-            bar.set_description(f"bench: {name} done")
-            bar.update(1)
+            report.set_postfix(done=name, rounds=rounds[0])
+            report.update(1)
 
         record = run_suite(plan, progress, tick)
     json_path, markdown_path = write_results(record, args.out)
