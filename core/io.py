@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import os
 import tempfile
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 import imageio.v3 as iio
 import numpy as np
@@ -24,11 +26,48 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "data" / "examples"
 EXAMPLE_PREFIX = "example:"
 
 
-MAX_PIXELS = 40_000_000
-"""Largest image (height x width) :func:`load_image` accepts, checked from the file's header before decoding.
-Like ``PIL.Image.MAX_IMAGE_PIXELS`` it is a module setting: raise it (``elpips.io.MAX_PIXELS = ...``, or the
-command line's ``--max-pixels``) for larger images; every metric call then works in passes within its memory
-budget."""
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest image (height x width) :func:`load_image` accepts unless :func:`pixel_limit` says otherwise."""
+
+_max_pixels: ContextVar[int] = ContextVar("elpips_max_pixels", default=DEFAULT_MAX_PIXELS)
+
+
+def max_pixels() -> int:
+    """The largest image (height x width) accepted here and now, checked from a file's header before decoding:
+    :data:`DEFAULT_MAX_PIXELS` unless a :func:`pixel_limit` block is in force."""
+    return _max_pixels.get()
+
+
+def pixel_limit(limit: int | None) -> ContextManager[int]:
+    """A ``with`` block in which images of up to ``limit`` pixels are accepted (``None``: the limit in force)::
+
+        with elpips.io.pixel_limit(100_000_000):
+            image = elpips.io.load_image("panorama.png")
+
+    The limit belongs to the block (a context variable), not to the process: it holds in this thread (or asyncio
+    task) until the block ends. Every metric call works in passes within its memory budget, whatever the size.
+
+    Raises:
+        ValueError: ``limit`` is not a positive integer.
+    """
+    if limit is None:
+        return contextlib.nullcontext(max_pixels())
+    try:
+        value = operator.index(limit)
+    except TypeError:
+        value = 0
+    if isinstance(limit, bool) or value < 1:
+        raise ValueError(f"limit must be a positive number of pixels, got {limit!r}")
+    return _pixel_limit_block(value)
+
+
+@contextlib.contextmanager
+def _pixel_limit_block(limit: int) -> Iterator[int]:
+    token = _max_pixels.set(limit)
+    try:
+        yield limit
+    finally:
+        _max_pixels.reset(token)
 
 
 class ImageLoadError(ValueError):
@@ -152,16 +191,15 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
 
 
 def _check_pixel_count(path: Path) -> None:
-    """Refuse an image over :data:`MAX_PIXELS` from its header, before any pixel is decoded."""
+    """Refuse an image over :func:`max_pixels` from its header, before any pixel is decoded."""
     try:
         shape = iio.improps(path, index=0).shape
     except Exception:  # unreadable headers are reported by the decoder with its own message
         return
-    if len(shape) >= 2 and shape[0] * shape[1] > MAX_PIXELS:
-        raise ImageLoadError(
-            f"{path}: image is {shape[0]}x{shape[1]} = {shape[0] * shape[1] / 1e6:.1f} megapixels, over the limit "
-            f"of {MAX_PIXELS / 1e6:g} (raise it with --max-pixels, or elpips.io.MAX_PIXELS in Python)"
-        )
+    limit = max_pixels()
+    if len(shape) >= 2 and shape[0] * shape[1] > limit:
+        raise ImageLoadError(f"{path}: image is {shape[0]}x{shape[1]} = {shape[0] * shape[1]:,} pixels, over the "
+                             f"limit of {limit:,} pixels (max_pixels)")
 
 
 def load_images(specs: list[str], min_size: int = 1) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, ContextManager, Iterable
 
 import elpips
 import elpips.io
@@ -40,7 +40,7 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
                              "free memory on the CPU, half the free GPU memory); more samples take more passes, "
                              "not more memory")
     parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
-                        help=f"largest image accepted, in pixels (default {elpips.io.MAX_PIXELS:,})")
+                        help=f"largest image accepted, in pixels (default {elpips.io.DEFAULT_MAX_PIXELS:,})")
     add_ensemble_options(parser)
 
 
@@ -52,10 +52,9 @@ def memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def apply_pixel_limit(args: argparse.Namespace) -> None:
-    """Raise or lower :data:`elpips.io.MAX_PIXELS` for this command if ``--max-pixels`` was given."""
-    if getattr(args, "max_pixels", None) is not None:
-        elpips.io.MAX_PIXELS = args.max_pixels
+def pixel_limit_from(args: argparse.Namespace) -> ContextManager[int]:
+    """The ``with`` block of the command's ``--max-pixels`` (the limit in force when it was not given)."""
+    return elpips.io.pixel_limit(getattr(args, "max_pixels", None))
 
 
 def _keep_probability(text: str) -> float:

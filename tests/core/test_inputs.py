@@ -70,12 +70,33 @@ def test_palette_image_converted(tmp_path):
 def test_pixel_limit_checked_before_decoding(tmp_path, monkeypatch):
     path = tmp_path / "large.png"
     Image.fromarray(_pattern(30, 40)).save(path)
-    monkeypatch.setattr(elpips.io, "MAX_PIXELS", 1000)
     decoded = []
     monkeypatch.setattr(elpips.io, "_read_displayed", lambda p: decoded.append(p))
-    with pytest.raises(ImageLoadError, match="30x40 = 0.0 megapixels, over the limit"):
+    with elpips.io.pixel_limit(1000), pytest.raises(ImageLoadError) as caught:
         load_image(path)
+    assert str(caught.value).endswith("image is 30x40 = 1,200 pixels, over the limit of 1,000 pixels (max_pixels)")
     assert decoded == []
+
+
+def test_pixel_limit_is_a_block_not_a_process_setting(tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(_pattern(30, 40)).save(path)
+    assert elpips.io.max_pixels() == elpips.io.DEFAULT_MAX_PIXELS
+    with elpips.io.pixel_limit(1000) as limit:
+        assert limit == elpips.io.max_pixels() == 1000
+        with elpips.io.pixel_limit(None) as kept, elpips.io.pixel_limit(2000):
+            assert kept == 1000 and elpips.io.max_pixels() == 2000
+            assert load_image(path).shape == (1, 3, 30, 40)
+        assert elpips.io.max_pixels() == 1000
+    assert elpips.io.max_pixels() == elpips.io.DEFAULT_MAX_PIXELS
+    assert not hasattr(elpips.io, "MAX_PIXELS")
+
+
+@pytest.mark.parametrize("limit", [0, -5, 2.5, True, "100"])
+def test_pixel_limit_must_be_a_positive_integer(limit):
+    with pytest.raises(ValueError, match=r"^limit must be a positive number of pixels"):
+        elpips.io.pixel_limit(limit)
+    assert elpips.io.max_pixels() == elpips.io.DEFAULT_MAX_PIXELS
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

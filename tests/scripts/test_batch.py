@@ -172,6 +172,22 @@ def test_run_resume_redo_and_failure_in_one_process(tmp_path, capsys):
     assert {row["status"] for row in summary["jobs"]} == {"skipped"}
 
 
+def test_a_job_keeps_its_own_pixel_limit(tmp_path, capsys):
+    """A job's --max-pixels holds for that job only, as for the same command run directly (32x32 = 1,024 pixels)."""
+    a, b, _ = write_images(tmp_path)
+    assert main(["distance", a, b, "--metric", "l2", "--max-pixels", "1000"]) == 2
+    direct = capsys.readouterr().err.strip()
+    assert direct.endswith("over the limit of 1,000 pixels (max_pixels)") and len(direct.splitlines()) == 1
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [distance_job("small", a, b, metric="l2", **{"max-pixels": 1000}),
+                                                distance_job("default", a, b, metric="l2")])
+    out = tmp_path / "out"
+    assert main(["batch", str(jobs), "--out", str(out)]) == 1
+    rows = {row["id"]: row for row in json.loads((out / "summary.json").read_text())["jobs"]}
+    assert rows["small"]["status"] == "failed" and rows["default"]["status"] == "done"
+    assert f"elpips distance: error: {rows['small']['error']}" == direct
+    assert json.loads((out / "jobs" / "small" / "FAILED.json").read_text())["error"] == rows["small"]["error"]
+
+
 def test_dry_run_lists_the_plan(tmp_path, capsys):
     a, b, _ = write_images(tmp_path)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [distance_job("ab", a, b)])
