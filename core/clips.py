@@ -214,6 +214,8 @@ def open_clip(spec: str | os.PathLike, sizing: Sizing | None = None, fps: float 
             check_same_size(sizes, [str(file) for file in files])
     elif not path.exists():
         raise ImageLoadError(f"{path}: no such file or folder")
+    elif not path.is_file():  # a FIFO or a device would block or stream forever when read
+        raise ImageLoadError(f"{path}: not a regular file")
     elif path.suffix.lower() == ".gif":
         open_frames, count, rate, first = _gif_frames(path)
         kind, sizes, reader = "gif", [first], _ForwardReader(open_frames, str(path))

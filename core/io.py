@@ -177,6 +177,8 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
         raise ImageLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a folder, not an image file")
+    if not path.is_file():  # a FIFO or a device would block or stream forever when read
+        raise ImageLoadError(f"{path}: not a regular file")
     _check_pixel_count(path)
     try:
         array = _read_png16(path) if _is_16bit_png(path) else _read_displayed(path)

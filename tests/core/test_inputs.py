@@ -3,6 +3,10 @@ images), tensors of any float precision, sample counts checked."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -97,6 +101,59 @@ def test_pixel_limit_must_be_a_positive_integer(limit):
     with pytest.raises(ValueError, match=r"^limit must be a positive number of pixels"):
         elpips.io.pixel_limit(limit)
     assert elpips.io.max_pixels() == elpips.io.DEFAULT_MAX_PIXELS
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Fail instead of hanging: every blocking call (an open() of a FIFO) is interrupted after ``seconds``."""
+    def expired(signum, frame):
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+
+
+@needs_fifo
+def test_fifo_or_device_is_not_an_image(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with _deadline(5), pytest.raises(ImageLoadError) as caught:
+        load_image(fifo)
+    assert str(caught.value) == f"{fifo}: not a regular file"
+    if os.path.exists("/dev/null"):
+        with _deadline(5), pytest.raises(ImageLoadError, match="^/dev/null: not a regular file$"):
+            load_image("/dev/null")
+
+
+@needs_fifo
+def test_fifo_is_not_a_clip(tmp_path):
+    from elpips.clips import open_clip
+
+    fifo = tmp_path / "pipe.gif"
+    os.mkfifo(fifo)
+    with _deadline(5), pytest.raises(ImageLoadError) as caught:
+        open_clip(fifo)
+    assert str(caught.value) == f"{fifo}: not a regular file"
+
+
+@needs_fifo
+def test_fifo_on_the_command_line_is_one_error_line(tmp_path, capsys):
+    from elpips.scripts.cli import main
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with _deadline(5):
+        assert main(["distance", "example:cat", str(fifo), "--metric", "l2"]) == 2
+    assert capsys.readouterr().err == f"elpips distance: error: {fifo}: not a regular file\n"
+    assert sorted(tmp_path.iterdir()) == [fifo]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
