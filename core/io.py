@@ -14,6 +14,7 @@ import json
 import operator
 import os
 import tempfile
+import warnings
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ContextManager, Iterator
@@ -181,7 +182,8 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
         raise ImageLoadError(f"{path}: not a regular file")
     _check_pixel_count(path)
     try:
-        array = _read_png16(path) if _is_16bit_png(path) else _read_displayed(path)
+        with without_bomb_warning():  # the size is checked against max_pixels() already
+            array = _read_png16(path) if _is_16bit_png(path) else _read_displayed(path)
     except Exception as error:  # imageio raises many types for corrupt or unknown files
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
         raise ImageLoadError(f"{path}: cannot be read as an image (corrupt or unsupported file: {reason})") from None
@@ -192,13 +194,33 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
+@contextlib.contextmanager
+def without_bomb_warning() -> Iterator[None]:
+    """Pillow's ``DecompressionBombWarning`` silenced: image sizes are checked against :func:`max_pixels`."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def _check_pixel_count(path: Path) -> None:
     """Refuse an image over :func:`max_pixels` from its header, before any pixel is decoded."""
+    from PIL import Image
+
+    limit = max_pixels()
     try:
-        shape = iio.improps(path, index=0).shape
+        with without_bomb_warning():
+            shape = iio.improps(path, index=0).shape
+    except Image.DecompressionBombError:  # over twice PIL.Image.MAX_IMAGE_PIXELS: Pillow does not say the size
+        pillow_limit = 2 * Image.MAX_IMAGE_PIXELS
+        if limit < pillow_limit:
+            raise ImageLoadError(f"{path}: image is over {pillow_limit:,} pixels, over the limit of {limit:,} "
+                                 "pixels (max_pixels)") from None
+        raise ImageLoadError(f"{path}: image is over {pillow_limit:,} pixels, more than Pillow decodes "
+                             "(PIL.Image.MAX_IMAGE_PIXELS)") from None
     except Exception:  # unreadable headers are reported by the decoder with its own message
         return
-    limit = max_pixels()
     if len(shape) >= 2 and shape[0] * shape[1] > limit:
         raise ImageLoadError(f"{path}: image is {shape[0]}x{shape[1]} = {shape[0] * shape[1]:,} pixels, over the "
                              f"limit of {limit:,} pixels (max_pixels)")

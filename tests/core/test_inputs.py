@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -101,6 +104,36 @@ def test_pixel_limit_must_be_a_positive_integer(limit):
     with pytest.raises(ValueError, match=r"^limit must be a positive number of pixels"):
         elpips.io.pixel_limit(limit)
     assert elpips.io.max_pixels() == elpips.io.DEFAULT_MAX_PIXELS
+
+
+def _png_claiming(path, width: int, height: int):
+    """A PNG whose header claims ``width x height`` RGB pixels (the pixel data is a few bytes, never decoded)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side, limit, message", [
+    (10_000, None, "image is 10000x10000 = 100,000,000 pixels, over the limit of 40,000,000 pixels (max_pixels)"),
+    (20_000, None, "image is over 178,956,970 pixels, over the limit of 40,000,000 pixels (max_pixels)"),
+    (20_000, 500_000_000, "image is over 178,956,970 pixels, more than Pillow decodes (PIL.Image.MAX_IMAGE_PIXELS)"),
+    (10_000, 150_000_000, "cannot be read as an image"),  # within the limit: decoded (and found corrupt)
+])
+def test_huge_image_is_our_refusal_without_pillow_warning(tmp_path, side, limit, message):
+    """Pillow warns from 89M pixels and refuses from 179M; only our one-line error reaches the user."""
+    path = _png_claiming(tmp_path / "huge.png", side, side)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with elpips.io.pixel_limit(limit), pytest.raises(ImageLoadError) as refused:
+            load_image(path)
+    assert str(refused.value).startswith(f"{path}: ") and message in str(refused.value)
+    assert len(str(refused.value).splitlines()) == 1
+    bombs = [warning for warning in caught if issubclass(warning.category, Image.DecompressionBombWarning)]
+    assert bombs == []
 
 
 @contextlib.contextmanager

@@ -185,3 +185,23 @@ def test_module_entry_point(pngs):
                              "--samples", "2", "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["samples"] == 2
+
+
+def test_huge_image_on_the_command_line_is_only_our_error_line(pngs):
+    """A header claiming 10000x10000 pixels: no Pillow DecompressionBombWarning before the one-line refusal."""
+    import struct
+    import zlib
+
+    tmp_path, a, _ = pngs
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10000, 10000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    result = subprocess.run([sys.executable, "-W", "default", "-m", "elpips", "distance", a, str(huge), "--metric",
+                             "l2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"elpips distance: error: {huge}: image is 10000x10000 = 100,000,000 pixels, over the "
+                             "limit of 40,000,000 pixels (max_pixels)\n")
