@@ -33,7 +33,8 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
         help="'imagenet' (torchvision weights, cached in $TORCH_HOME, downloaded on first use), a torchvision "
              "state-dict file, or 'random[:SEED]' (uncalibrated, for smoke tests)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed of the ensemble sampling (reproducible runs)")
+    parser.add_argument("--seed", type=seed_value, default=None,
+                        help="seed of the ensemble sampling (reproducible runs), 0 .. 2**63 - 1")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
                         help="memory one network pass may use, e.g. 512M or 4G (default: 2G or a quarter of the "
@@ -42,6 +43,22 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
     parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                         help=f"largest image accepted, in pixels (default {elpips.io.DEFAULT_MAX_PIXELS:,})")
     add_ensemble_options(parser)
+
+
+SEED_LIMIT = 2**63
+"""``--seed`` takes 0 .. SEED_LIMIT - 1: the commands derive further seeds by adding small offsets, which must stay
+within a generator's 64-bit seed."""
+
+
+def seed_value(text: str) -> int:
+    """argparse type for ``--seed``: an integer in ``0 .. 2**63 - 1``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0 .. 2**63 - 1, got {text!r}")
+    return value
 
 
 def memory_size(text: str) -> int:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from elpips.io import ImageLoadError, load_image
 
+import elpips
 import elpips.io
 
 
@@ -209,6 +210,17 @@ def test_any_float_precision_accepted(random_metric, images, dtype):
 def test_bad_sample_counts(random_metric, images, n):
     with pytest.raises(ValueError, match="positive integer"):
         random_metric("l2")(images(1, 8, 8), images(1, 8, 8), n=n)
+
+
+@pytest.mark.parametrize("seed", [2**64, -1, 2.5, True, "3"])
+def test_metric_seed_out_of_range_or_not_an_integer(seed):
+    with pytest.raises(ValueError, match=r"^seed must be an integer in 0 \.\. 2\*\*64 - 1, got"):
+        elpips.Metric("l2", device="cpu", seed=seed)
+
+
+def test_metric_seed_range_ends():
+    for seed in (0, 2**64 - 1, np.int64(5)):
+        assert elpips.Metric("l2", device="cpu", seed=seed).generator.initial_seed() == int(seed)
 
 
 def test_impossible_export_scale_refused_before_allocating():

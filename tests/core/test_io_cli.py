@@ -172,6 +172,25 @@ def test_cli_bad_inputs_exit_2(capsys, pngs, case, message):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("seed", [str(2**64), str(2**63), "-1", "seven"])
+def test_seed_out_of_range_is_a_usage_error(capsys, pngs, seed):
+    _, a, b = pngs
+    with pytest.raises(SystemExit) as info:
+        main(["distance", a, b, "--metric", "l2", "--seed", seed])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.out == ""
+    assert captured.err.startswith("elpips distance: error: argument --seed: must be an integer in 0 .. 2**63 - 1, "
+                                   f"got '{seed}'")
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_largest_seed_is_accepted(capsys, pngs):
+    _, a, b = pngs
+    code, out, _ = run_cli(capsys, "distance", a, b, "--metric", "elpips-squeeze", "--backbone-weights", "random",
+                           "--samples", "1", "--seed", str(2**63 - 1), "--json")
+    assert code == 0 and json.loads(out)["samples"] == 1
+
+
 def test_unknown_metric_is_usage_error(capsys, pngs):
     _, a, b = pngs
     with pytest.raises(SystemExit) as info:
