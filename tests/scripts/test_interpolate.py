@@ -208,6 +208,7 @@ def test_resume_after_a_kill_skips_finished_windows(clip_files, tmp_path, monkey
 @pytest.mark.parametrize("arguments, message", [
     (["{clip}", "--factor", "1"], "--factor must be an integer >= 2"),
     (["{clip}", "--window", "1"], "--window must be an integer >= 2"),
+    (["{clip}", "--lr", "inf"], "--lr must be a finite number > 0, got inf"),
     (["{clip}", "--resume"], "--resume needs --out"),
     (["{clip}", "--resume", "--out", "{tmp}/new"], "no interpolation in"),
     (["{tmp}/missing.mp4"], "no such file"),
