@@ -142,6 +142,7 @@ def prepare(args: argparse.Namespace) -> tuple[RunFolder, dict[str, Any]]:
     """The run's folder (checked against ``--resume``, nothing created) and the settings it uses."""
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR (the folder of the run to continue)")
+    sizing_from(args)  # a bad --resize fails before anything is read
     folder = RunFolder(args.out or default_run_dir("barycenter"), "barycenter", args.resume,
                        argv=getattr(args, "argv", None))
     folder.check()
