@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import io as image_io
-from .io import ImageLoadError, _to_rgb, _to_unit_float, load_image
+from .io import ImageLoadError, _to_rgb, _to_unit_float, load_image, without_bomb_warning
 from .sizing import Sizing, check_same_size, resample, sizing_record
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv")
@@ -100,8 +100,9 @@ def _video_frames(path: Path) -> tuple[Callable[[], Iterator[np.ndarray]], int, 
 
 def _gif_frames(path: Path) -> tuple[Callable[[], Iterator[np.ndarray]], int, float, tuple[int, int]]:
     try:
-        shape = iio.improps(path, index=None).shape
-        duration = float(iio.immeta(path, index=0).get("duration") or 0)
+        with without_bomb_warning():  # the frame size is checked against max_pixels() by open_clip
+            shape = iio.improps(path, index=None).shape
+            duration = float(iio.immeta(path, index=0).get("duration") or 0)
     except Exception as error:  # noqa: BLE001 - any reader failure is an unreadable input
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ImageLoadError(f"{path}: cannot be read as an animated GIF ({reason})") from None
@@ -126,7 +127,8 @@ def _frame_files(spec: str) -> list[Path]:
 
 def _image_size(path: Path) -> tuple[int, int]:
     try:
-        shape = iio.improps(path).shape
+        with without_bomb_warning():  # every frame is checked against max_pixels() when it is loaded
+            shape = iio.improps(path).shape
     except Exception as error:  # noqa: BLE001
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ImageLoadError(f"{path}: cannot be read as an image ({reason})") from None
@@ -214,6 +216,8 @@ def open_clip(spec: str | os.PathLike, sizing: Sizing | None = None, fps: float 
             check_same_size(sizes, [str(file) for file in files])
     elif not path.exists():
         raise ImageLoadError(f"{path}: no such file or folder")
+    elif not path.is_file():  # a FIFO or a device would block or stream forever when read
+        raise ImageLoadError(f"{path}: not a regular file")
     elif path.suffix.lower() == ".gif":
         open_frames, count, rate, first = _gif_frames(path)
         kind, sizes, reader = "gif", [first], _ForwardReader(open_frames, str(path))
@@ -223,9 +227,9 @@ def open_clip(spec: str | os.PathLike, sizing: Sizing | None = None, fps: float 
     else:
         raise ImageLoadError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}), an animated GIF or a folder of "
                              "frames")
-    if kind != "frames" and sizes[0][0] * sizes[0][1] > image_io.MAX_PIXELS:
-        raise ImageLoadError(f"{text}: frames of {sizes[0][0]}x{sizes[0][1]} pixels exceed the limit of "
-                             f"{image_io.MAX_PIXELS:,} pixels (--max-pixels)")
+    if kind != "frames" and sizes[0][0] * sizes[0][1] > image_io.max_pixels():
+        raise ImageLoadError(f"{text}: frames of {sizes[0][0]}x{sizes[0][1]} pixels are over the limit of "
+                             f"{image_io.max_pixels():,} pixels (max_pixels)")
     if count < min_frames:
         raise ImageLoadError(f"{text}: has {count} frame{'s' if count != 1 else ''}; at least {min_frames} needed")
     if fps is not None:

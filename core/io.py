@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import os
 import tempfile
+import warnings
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 import imageio.v3 as iio
 import numpy as np
@@ -24,11 +27,48 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "data" / "examples"
 EXAMPLE_PREFIX = "example:"
 
 
-MAX_PIXELS = 40_000_000
-"""Largest image (height x width) :func:`load_image` accepts, checked from the file's header before decoding.
-Like ``PIL.Image.MAX_IMAGE_PIXELS`` it is a module setting: raise it (``elpips.io.MAX_PIXELS = ...``, or the
-command line's ``--max-pixels``) for larger images; every metric call then works in passes within its memory
-budget."""
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest image (height x width) :func:`load_image` accepts unless :func:`pixel_limit` says otherwise."""
+
+_max_pixels: ContextVar[int] = ContextVar("elpips_max_pixels", default=DEFAULT_MAX_PIXELS)
+
+
+def max_pixels() -> int:
+    """The largest image (height x width) accepted here and now, checked from a file's header before decoding:
+    :data:`DEFAULT_MAX_PIXELS` unless a :func:`pixel_limit` block is in force."""
+    return _max_pixels.get()
+
+
+def pixel_limit(limit: int | None) -> ContextManager[int]:
+    """A ``with`` block in which images of up to ``limit`` pixels are accepted (``None``: the limit in force)::
+
+        with elpips.io.pixel_limit(100_000_000):
+            image = elpips.io.load_image("panorama.png")
+
+    The limit belongs to the block (a context variable), not to the process: it holds in this thread (or asyncio
+    task) until the block ends. Every metric call works in passes within its memory budget, whatever the size.
+
+    Raises:
+        ValueError: ``limit`` is not a positive integer.
+    """
+    if limit is None:
+        return contextlib.nullcontext(max_pixels())
+    try:
+        value = operator.index(limit)
+    except TypeError:
+        value = 0
+    if isinstance(limit, bool) or value < 1:
+        raise ValueError(f"limit must be a positive number of pixels, got {limit!r}")
+    return _pixel_limit_block(value)
+
+
+@contextlib.contextmanager
+def _pixel_limit_block(limit: int) -> Iterator[int]:
+    token = _max_pixels.set(limit)
+    try:
+        yield limit
+    finally:
+        _max_pixels.reset(token)
 
 
 class ImageLoadError(ValueError):
@@ -138,9 +178,12 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
         raise ImageLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a folder, not an image file")
+    if not path.is_file():  # a FIFO or a device would block or stream forever when read
+        raise ImageLoadError(f"{path}: not a regular file")
     _check_pixel_count(path)
     try:
-        array = _read_png16(path) if _is_16bit_png(path) else _read_displayed(path)
+        with without_bomb_warning():  # the size is checked against max_pixels() already
+            array = _read_png16(path) if _is_16bit_png(path) else _read_displayed(path)
     except Exception as error:  # imageio raises many types for corrupt or unknown files
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
         raise ImageLoadError(f"{path}: cannot be read as an image (corrupt or unsupported file: {reason})") from None
@@ -151,17 +194,36 @@ def load_image(spec: str | os.PathLike, min_size: int = 1) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
+@contextlib.contextmanager
+def without_bomb_warning() -> Iterator[None]:
+    """Pillow's ``DecompressionBombWarning`` silenced: image sizes are checked against :func:`max_pixels`."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def _check_pixel_count(path: Path) -> None:
-    """Refuse an image over :data:`MAX_PIXELS` from its header, before any pixel is decoded."""
+    """Refuse an image over :func:`max_pixels` from its header, before any pixel is decoded."""
+    from PIL import Image
+
+    limit = max_pixels()
     try:
-        shape = iio.improps(path, index=0).shape
+        with without_bomb_warning():
+            shape = iio.improps(path, index=0).shape
+    except Image.DecompressionBombError:  # over twice PIL.Image.MAX_IMAGE_PIXELS: Pillow does not say the size
+        pillow_limit = 2 * Image.MAX_IMAGE_PIXELS
+        if limit < pillow_limit:
+            raise ImageLoadError(f"{path}: image is over {pillow_limit:,} pixels, over the limit of {limit:,} "
+                                 "pixels (max_pixels)") from None
+        raise ImageLoadError(f"{path}: image is over {pillow_limit:,} pixels, more than Pillow decodes "
+                             "(PIL.Image.MAX_IMAGE_PIXELS)") from None
     except Exception:  # unreadable headers are reported by the decoder with its own message
         return
-    if len(shape) >= 2 and shape[0] * shape[1] > MAX_PIXELS:
-        raise ImageLoadError(
-            f"{path}: image is {shape[0]}x{shape[1]} = {shape[0] * shape[1] / 1e6:.1f} megapixels, over the limit "
-            f"of {MAX_PIXELS / 1e6:g} (raise it with --max-pixels, or elpips.io.MAX_PIXELS in Python)"
-        )
+    if len(shape) >= 2 and shape[0] * shape[1] > limit:
+        raise ImageLoadError(f"{path}: image is {shape[0]}x{shape[1]} = {shape[0] * shape[1]:,} pixels, over the "
+                             f"limit of {limit:,} pixels (max_pixels)")
 
 
 def load_images(specs: list[str], min_size: int = 1) -> torch.Tensor:

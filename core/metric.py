@@ -57,6 +57,23 @@ def _check_reduction(reduction: str) -> str:
     return reduction
 
 
+SEED_LIMIT = 2**64
+"""Seeds are integers in ``0 .. SEED_LIMIT - 1``, the range of a torch generator's 64-bit seed."""
+
+
+def _check_seed(seed: int | None) -> int | None:
+    """``seed`` as an int (``None`` kept); ``ValueError`` naming ``seed`` for a non-integer or out-of-range one."""
+    if seed is None:
+        return None
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"seed must be an integer in 0 .. 2**64 - 1, got {seed!r}")
+    return value
+
+
 def _reduce(distances: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
         return distances.mean()
@@ -229,6 +246,7 @@ class Metric(nn.Module):
         self.config = get_config(name)
         self.ensemble = resolve_ensemble(self.config, ensemble, num_scales, dropout_keep)
         self.reduction = _check_reduction(reduction)
+        seed = _check_seed(seed)
         self.checkpoint_activations = bool(checkpoint_activations)
         self.channels_last = None if channels_last is None else bool(channels_last)
         self.higher_order_gradients = bool(higher_order_gradients)
@@ -246,7 +264,7 @@ class Metric(nn.Module):
         if seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed(int(seed))
+            self.generator.manual_seed(seed)
         self.requires_grad_(False)
         self.eval()
         self.to(resolve_device(device))

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .io import ImageLoadError, load_image
+from .io import ImageLoadError, load_image, max_pixels
 
 FIT_CHOICES = ("smallest", "largest")
 RESAMPLER = "bicubic, antialiased (torch.nn.functional.interpolate, antialias=True), clipped to [0, 1]"
@@ -34,7 +34,8 @@ class Sizing:
     """How inputs of different sizes are brought to one size.
 
     Attributes:
-        resize: ``(height, width)`` every image is resampled to, or ``None``.
+        resize: ``(height, width)`` every image is resampled to, or ``None``; at most
+            :func:`~elpips.io.max_pixels` pixels where the sizing is made.
         fit: ``"smallest"`` / ``"largest"``: the target is the size of the input with the fewest / most pixels
             (the first such input on ties); ``None``: no fitting. Exclusive with ``resize``.
         center_crop: crop each image to the target's aspect ratio (centred) before resampling, instead of
@@ -52,6 +53,10 @@ class Sizing:
             raise ValueError(f"--fit must be one of {', '.join(FIT_CHOICES)}, got {self.fit!r}")
         if self.resize is not None and min(self.resize) < 1:
             raise ValueError(f"--resize needs a positive width and height, got {self.resize}")
+        if self.resize is not None and self.resize[0] * self.resize[1] > max_pixels():
+            height, width = self.resize
+            raise ValueError(f"resize to {width}x{height} = {height * width:,} pixels is over the limit of "
+                             f"{max_pixels():,} pixels (max_pixels)")
         if self.center_crop and not self.active:
             raise ValueError("--center-crop needs --resize WxH or --fit smallest|largest")
 

@@ -192,6 +192,12 @@ def _linear_weights_from_dict(weights: dict, origin: str) -> list[torch.Tensor]:
                 break
         else:
             raise WeightsUnavailableError(f"{origin}: expected keys lin0..lin{len(weights) - 1}, got {sorted(weights)}")
+    for index, weight in enumerate(result):
+        if not torch.isfinite(weight).all():
+            raise ValueError(f"linear weights file '{origin}': lin{index} holds NaN or Inf values")
+        if (weight < 0).any():
+            raise ValueError(f"linear weights file '{origin}': lin{index} holds negative weights (a distance is a "
+                             "sum of squares weighted by them: they must be >= 0)")
     return result
 
 
@@ -213,16 +219,20 @@ def load_linear_weights(spec: str | os.PathLike) -> tuple[list[torch.Tensor], st
     else:
         path = Path(text).expanduser()
         origin = str(path)
+    if path.is_dir():
+        raise WeightsUnavailableError(f"linear weights '{path}' is a folder, not a linear weights file")
     if not path.is_file():
         raise WeightsUnavailableError(f"linear weights file '{path}' does not exist")
-    try:
-        if path.suffix == ".npz":
+    what = f"linear weights file '{path}'"
+    advice = "expected a linear weights file: an .npz of lin0 ... linK or an lpips-layout .pth"
+    if path.suffix == ".npz":
+        try:
             with np.load(path, allow_pickle=False) as archive:
                 weights = {key: archive[key] for key in archive.files}
-        else:
-            weights = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsUnavailableError(f"linear weights file '{path}' could not be read: {error}") from error
+        except Exception as error:  # not a zip, pickled objects inside, truncated ...
+            raise WeightsUnavailableError(f"{what} could not be read: {_first_line(error)} ({advice})") from None
+    else:
+        weights = _read_state(path, what, advice)
     return _linear_weights_from_dict(weights, str(path)), origin
 
 

@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR (the folder of the run to continue)")
+    sizing_from(args)  # a bad --resize fails before anything is read
     folder = RunFolder(args.out or default_run_dir("barycenter"), "barycenter", resume=args.resume,
                        argv=getattr(args, "argv", None), may_change=("steps",))
     folder.check()

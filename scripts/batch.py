@@ -28,6 +28,7 @@ from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
 
 from .cli import command_module
+from .common import pixel_limit_from
 from .jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
                    summary_table, write_marker)
 from .run_folder import RunFolder
@@ -139,7 +140,8 @@ def _execute(job: Job, folder: Path, device: torch.device, rank: int, world: int
             contextlib.redirect_stdout(captured), contextlib.redirect_stderr(stderr), distributed.local_scope():
         try:
             namespace = parse_job_arguments(job.command, argv)
-            code = int(namespace.handler(namespace) or 0)
+            with pixel_limit_from(namespace):
+                code = int(namespace.handler(namespace) or 0)
             if code:
                 raise RuntimeError(f"{job.command} returned exit code {code}")
             if job.command == "distance":

@@ -18,7 +18,7 @@ from elpips import __version__
 from elpips.io import ImageLoadError, OutputWriteError
 from elpips.weights import WeightsUnavailableError
 
-from .common import apply_pixel_limit
+from .common import pixel_limit_from
 
 COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "distance": ("distance", "distance between two images"),
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(requested_command(argv)).parse_args(argv)
     args.argv = argv  # the command line, for the resume hint of interrupted runs
     try:
-        apply_pixel_limit(args)
-        return int(args.handler(args) or 0)
+        with pixel_limit_from(args):
+            return int(args.handler(args) or 0)
     except (ImageLoadError, OutputWriteError, WeightsUnavailableError, ValueError, FileNotFoundError) as error:
         print(f"elpips {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Sequence
 
 import elpips
 import elpips.io
@@ -35,15 +35,32 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
         help="'imagenet' (torchvision weights, cached in $TORCH_HOME, downloaded on first use), a torchvision "
              "state-dict file, or 'random[:SEED]' (uncalibrated, for smoke tests)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed of the ensemble sampling (reproducible runs)")
+    parser.add_argument("--seed", type=seed_value, default=None,
+                        help="seed of the ensemble sampling (reproducible runs), 0 .. 2**63 - 1")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
                         help="memory one network pass may use, e.g. 512M or 4G (default: 2G or a quarter of the "
                              "free memory on the CPU, half the free GPU memory); more samples take more passes, "
                              "not more memory")
     parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
-                        help=f"largest image accepted, in pixels (default {elpips.io.MAX_PIXELS:,})")
+                        help=f"largest image accepted, in pixels (default {elpips.io.DEFAULT_MAX_PIXELS:,})")
     add_ensemble_options(parser)
+
+
+SEED_LIMIT = 2**63
+"""``--seed`` takes 0 .. SEED_LIMIT - 1: the commands derive further seeds by adding small offsets, which must stay
+within a generator's 64-bit seed."""
+
+
+def seed_value(text: str) -> int:
+    """argparse type for ``--seed``: an integer in ``0 .. 2**63 - 1``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0 .. 2**63 - 1, got {text!r}")
+    return value
 
 
 def memory_size(text: str) -> int:
@@ -54,10 +71,9 @@ def memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def apply_pixel_limit(args: argparse.Namespace) -> None:
-    """Raise or lower :data:`elpips.io.MAX_PIXELS` for this command if ``--max-pixels`` was given."""
-    if getattr(args, "max_pixels", None) is not None:
-        elpips.io.MAX_PIXELS = args.max_pixels
+def pixel_limit_from(args: argparse.Namespace) -> ContextManager[int]:
+    """The ``with`` block of the command's ``--max-pixels`` (the limit in force when it was not given)."""
+    return elpips.io.pixel_limit(getattr(args, "max_pixels", None))
 
 
 def _keep_probability(text: str) -> float:
@@ -171,7 +187,7 @@ def run_record(args: argparse.Namespace, metrics: Sequence[Metric], seed: int, *
     record.update(options)
     record[ENVIRONMENT] = {"device": str(metrics[0].device) if metrics else None,
                            "memory_budget": getattr(args, "memory_budget", None),
-                           "max_pixels": getattr(args, "max_pixels", None)}
+                           "max_pixels": elpips.io.max_pixels()}
     return record
 
 

@@ -83,8 +83,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     segment_intervals(args.frames, len(args.images))
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if not 0 < args.lr < float("inf"):  # NaN and inf fail too
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
     if args.fps is not None and not args.fps > 0:
         raise ValueError(f"--fps must be > 0, got {args.fps}")
     if args.row is not None and args.row < 0:

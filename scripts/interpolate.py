@@ -85,8 +85,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     plan_windows(2, args.window)  # checks --window
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if not 0 < args.lr < float("inf"):  # NaN and inf fail too
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR (the run to continue)")
     if args.scale is not None and args.scale < 1:

@@ -138,13 +138,16 @@ def read_jobs(path: str | os.PathLike, check: Callable[[Job], None] | None = Non
     """Every job of a jobs file, checked line by line (``check(job)`` may raise ``ValueError`` too).
 
     Raises:
-        JobsFileError: the file is missing or empty, or a line is bad (the message names the file and line).
+        JobsFileError: the file is missing, a folder or empty, or a line is bad (the message names the file and
+            line). A UTF-8 byte-order mark at the start is skipped.
     """
     source = Path(path)
+    if source.is_dir():
+        raise JobsFileError(f"{source}: is a folder, not a jobs file")
     if not source.is_file():
-        raise JobsFileError(f"{source}: no such jobs file")
+        raise JobsFileError(f"{source}: {'not a regular file' if source.exists() else 'no such jobs file'}")
     try:
-        lines = source.read_text(encoding="utf-8").splitlines()
+        lines = source.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark some editors write
     except (OSError, UnicodeDecodeError) as error:
         raise JobsFileError(f"{source}: cannot be read ({error})") from None
     jobs: list[Job] = []

@@ -23,12 +23,12 @@ def learning_rate_schedule(lr: float | Schedule | None, default: Schedule,
     """``(schedule, description)`` for a solver's ``lr=`` argument.
 
     ``None`` -> ``default`` (described by ``default_name``); a positive finite number -> that constant rate
-    (described by the number); a callable ``step -> rate`` -> itself (``"custom"``).
+    (described by the number); a callable ``step -> rate`` -> itself, every rate it gives checked (``"custom"``).
     """
     if lr is None:
         return default, default_name
     if callable(lr):
-        return lr, "custom"
+        return _checked_schedule(lr), "custom"
     wrong = f"lr must be None (the default schedule), a positive number or a callable step -> rate, got {lr!r}"
     if isinstance(lr, bool):
         raise ValueError(wrong)
@@ -37,5 +37,21 @@ def learning_rate_schedule(lr: float | Schedule | None, default: Schedule,
     except (TypeError, ValueError):
         raise ValueError(wrong) from None
     if not math.isfinite(rate) or rate <= 0:
-        raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
+        raise ValueError(f"lr must be a finite learning rate > 0, got {lr!r}")
     return (lambda step: rate), rate
+
+
+def _checked_schedule(schedule: Schedule) -> Schedule:
+    """``schedule`` with a ``ValueError`` naming ``lr`` and the step for a rate that is not a finite number > 0
+    (an infinite rate would turn the whole solution into NaN)."""
+    def checked(step: int) -> float:
+        rate = schedule(step)
+        try:
+            good = math.isfinite(float(rate)) and float(rate) > 0
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ValueError(f"lr gave the learning rate {rate!r} at step {step}; rates must be finite and > 0")
+        return rate
+
+    return checked

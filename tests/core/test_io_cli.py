@@ -172,6 +172,25 @@ def test_cli_bad_inputs_exit_2(capsys, pngs, case, message):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("seed", [str(2**64), str(2**63), "-1", "seven"])
+def test_seed_out_of_range_is_a_usage_error(capsys, pngs, seed):
+    _, a, b = pngs
+    with pytest.raises(SystemExit) as info:
+        main(["distance", a, b, "--metric", "l2", "--seed", seed])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.out == ""
+    assert captured.err.startswith("elpips distance: error: argument --seed: must be an integer in 0 .. 2**63 - 1, "
+                                   f"got '{seed}'")
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_largest_seed_is_accepted(capsys, pngs):
+    _, a, b = pngs
+    code, out, _ = run_cli(capsys, "distance", a, b, "--metric", "elpips-squeeze", "--backbone-weights", "random",
+                           "--samples", "1", "--seed", str(2**63 - 1), "--json")
+    assert code == 0 and json.loads(out)["samples"] == 1
+
+
 def test_unknown_metric_is_usage_error(capsys, pngs):
     _, a, b = pngs
     with pytest.raises(SystemExit) as info:
@@ -185,3 +204,23 @@ def test_module_entry_point(pngs):
                              "--samples", "2", "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["samples"] == 2
+
+
+def test_huge_image_on_the_command_line_is_only_our_error_line(pngs):
+    """A header claiming 10000x10000 pixels: no Pillow DecompressionBombWarning before the one-line refusal."""
+    import struct
+    import zlib
+
+    tmp_path, a, _ = pngs
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10000, 10000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    result = subprocess.run([sys.executable, "-W", "default", "-m", "elpips", "distance", a, str(huge), "--metric",
+                             "l2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"elpips distance: error: {huge}: image is 10000x10000 = 100,000,000 pixels, over the "
+                             "limit of 40,000,000 pixels (max_pixels)\n")

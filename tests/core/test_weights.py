@@ -114,6 +114,47 @@ def test_linear_weights_override_and_errors(tmp_path, images):
         elpips.Metric("lpips-vgg", backbone_weights="random", linear_weights=tmp_path / "missing.npz")
 
 
+@pytest.mark.parametrize("value, fragment", [
+    (float("nan"), "lin2 holds NaN or Inf values"),
+    (float("inf"), "lin2 holds NaN or Inf values"),
+    (-1.0, "lin2 holds negative weights"),
+])
+def test_linear_weights_must_be_finite_and_non_negative(tmp_path, value, fragment):
+    import numpy as np
+
+    from elpips.weights import load_linear_weights
+
+    weights = {f"lin{i}": np.full(c, 0.5, dtype=np.float32) for i, c in enumerate([64, 128, 256, 512, 512])}
+    weights["lin2"][7] = value
+    path = tmp_path / "bad.npz"
+    np.savez(path, **weights)
+    with pytest.raises(ValueError) as info:
+        load_linear_weights(path)
+    assert str(info.value).startswith(f"linear weights file '{path}': {fragment}")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=fragment):
+        elpips.Metric("lpips-vgg", backbone_weights="random", linear_weights=path, device="cpu")
+
+
+@pytest.mark.parametrize("name, content", [
+    ("garbage.pt", b"not a weights file at all"),
+    ("garbage.npz", b"PK\x03\x04 not a zip either"),
+])
+def test_unreadable_linear_weights_file_is_one_line(tmp_path, name, content):
+    from elpips.weights import load_linear_weights
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(elpips.WeightsUnavailableError) as info:
+        load_linear_weights(path)
+    message = str(info.value)
+    assert message.startswith(f"linear weights file '{path}' could not be read: ")
+    assert message.endswith("(expected a linear weights file: an .npz of lin0 ... linK or an lpips-layout .pth)")
+    assert "\n" not in message and "weights_only" not in message
+    with pytest.raises(elpips.WeightsUnavailableError, match="is a folder, not a linear weights file"):
+        load_linear_weights(tmp_path)
+
+
 class _RunsCode:
     def __reduce__(self):
         return (print, ("this must never run",))

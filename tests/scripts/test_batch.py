@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,7 @@ def test_parse_job_rejects(line, fragment):
 # -- validation before any work ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case, fragment", [
     ("missing", "no such jobs file"),
+    ("folder", "jobs.jsonl: is a folder, not a jobs file"),
     ("empty", "no jobs"),
     ("bad json", "line 2: not valid JSON"),
     ("unknown command", "line 2: command 'train' is not one of"),
@@ -85,6 +87,8 @@ def test_bad_jobs_file_exits_2_with_one_line_before_any_work(tmp_path, capsys, c
         write_jobs(jobs, [good, distance_job("b", a, b), distance_job("a", b, a)])
     elif case == "default id clash":
         write_jobs(jobs, [distance_job("3", a, b), "", {"command": "distance", "args": [a, b]}])
+    elif case == "folder":
+        jobs.mkdir()
     elif case != "missing":
         write_jobs(jobs, [good, second[case]])
     out = tmp_path / "out"
@@ -172,11 +176,44 @@ def test_run_resume_redo_and_failure_in_one_process(tmp_path, capsys):
     assert {row["status"] for row in summary["jobs"]} == {"skipped"}
 
 
+def test_a_job_keeps_its_own_pixel_limit(tmp_path, capsys):
+    """A job's --max-pixels holds for that job only, as for the same command run directly (32x32 = 1,024 pixels)."""
+    a, b, _ = write_images(tmp_path)
+    assert main(["distance", a, b, "--metric", "l2", "--max-pixels", "1000"]) == 2
+    direct = capsys.readouterr().err.strip()
+    assert direct.endswith("over the limit of 1,000 pixels (max_pixels)") and len(direct.splitlines()) == 1
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [distance_job("small", a, b, metric="l2", **{"max-pixels": 1000}),
+                                                distance_job("default", a, b, metric="l2")])
+    out = tmp_path / "out"
+    assert main(["batch", str(jobs), "--out", str(out)]) == 1
+    rows = {row["id"]: row for row in json.loads((out / "summary.json").read_text())["jobs"]}
+    assert rows["small"]["status"] == "failed" and rows["default"]["status"] == "done"
+    assert f"elpips distance: error: {rows['small']['error']}" == direct
+    assert json.loads((out / "jobs" / "small" / "FAILED.json").read_text())["error"] == rows["small"]["error"]
+
+
 def test_dry_run_lists_the_plan(tmp_path, capsys):
     a, b, _ = write_images(tmp_path)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [distance_job("ab", a, b)])
     assert main(["batch", str(jobs), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     assert "ab  distance" in capsys.readouterr().out and not (tmp_path / "out").exists()
+
+
+def test_jobs_file_with_a_byte_order_mark(tmp_path, capsys):
+    a, b, _ = write_images(tmp_path)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_bytes(b"\xef\xbb\xbf" + json.dumps(distance_job("ab", a, b)).encode() + b"\r\n")
+    assert [job.id for job in read_jobs(jobs)] == ["ab"]
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    assert "ab  distance" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_jobs_file_that_is_a_fifo_is_refused_without_reading(tmp_path):
+    fifo = tmp_path / "jobs.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(JobsFileError, match=r"jobs.jsonl: not a regular file$"):
+        read_jobs(fifo)
 
 
 def test_read_jobs_skips_blank_and_comment_lines(tmp_path):

@@ -105,6 +105,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(pictures, tmp_path,
     (["{a}", "{b}", "--compare", "lpips-vgg,l2"], "twice"),
     (["{a}", "{b}", "--row", "32"], "row 32 is outside"),
     (["{a}", "{b}", "--fps", "0"], "--fps"),
+    (["{a}", "{b}", "--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+    (["{a}", "{b}", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
     (["{a}", "{b}", "--resume"], "--resume needs --out"),
     (["{a}", "{b}", "--resume", "--out", "{tmp}/empty"], "no checkpoint"),
     (["{a}", "{b}", "--out", "{a}/run"], "cannot write to"),  # a folder inside a file: fails before solving

@@ -75,6 +75,35 @@ def test_bad_sizing_options(build, message):
         build()
 
 
+def test_resize_over_the_pixel_limit_is_refused_when_made():
+    import elpips.io
+
+    with pytest.raises(ValueError) as caught:
+        Sizing(resize=parse_size("100000x100000"))
+    assert str(caught.value) == ("resize to 100000x100000 = 10,000,000,000 pixels is over the limit of 40,000,000 "
+                                 "pixels (max_pixels)")
+    with elpips.io.pixel_limit(10**10):
+        assert Sizing(resize=parse_size("100000x100000")).resize == (100000, 100000)
+    with elpips.io.pixel_limit(100), pytest.raises(ValueError, match="resize to 11x10 = 110 pixels"):
+        Sizing(resize=(10, 11))
+
+
+@pytest.mark.parametrize("command, arguments", [
+    ("geodesic", ["{tmp}/missing-a.png", "{tmp}/missing-b.png", "--frames", "3"]),
+    ("barycenter", ["{tmp}/missing-a.png", "{tmp}/missing-b.png"]),
+    ("barycenter", ["{tmp}/missing-a.png", "--perturb", "noise"]),
+    ("interpolate", ["{tmp}/missing.mp4", "--factor", "2"]),
+])
+def test_resize_over_the_pixel_limit_fails_before_any_input_is_read(tmp_path, capsys, command, arguments):
+    """The inputs do not exist: the --resize error must come first, in one line, with nothing written."""
+    filled = [argument.format(tmp=tmp_path) for argument in arguments]
+    assert main([command, *filled, "--metric", "l2", "--steps", "1", "--resize", "100000x100000", "--max-pixels",
+                 "5000000000", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (f"elpips {command}: error: resize to 100000x100000 = 10,000,000,000 pixels "
+                                       "is over the limit of 5,000,000,000 pixels (max_pixels)\n")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture
 def mixed(tmp_path):
     """Two images of different sizes and aspect ratios."""

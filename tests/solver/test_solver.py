@@ -35,10 +35,28 @@ def test_learning_rate_schedule_parsing():
     constant, description = learning_rate_schedule(0.25, default)
     assert description == 0.25 and constant(0) == constant(999) == 0.25
     custom = lambda step: 0.1 / (step + 1)  # noqa: E731
-    assert learning_rate_schedule(custom, default) == (custom, "custom")
+    schedule, description = learning_rate_schedule(custom, default)
+    assert description == "custom" and [schedule(step) for step in range(5)] == [custom(step) for step in range(5)]
     for bad in (0, -1.0, float("inf"), float("nan"), "fast", True):
         with pytest.raises(ValueError, match="lr must be"):
             learning_rate_schedule(bad, default)
+    with pytest.raises(ValueError, match=r"^lr must be a finite learning rate > 0, got inf$"):
+        learning_rate_schedule(float("inf"), default)
+
+
+@pytest.mark.parametrize("rate", [float("inf"), float("nan"), 0.0, -0.5, None])
+def test_custom_schedule_rates_are_checked(rate):
+    """A callable lr giving an infinite (or no) rate stops with one line instead of a NaN solution."""
+    schedule, _ = learning_rate_schedule(lambda step: 0.1 if step < 3 else rate, lambda step: 1.0)
+    assert schedule(2) == 0.1
+    with pytest.raises(ValueError, match=rf"^lr gave the learning rate {rate!r} at step 3; rates must be finite"):
+        schedule(3)
+
+
+def test_solver_refuses_an_infinite_rate(random_metric, images):
+    with pytest.raises(ValueError, match="lr gave the learning rate inf at step 0"):
+        barycenters.solve(images(2, 16, 16), [0.5, 0.5], metric=random_metric("l2"), steps=2,
+                          lr=lambda step: float("inf"), generator=0)
 
 
 def test_clip_range_is_the_reference_one():
