@@ -49,7 +49,8 @@ def as_json(value: Any) -> Any:
 
 def differences(recorded: dict[str, Any], current: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
     """Every setting that differs between a saved record and a fresh one, as ``"key was X, now Y"`` lines;
-    nested dicts (a metric's identity, its ensemble) are compared key by key (``metric.ensemble.flip``).
+    nested dicts and lists of dicts (the metrics' identities, their ensembles) are compared item by item
+    (``metrics[0].ensemble.flip``).
 
     Args:
         recorded: the saved record.
@@ -65,12 +66,19 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str, skipped:
     for key in sorted(set(old) | set(new)):
         if not prefix and key in skipped:
             continue
-        before, after = old.get(key), new.get(key)
-        if isinstance(before, dict) and isinstance(after, dict):
-            found += _differences(before, after, f"{prefix}{key}.", skipped)
-        elif before != after:
-            found.append(f"{prefix}{key} was {_short(before)}, now {_short(after)}")
+        found += _compare(old.get(key), new.get(key), f"{prefix}{key}", skipped)
     return found
+
+
+def _compare(before: Any, after: Any, name: str, skipped: set[str]) -> list[str]:
+    """Dicts key by key (``metrics[0].ensemble.flip``), lists of one length item by item, else as values."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return _differences(before, after, f"{name}.", skipped)
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after) and \
+            any(isinstance(item, (dict, list)) for item in before):
+        return [line for index, (old, new) in enumerate(zip(before, after))
+                for line in _compare(old, new, f"{name}[{index}]", skipped)]
+    return [] if before == after else [f"{name} was {_short(before)}, now {_short(after)}"]
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -156,6 +156,6 @@ def test_a_resume_with_another_ensemble_is_refused(command, tmp_path, capsys):
     before = (tmp_path / "out" / "run.json").read_text()
     capsys.readouterr()
     assert main([*argv, *SHARED, "--resume", "--no-color"]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "ensemble.color was True, now False" in error[0], error
+    error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]
+    assert len(error) == 1 and "metrics[0].ensemble.color was True, now False" in error[0], error
     assert (tmp_path / "out" / "run.json").read_text() == before
