@@ -201,6 +201,9 @@ class RunFolder:
         except KeyboardInterrupt:
             if self.resumable:
                 print(f"interrupted: continue with: {self.resume_command()}", file=sys.stderr)
+            else:
+                print(f"interrupted: '{self.path}' holds an unfinished run that {self.command} cannot continue: "
+                      "remove it, or choose another --out", file=sys.stderr)
             raise
         finally:
             self._unlock()

@@ -12,6 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+import elpips.io
 import elpips.scripts.geodesic as geodesic_command
 from elpips.scripts.cli import main
 from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME, RunFolder, RunFolderBusy
@@ -167,3 +168,37 @@ def test_export_waits_for_no_run_it_would_mix_with(pictures, tmp_path, capsys):
         assert "in use by another run" in last_error(capsys)
     assert main(["export", str(out), "--fps", "3"]) == 0
     assert json.loads((out / "log.json").read_text())["export"]["fps"] == 3
+
+
+def test_a_full_disk_at_the_start_leaves_neither_lock_nor_folder(tmp_path, monkeypatch):
+    import errno
+
+    import elpips.scripts.run_folder as run_folder
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_folder.json, "dump", full)
+    folder = RunFolder(tmp_path / "new" / "run", "geodesic")
+    with pytest.raises(elpips.io.OutputWriteError, match="No space left on device"):
+        with folder.claim({"seed": 1}):
+            pass
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    with RunFolder(tmp_path / "new" / "run", "geodesic").claim({"seed": 1}) as claimed:  # a retry goes through
+        assert (claimed.path / LOCK_NAME).is_file()
+
+
+@pytest.mark.parametrize("argv", [["geodesic", "a.png", "b.png", "--out=old", "--steps", "3"],
+                                  ["geodesic", "a.png", "b.png", "--out", "old", "--resume", "--steps", "3"]])
+def test_the_resume_hint_names_the_folder_once(tmp_path, argv):
+    hint = RunFolder(tmp_path / "run dir", "geodesic", argv=argv).resume_command()
+    assert hint == f"elpips geodesic a.png b.png --steps 3 --resume --out '{tmp_path / 'run dir'}'"
+
+
+def test_ctrl_c_in_a_run_that_cannot_resume_says_what_is_left(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        with RunFolder(tmp_path / "run", "train-example", resumable=False).claim({"seed": 1}):
+            raise KeyboardInterrupt
+    error = capsys.readouterr().err
+    assert "unfinished run that train-example cannot continue" in error and not (tmp_path / "run" / LOCK_NAME).exists()
