@@ -49,7 +49,8 @@ def as_json(value: Any) -> Any:
 
 def differences(recorded: dict[str, Any], current: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
     """Every setting that differs between a saved record and a fresh one, as ``"key was X, now Y"`` lines;
-    nested dicts (a metric's identity, its ensemble) are compared key by key (``metric.ensemble.flip``).
+    nested dicts (a metric's identity, its ensemble) are compared key by key, and lists of one length item by
+    item (``metrics.0.ensemble.flip``).
 
     Args:
         recorded: the saved record.
@@ -66,6 +67,8 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str, skipped:
         if not prefix and key in skipped:
             continue
         before, after = old.get(key), new.get(key)
+        if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+            before, after = dict(enumerate(before)), dict(enumerate(after))  # metrics.0.ensemble.flip
         if isinstance(before, dict) and isinstance(after, dict):
             found += _differences(before, after, f"{prefix}{key}.", skipped)
         elif before != after:
