@@ -209,7 +209,7 @@ def test_resume_after_a_kill_skips_finished_windows(clip_files, tmp_path, monkey
     (["{clip}", "--factor", "1"], "--factor must be an integer >= 2"),
     (["{clip}", "--window", "1"], "--window must be an integer >= 2"),
     (["{clip}", "--resume"], "--resume needs --out"),
-    (["{clip}", "--resume", "--out", "{tmp}/new"], "no interpolation in"),
+    (["{clip}", "--resume", "--out", "{tmp}/new"], "no run to continue in"),
     (["{tmp}/missing.mp4"], "no such file"),
     (["{clip}", "--resize", "big"], "--resize must be WIDTHxHEIGHT"),
     (["{clip}", "--center-crop"], "--center-crop needs"),
