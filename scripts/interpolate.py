@@ -119,7 +119,7 @@ class InterpolateSettings:
     slow_motion: bool
 
     @classmethod
-    def parse(cls, args: argparse.Namespace) -> "InterpolateSettings":
+    def parse(cls, args: argparse.Namespace) -> InterpolateSettings:
         """The settings of the command line (``ValueError`` for a bad option, before anything is read)."""
         check_factor(args.factor)
         plan_windows(2, args.window)  # checks --window
