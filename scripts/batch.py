@@ -36,15 +36,9 @@ from .run_folder import RunFolder
 DEFAULT_TIMEOUT_HOURS = 168.0
 """A week: the collective timeout under torchrun (the final barrier waits for the slowest rank)."""
 
-RESUMABLE: dict[str, str | None] = {"geodesic": None, "barycenter": None, "interpolate": "plan.json"}
-"""Commands that continue an interrupted run in their folder with ``--resume``, and the file that shows there is
-one to continue (``None``: the run folder's own record, :class:`~elpips.scripts.run_folder.RunFolder`)."""
-
-
-def holds_run(command: str, folder: Path) -> bool:
-    """Whether ``folder`` holds an interrupted run of ``command`` to continue."""
-    marker = RESUMABLE[command]
-    return (folder / marker).is_file() if marker else RunFolder(folder, command).holds_run()
+RESUMABLE = ("geodesic", "barycenter", "interpolate")
+"""Commands that continue an interrupted run in their folder with ``--resume`` (a folder holds one when
+:meth:`RunFolder.holds_run <elpips.scripts.run_folder.RunFolder.holds_run>` says so)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -108,12 +102,12 @@ def check_job(job: Job) -> None:
 
 def job_argv(job: Job, folder: Path, device: torch.device) -> list[str]:
     """The job's arguments plus what the batch decides: ``--out`` (and ``--resume`` when the folder holds a
-    run of an interrupted job) for geodesic/barycenter, ``--json`` for distance, and ``--device``."""
+    run of an interrupted job) for geodesic/barycenter/interpolate, ``--json`` for distance, and ``--device``."""
     argv = [*job.argv, "--device", str(device)]
     if job.command == "distance":
         return [*argv, "--json"]
     argv += ["--out", str(folder)]
-    if job.command in RESUMABLE and holds_run(job.command, folder):
+    if job.command in RESUMABLE and RunFolder(folder, job.command).holds_run():
         argv.append("--resume")
     return argv
 

@@ -1,45 +1,56 @@
 """``elpips interpolate INPUT --factor K --out DIR``: a clip (video, animated GIF, folder or glob of frames) in,
 ``K - 1`` geodesic in-between frames per pair of consecutive frames out, solved window by window.
 
-Run folder: ``frames/frame_*.png`` (frame ``t K`` is input frame ``t``), ``interpolated.mp4`` (K x the input
-frame rate, or the input rate with ``--slow-motion``), ``comparison.mp4`` (side by side with the linear
-cross-fade), ``scanline.png`` / ``scanline_comparison.png`` over the whole clip, ``index.html``, ``log.json``,
-``plan.json`` (the settings a resume must match) and ``windows/`` (one ``window_*.json`` per finished window, a
+Run folder (owned through :class:`~elpips.scripts.run_folder.RunFolder`: refused when it holds a run unless
+resuming, locked while the run runs): ``frames/frame_*.png`` (frame ``t K`` is input frame ``t``),
+``interpolated.mp4`` (K x the input frame rate, or the input rate with ``--slow-motion``), ``comparison.mp4``
+(side by side with the linear cross-fade), ``scanline.png`` / ``scanline_comparison.png`` over the whole clip,
+``index.html``, ``log.json``, ``run.json`` (the run's record: the clip, the solver options, the metric with its
+ensemble, the seed; a resume must repeat it) and ``windows/`` (one ``window_*.json`` per finished window, a
 ``window_*.pt`` checkpoint while one is being solved). ``--resume`` skips finished windows and continues the
-checkpointed ones. Under ``torchrun`` the windows are shared out round robin, each solved and written by one rank;
-rank 0 renders the exports.
+checkpointed ones bit-exactly.
+
+Window ``i`` draws its ensemble samples from a generator seeded with
+:func:`~elpips.geodesics.clip.window_seed` ``(seed, i)`` and its reported distances from the next integer, so its
+frames depend on the run's seed and its index only (not on the process that solves it, the order, or a resume);
+its marker records that seed.
+
+Under ``torchrun`` rank 0 checks, records and locks the folder; the windows are shared out round robin, each
+solved and written by one rank; a failure on any rank stops every rank, naming it; rank 0 renders the exports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import secrets
+import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from elpips import Metric, get_config
 from elpips import distributed
 from elpips.clips import Clip, open_clip
-from elpips.geodesics import SolveSettings, Window, WindowResult, output_count, plan_windows, solve_window
-from elpips.geodesics.clip import check_factor
-from elpips.geodesics import DEFAULT_BASE_RATE, GeodesicStepInfo
-from elpips.io import ensure_output_dir, save_image, write_json
+from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicStepInfo, SolveSettings, Window, WindowResult,
+                              output_count, plan_windows, solve_window)
+from elpips.geodesics.clip import check_factor, window_seed
+from elpips.io import OutputWriteError, save_image, write_json
+from elpips.sizing import Sizing
 from elpips.solver import reference_learning_rate
 
-from .common import (add_metric_options, add_sizing_options, default_run_dir, metric_label, positive_int,
-                     progress_bar, sizing_from, weights_report)
+from .common import (add_metric_options, add_sizing_options, default_run_dir, make_metric, metric_label,
+                     positive_int, progress_bar, run_record, sizing_from, weights_report)
 from .render.clip import ClipExport, render_clip
 from .render.frames import FRAMES_DIR, default_scale
 from .render.viewer import write_index
+from .run_folder import RunFolder
 
-PLAN = "plan.json"
 LOG = "log.json"
 WINDOWS_DIR = "windows"
-PLAN_FORMAT = "elpips-interpolate-1"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,28 +90,85 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def check_arguments(args: argparse.Namespace) -> None:
-    """Cheap checks before anything is read."""
-    check_factor(args.factor)
-    plan_windows(2, args.window)  # checks --window
-    if args.steps < 0:
-        raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    if not 0 < args.lr < float("inf"):  # NaN and inf fail too
-        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
-    if args.resume and args.out is None:
-        raise ValueError("--resume needs --out DIR (the run to continue)")
-    if args.scale is not None and args.scale < 1:
-        raise ValueError(f"--scale must be >= 1, got {args.scale}")
+@dataclass(frozen=True)
+class InterpolateSettings:
+    """The command's own options, parsed and checked once (the metric's options go to
+    :func:`~elpips.scripts.common.make_metric`, the folder's to :class:`RunFolder`).
 
+    Attributes:
+        input: the clip as given; sizing: how its frames are brought to one size; input_fps: ``--fps`` (``None``:
+            the clip's own rate).
+        factor, window, steps, lr, coarse_to_fine, spatial, samples, chunk, checkpoint_every: the solver's.
+        row, scale, slow_motion: the exports' (``None``: the middle row, the default enlargement).
+    """
 
-def fingerprint(args: argparse.Namespace, clip: Clip) -> dict:
-    """What a resumed run must agree on (``seed`` is checked apart: a resume without ``--seed`` takes the plan's)."""
-    described = clip.describe()
-    return {"format": PLAN_FORMAT, "input": {key: described[key] for key in ("source", "kind", "frames",
-                                                                             "size_height_width", "sizing")},
-            "factor": args.factor, "window": args.window, "steps": args.steps, "metric": args.metric,
-            "backbone_weights": args.backbone_weights, "lr": args.lr, "coarse_to_fine": args.coarse_to_fine,
-            "spatial": args.spatial, "samples": args.samples}
+    input: str
+    sizing: Sizing
+    input_fps: float | None
+    factor: int
+    window: int
+    steps: int
+    lr: float
+    coarse_to_fine: bool
+    spatial: bool
+    samples: int
+    chunk: int
+    checkpoint_every: int
+    row: int | None
+    scale: int | None
+    slow_motion: bool
+
+    @classmethod
+    def parse(cls, args: argparse.Namespace) -> InterpolateSettings:
+        """The settings of the command line (``ValueError`` for a bad option, before anything is read)."""
+        check_factor(args.factor)
+        plan_windows(2, args.window)  # checks --window
+        if args.steps < 0:
+            raise ValueError(f"--steps must be >= 0, got {args.steps}")
+        if not 0 < args.lr < float("inf"):  # NaN and inf fail too
+            raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+        if args.resume and args.out is None:
+            raise ValueError("--resume needs --out DIR (the run to continue)")
+        if args.scale is not None and args.scale < 1:
+            raise ValueError(f"--scale must be >= 1, got {args.scale}")
+        return cls(input=args.input, sizing=sizing_from(args), input_fps=args.fps, factor=args.factor,
+                   window=args.window, steps=args.steps, lr=args.lr, coarse_to_fine=args.coarse_to_fine,
+                   spatial=args.spatial, samples=args.samples, chunk=args.chunk,
+                   checkpoint_every=args.checkpoint_every, row=args.row, scale=args.scale,
+                   slow_motion=args.slow_motion)
+
+    def solver(self) -> SolveSettings:
+        """The per-window solver options."""
+        base = self.lr
+        return SolveSettings(steps=self.steps, lr=lambda step: reference_learning_rate(step, base),
+                             coarse_to_fine=self.coarse_to_fine, spatial=self.spatial, chunk_size=self.chunk,
+                             eval_samples=self.samples, checkpoint_every=self.checkpoint_every)
+
+    def determining(self, clip: Clip) -> dict[str, Any]:
+        """What determines the frames besides the metric and the seed (the run's record holds it)."""
+        described = clip.describe()
+        return {"input": {key: described[key] for key in ("source", "kind", "frames", "size_height_width",
+                                                          "sizing")},
+                "factor": self.factor, "window": self.window, "steps": self.steps, "lr": self.lr,
+                "coarse_to_fine": self.coarse_to_fine, "spatial": self.spatial, "samples": self.samples}
+
+    def scanline_row(self, clip: Clip) -> int:
+        """``--row`` (default: the middle row), checked against the frames' height."""
+        height = clip.size[0]
+        row = height // 2 if self.row is None else self.row
+        if not 0 <= row < height:
+            raise ValueError(f"--row {row} is outside the frames: choose 0..{height - 1}")
+        return row
+
+    def export(self, clip: Clip, label: str) -> ClipExport:
+        """What the renderer draws: the videos' rate, the scanline row and enlargement."""
+        fps = clip.fps if self.slow_motion else clip.fps * self.factor
+        scale = default_scale(clip.size[1]) if self.scale is None else self.scale
+        return ClipExport(self.factor, fps, self.scanline_row(clip), scale, label)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as ``log.json`` records them."""
+        return {**asdict(self), "sizing": self.sizing.as_dict()}
 
 
 def window_marker(run_dir: Path, window: Window) -> Path:
@@ -113,37 +181,6 @@ def window_checkpoint(run_dir: Path, window: Window) -> Path:
 
 def frame_path(run_dir: Path, index: int, count: int) -> Path:
     return run_dir / FRAMES_DIR / f"frame_{index:0{max(3, len(str(count - 1)))}d}.png"
-
-
-def prepare(args: argparse.Namespace, clip: Clip, run_dir: Path) -> tuple:
-    """Rank 0: check the folder, write or check ``plan.json``; ``("ok", seed, pending indices)`` or
-    ``("error", message)``."""
-    try:
-        plan_file = run_dir / PLAN
-        if args.resume and not plan_file.is_file():
-            raise ValueError(f"--resume: no interpolation in '{run_dir}' (no {PLAN})")
-        ensure_output_dir(run_dir)
-        expected = fingerprint(args, clip)
-        if plan_file.is_file():
-            if not args.resume:
-                raise ValueError(f"'{run_dir}' already holds an interpolation: pass --resume to continue it, or "
-                                 "choose another --out")
-            stored = json.loads(plan_file.read_text(encoding="utf-8"))
-            differing = sorted(key for key in expected if stored.get(key) != expected[key])
-            if args.seed is not None and stored.get("seed") != args.seed:
-                differing.append("seed")
-            if differing:
-                raise ValueError(f"'{run_dir}' was started with other settings ({', '.join(differing)} differ): "
-                                 "resuming needs the same input and options")
-            seed = int(stored["seed"])
-        else:
-            seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-            write_json(plan_file, {**expected, "seed": seed})
-        windows = plan_windows(clip.count, args.window)
-        pending = [window.index for window in windows if not window_marker(run_dir, window).is_file()]
-    except (ValueError, OSError) as error:
-        return ("error", str(error))
-    return ("ok", seed, pending)
 
 
 class WindowProgress:
@@ -174,7 +211,8 @@ class WindowProgress:
               f"; {self.done}/{count} of this process, ETA {eta:.0f} s", file=sys.stderr)
 
 
-def write_window(run_dir: Path, result: WindowResult, clip: Clip, factor: int, rank: int, world: int) -> None:
+def write_window(run_dir: Path, result: WindowResult, clip: Clip, factor: int, seed: int, rank: int,
+                 world: int) -> None:
     """The window's frames, then its marker (last, atomically), then drop its checkpoint."""
     window, total = result.window, output_count(clip.count, factor)
     start, stop = window.owned(factor, clip.count)
@@ -182,28 +220,27 @@ def write_window(run_dir: Path, result: WindowResult, clip: Clip, factor: int, r
         save_image(frame_path(run_dir, start + offset, total), frame)
     write_json(window_marker(run_dir, window), {
         "window": window.index, "first": window.first, "last": window.last, "frames": [start, stop],
-        "rank": rank, "world_size": world, "energy": result.energy, "crossfade_energy": result.crossfade_energy,
-        "distances": result.distances.tolist(), "half_widths": result.half_widths.tolist(),
-        "samples": result.samples, "solve_s": round(result.solve_seconds, 3), "resumed_from": result.resumed_from,
+        "seed": window_seed(seed, window.index), "rank": rank, "world_size": world, "energy": result.energy,
+        "crossfade_energy": result.crossfade_energy, "distances": result.distances.tolist(),
+        "half_widths": result.half_widths.tolist(), "samples": result.samples,
+        "solve_s": round(result.solve_seconds, 3), "resumed_from": result.resumed_from,
     })
     window_checkpoint(run_dir, window).unlink(missing_ok=True)
 
 
-def solve_mine(args: argparse.Namespace, clip: Clip, run_dir: Path, seed: int, mine: list[Window],
+def solve_mine(settings: InterpolateSettings, clip: Clip, run_dir: Path, seed: int, mine: list[Window],
                metric: Metric, rank: int, world: int) -> None:
     """Solve and write this process's windows, one at a time (each alone on this rank: no sharding)."""
-    settings = SolveSettings(steps=args.steps, lr=lambda step: reference_learning_rate(step, args.lr),
-                             coarse_to_fine=args.coarse_to_fine, spatial=args.spatial, chunk_size=args.chunk,
-                             eval_samples=args.samples, checkpoint_every=args.checkpoint_every)
-    progress = WindowProgress(f"[rank {rank}/{world}] " if world > 1 else "", len(plan_windows(clip.count,
-                                                                                               args.window)))
+    solver = settings.solver()
+    progress = WindowProgress(f"[rank {rank}/{world}] " if world > 1 else "",
+                              len(plan_windows(clip.count, settings.window)))
     for window in mine:
         checkpoint = window_checkpoint(run_dir, window)
         with distributed.local_scope():
             keyframes = clip.frames(window.first, window.last + 1)
-            result = solve_window(metric, keyframes, window, args.factor, seed, settings, checkpoint,
+            result = solve_window(metric, keyframes, window, settings.factor, seed, solver, checkpoint,
                                   resume=checkpoint.is_file(), callback=progress)
-            write_window(run_dir, result, clip, args.factor, rank, world)
+            write_window(run_dir, result, clip, settings.factor, seed, rank, world)
         progress.window_done(result, len(mine))
 
 
@@ -218,108 +255,111 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    check_arguments(args)
     began = time.perf_counter()
-    clip = open_clip(args.input, sizing_from(args), args.fps, min_size=get_config(args.metric).min_size)
-    scanline_row(args, clip)
-    # before anything is written: unusable weights must not leave a half-started run behind
-    metric = Metric(args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed,
-                    memory_budget=args.memory_budget)
-    run_dir = Path(args.out) if args.out else default_run_dir("interpolate")
-    rank, world = distributed.rank_and_world()
-    run_dir = distributed.broadcast_object(run_dir)  # rank 0's folder name (a timestamp)
-    plan = distributed.broadcast_object(prepare(args, clip, run_dir) if rank == 0 else None)
-    if plan[0] == "error":
-        raise ValueError(plan[1])
-    _, seed, pending = plan
-    windows = plan_windows(clip.count, args.window)
-    mine = distributed.round_robin([windows[index] for index in pending], rank, world)
-    if rank == 0:
-        if not metric.calibrated:
-            print(f"note: {metric.weights_info.description}", file=sys.stderr)
-        print(f"{clip.count} frames, {len(windows)} windows, {len(windows) - len(pending)} already done, "
-              f"{len(pending)} to solve on {world} process{'es' if world > 1 else ''}; outputs in {run_dir}/",
-              file=sys.stderr)
-    problem = None
-    try:
-        solve_mine(args, clip, run_dir, seed, mine, metric, rank, world)
-    except KeyboardInterrupt:
-        print(f"interrupted: finished windows are kept; continue with --resume --out {run_dir}", file=sys.stderr)
-        raise
-    except (ValueError, OSError, RuntimeError) as error:  # the other ranks must not wait for this one forever
-        problem = f"rank {rank}: {error}"
-    problems = [text for text in distributed.gather_objects(problem) if text]
-    if problems:
-        raise ValueError("; ".join(problems) + f" (finished windows are kept: rerun with --resume --out {run_dir})")
-    if rank == 0:
-        finish(args, clip, run_dir, seed, metric, world, began)
+    settings = InterpolateSettings.parse(args)
+    folder = RunFolder(args.out or default_run_dir("interpolate"), "interpolate", resume=args.resume,
+                       argv=getattr(args, "argv", None))
+    clip = open_clip(settings.input, settings.sizing, settings.input_fps, min_size=get_config(args.metric).min_size)
+    settings.scanline_row(clip)
+    seed = folder.agree(lambda folder: (folder.check(), folder.seed(args.seed))[1])
+    # before anything is written: unusable weights or ensemble options must not leave a half-started run behind
+    metric = make_metric(args, seed=seed, announce=distributed.is_main_process())
+    record = folder.agree(lambda folder: folder.settings(run_record(args, [metric], seed,
+                                                                    **settings.determining(clip))))
+    with folder.claim(record):
+        solve_and_export(settings, clip, folder.path, seed, metric, began)
     return 0
 
 
-def scanline_row(args: argparse.Namespace, clip: Clip) -> int:
-    """``--row`` (default: the middle row), checked against the frames' height."""
-    height = clip.size[0]
-    row = height // 2 if args.row is None else args.row
-    if not 0 <= row < height:
-        raise ValueError(f"--row {row} is outside the frames: choose 0..{height - 1}")
-    return row
+def solve_and_export(settings: InterpolateSettings, clip: Clip, run_dir: Path, seed: int, metric: Metric,
+                     began: float) -> None:
+    """Inside the claimed folder: share the windows not yet done out between the ranks, solve and write them,
+    then (rank 0) render the exports."""
+    rank, world = distributed.rank_and_world()
+    windows = plan_windows(clip.count, settings.window)
+    pending = distributed.broadcast_object(  # rank 0's view of the folder
+        [window.index for window in windows if not window_marker(run_dir, window).is_file()] if rank == 0 else None)
+    mine = distributed.round_robin([windows[index] for index in pending], rank, world)
+    if rank == 0:
+        print(f"{clip.count} frames, {len(windows)} windows, {len(windows) - len(pending)} already done, "
+              f"{len(pending)} to solve on {world} process{'es' if world > 1 else ''}; outputs in {run_dir}/",
+              file=sys.stderr)
+    on_every_rank(run_dir, lambda: solve_mine(settings, clip, run_dir, seed, mine, metric, rank, world))
+    on_every_rank(run_dir, lambda: finish(settings, clip, run_dir, seed, metric, world, began) if rank == 0 else None)
 
 
-def finish(args: argparse.Namespace, clip: Clip, run_dir: Path, seed: int, metric: Metric, world: int,
+def on_every_rank(run_dir: Path, work: Callable[[], Any]) -> None:
+    """``work()``, then fail on every rank if it failed on one (no rank waits for one that has stopped): the
+    failing rank with its own error, the others naming that rank. An OS write error becomes one
+    :class:`OutputWriteError` naming the run folder first, on the rank that had it."""
+    failure = None
+    try:
+        work()
+    except OutputWriteError as error:
+        failure = error
+    except OSError as error:
+        cause = (error.strerror or os.strerror(error.errno)) if error.errno else str(error)
+        failure = OutputWriteError(f"cannot write to '{run_dir}': {cause}")
+    except Exception as error:  # noqa: BLE001 - re-raised below, on this rank as it is
+        failure = error
+    distributed.raise_on_every_rank(failure)
+
+
+def finish(settings: InterpolateSettings, clip: Clip, run_dir: Path, seed: int, metric: Metric, world: int,
            began: float) -> None:
     """Rank 0, every window written: render the exports, the viewer and ``log.json``."""
-    windows = plan_windows(clip.count, args.window)
+    windows = plan_windows(clip.count, settings.window)
     markers = [json.loads(window_marker(run_dir, window).read_text(encoding="utf-8")) for window in windows]
-    total = output_count(clip.count, args.factor)
+    total = output_count(clip.count, settings.factor)
     frame_paths = [frame_path(run_dir, index, total) for index in range(total)]
     missing = [path.name for path in frame_paths if not path.is_file()]
     if missing:
         raise ValueError(f"'{run_dir}' misses frames ({', '.join(missing[:3])} ...): rerun with --resume")
-    row = scanline_row(args, clip)
-    scale = default_scale(clip.size[1]) if args.scale is None else args.scale
-    fps = clip.fps if args.slow_motion else clip.fps * args.factor
+    export = settings.export(clip, metric_label(metric))
     started = time.perf_counter()
-    files = render_clip(run_dir, frame_paths, ClipExport(args.factor, fps, row, scale, metric_label(metric)))
-    log = summarize(args, clip, seed, metric, world, markers, fps)
+    files = render_clip(run_dir, frame_paths, export)
+    log = summarize(settings, clip, seed, metric, world, markers, export.fps)
     log["files"] = {"frames": [f"{FRAMES_DIR}/{path.name}" for path in frame_paths], **files}
-    log["export"] = {"row": row, "scale": scale, "fps": fps, "pingpong": False}
+    log["export"] = {"row": export.row, "scale": export.scale, "fps": export.fps, "pingpong": False}
     write_index(run_dir, log)
     log["timings"].update(export_s=round(time.perf_counter() - started, 3),
                           wall_s_this_call=round(time.perf_counter() - began, 3))
     write_json(run_dir / LOG, log)
     result = log["result"]
-    print(f"{metric_label(metric)}: {clip.count} frames -> {total} frames (x{args.factor}), energy "
+    print(f"{metric_label(metric)}: {clip.count} frames -> {total} frames (x{settings.factor}), energy "
           f"{result['energy']:.5g} (linear cross-fade {result['linear_energy']:.5g}), "
           f"{log['timings']['seconds_per_interpolated_frame']:.3g} s per new frame")
     print(f"wrote {run_dir}/: frames/ ({total} PNGs), " + ", ".join(name for key, name in files.items())
           + ", index.html, log.json")
 
 
-def summarize(args: argparse.Namespace, clip: Clip, seed: int, metric: Metric, world: int, markers: list[dict],
-              fps: float) -> dict:
+def summarize(settings: InterpolateSettings, clip: Clip, seed: int, metric: Metric, world: int,
+              markers: list[dict], fps: float) -> dict:
     """``log.json`` without the exports."""
     solve_seconds = sum(marker["solve_s"] for marker in markers)
-    new_frames = (clip.count - 1) * (args.factor - 1)
+    factor = settings.factor
+    new_frames = (clip.count - 1) * (factor - 1)
     return {
         "kind": "interpolate",
-        "title": f"Interpolated {clip.source} x{args.factor} ({metric.name})",
-        "options": {key: value for key, value in vars(args).items() if key != "handler"},
+        "title": f"Interpolated {clip.source} x{factor} ({metric.name})",
+        "options": settings.as_dict(),
         "input": clip.describe(),
         "keyframes": [clip.source],
         "size": list(clip.size),
-        "factor": args.factor,
-        "frames": output_count(clip.count, args.factor),
-        "keyframe_indices": [index * args.factor for index in range(clip.count)],
-        "steps": args.steps,
+        "factor": factor,
+        "frames": output_count(clip.count, factor),
+        "keyframe_indices": [index * factor for index in range(clip.count)],
+        "steps": settings.steps,
         "seed": seed,
         "device": str(metric.device),
         "processes": world,
         "weights": weights_report(metric),
-        "video": {"fps": fps, "input_fps": clip.fps, "slow_motion": args.slow_motion,
-                  "duration_s": round(output_count(clip.count, args.factor) / fps, 3)},
-        "solver": {"keyframes_per_window": args.window, "windows": len(markers),
-                   "schedule": f"{args.lr} / (1 + 0.02 t'^0.75), t' = sqrt(100^2 + t^2) - 100",
-                   "coarse_to_fine": args.coarse_to_fine, "spatial": args.spatial, "chunk_size": args.chunk},
+        "video": {"fps": fps, "input_fps": clip.fps, "slow_motion": settings.slow_motion,
+                  "duration_s": round(output_count(clip.count, factor) / fps, 3)},
+        "solver": {"keyframes_per_window": settings.window, "windows": len(markers),
+                   "schedule": f"{settings.lr} / (1 + 0.02 t'^0.75), t' = sqrt(100^2 + t^2) - 100",
+                   "coarse_to_fine": settings.coarse_to_fine, "spatial": settings.spatial,
+                   "chunk_size": settings.chunk},
         "result": {
             "energy": sum(marker["energy"] for marker in markers),
             "linear_energy": sum(marker["crossfade_energy"] for marker in markers),
@@ -327,8 +367,9 @@ def summarize(args: argparse.Namespace, clip: Clip, seed: int, metric: Metric, w
             "distances": [value for marker in markers for value in marker["distances"]],
             "half_widths": [value for marker in markers for value in marker["half_widths"]],
         },
-        "windows": [{key: marker[key] for key in ("window", "first", "last", "rank", "energy", "crossfade_energy",
-                                                  "solve_s", "resumed_from")} for marker in markers],
+        "windows": [{key: marker.get(key) for key in ("window", "first", "last", "seed", "rank", "energy",
+                                                      "crossfade_energy", "solve_s", "resumed_from")}
+                    for marker in markers],
         "timings": {"solve_s": round(solve_seconds, 3),
                     "seconds_per_interpolated_frame": round(solve_seconds / new_frames, 4)},
     }

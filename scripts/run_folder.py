@@ -101,7 +101,7 @@ class RunFolder:
         """Refuse a folder whose ``run.json`` records a run of another kind."""
         recorded = self.recorded_kind()
         if recorded is not None and recorded != self.kind:
-            raise ValueError(f"'{self.path}' holds a {recorded} run, not a {self.kind} run")
+            raise ValueError(f"'{self.path}' holds a run of kind {recorded!r}, not {self.kind!r}")
 
     def recorded(self) -> dict[str, Any] | None:
         """The whole ``run.json`` (``command``, ``kind``, ``settings``), or ``None`` when the folder has none."""

@@ -56,7 +56,7 @@ def have_video_writer() -> bool:
     return True
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClipExport:
     """What to render.
 

@@ -192,6 +192,23 @@ def test_a_job_keeps_its_own_pixel_limit(tmp_path, capsys):
     assert json.loads((out / "jobs" / "small" / "FAILED.json").read_text())["error"] == rows["small"]["error"]
 
 
+def test_every_resumable_command_resumes_a_folder_holding_its_run(tmp_path):
+    import torch
+
+    from elpips.scripts.batch import RESUMABLE, job_argv
+    from elpips.scripts.run_folder import RunFolder
+
+    for command in RESUMABLE:
+        folder = tmp_path / command
+        job = parse_job(json.dumps({"id": command, "command": command, "args": ["x"]}), 1)
+        folder.mkdir()
+        (folder / "stderr.txt").write_text("a job that failed before its run began")
+        assert "--resume" not in job_argv(job, folder, torch.device("cpu"))
+        with RunFolder(folder, command).claim({"seed": 0}):
+            pass
+        assert job_argv(job, folder, torch.device("cpu"))[-3:] == ["--out", str(folder), "--resume"]
+
+
 def test_dry_run_lists_the_plan(tmp_path, capsys):
     a, b, _ = write_images(tmp_path)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [distance_job("ab", a, b)])

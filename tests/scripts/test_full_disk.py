@@ -1,5 +1,6 @@
 """A full disk (or any OS write error) during a run: one line naming the folder and the cause, exit 2, nothing
-half-written, the run resumable from its last good checkpoint, and ``elpips export`` possible from what was saved.
+half-written, the run resumable from its last good checkpoint (an interpolation from its last finished window),
+and ``elpips export`` possible from what was saved.
 
 A small tmpfs is mounted when the tests run as root and ``mount`` is permitted; the stub tests (a writer that
 raises ``ENOSPC``) always run."""
@@ -118,6 +119,77 @@ def test_an_os_error_outside_a_run_folder_is_one_line(tmp_path, monkeypatch, cap
     monkeypatch.setattr(examples, "run", denied)
     assert main(["examples"]) == 2
     assert one_error_line(capsys) == f"elpips examples: error: Permission denied ('{tmp_path / 'x.json'}')"
+
+
+@pytest.fixture
+def clip(tmp_path):
+    """A folder of 3 frames (32x32)."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for index in range(3):
+        iio.imwrite(folder / f"f{index}.png", np.random.default_rng(index).integers(0, 256, (32, 32, 3), np.uint8))
+    return str(folder)
+
+
+INTERPOLATE = ["--factor", "2", "--metric", "elpips-squeeze", "--backbone-weights", "random", "--steps", "2",
+               "--samples", "1", "--seed", "3"]
+
+
+def test_interpolate_frame_write_failing_with_enospc_is_one_line_and_the_run_resumes(clip, tmp_path, monkeypatch,
+                                                                                     capsys):
+    import elpips.scripts.interpolate as interpolate_command
+
+    out = tmp_path / "run"
+    original = interpolate_command.save_image
+    writes = []
+
+    def third_frame_fails(path, image):
+        writes.append(path)
+        if len(writes) == 3:  # the first frame of the second window
+            raise OSError(errno.ENOSPC, NO_SPACE)
+        return original(path, image)
+
+    monkeypatch.setattr(interpolate_command, "save_image", third_frame_fails)
+    assert main(["interpolate", clip, *INTERPOLATE, "--out", str(out)]) == 2
+    assert one_error_line(capsys) == f"elpips interpolate: error: cannot write to '{out}': {NO_SPACE}"
+    assert leftovers(out) == [] and (out / "windows/window_00000.json").is_file()
+    assert not (out / "windows/window_00001.json").exists() and not (out / "log.json").exists()
+    monkeypatch.undo()
+    assert main(["interpolate", clip, *INTERPOLATE, "--resume", "--out", str(out)]) == 0
+    whole = tmp_path / "whole"
+    assert main(["interpolate", clip, *INTERPOLATE, "--out", str(whole)]) == 0
+    for index in range(5):
+        name = f"frames/frame_{index:03d}.png"
+        assert np.array_equal(iio.imread(out / name), iio.imread(whole / name)), name
+
+
+def test_interpolate_failing_to_record_its_settings_leaves_no_folder(clip, tmp_path, monkeypatch, capsys):
+    import elpips.scripts.run_folder as run_folder_module
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, NO_SPACE)
+
+    monkeypatch.setattr(run_folder_module, "write_json", disk_full)
+    out = tmp_path / "new" / "run"
+    assert main(["interpolate", clip, *INTERPOLATE, "--out", str(out)]) == 2
+    assert one_error_line(capsys) == f"elpips interpolate: error: cannot write to '{out}': {NO_SPACE}"
+    assert not (tmp_path / "new").exists()
+
+
+def test_interpolate_export_failing_with_enospc_is_one_line_and_resume_finishes(clip, tmp_path, monkeypatch, capsys):
+    import elpips.scripts.interpolate as interpolate_command
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, NO_SPACE)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(interpolate_command, "write_index", disk_full)
+    assert main(["interpolate", clip, *INTERPOLATE, "--out", str(out)]) == 2
+    assert one_error_line(capsys) == f"elpips interpolate: error: cannot write to '{out}': {NO_SPACE}"
+    assert leftovers(out) == [] and not (out / "index.html").exists()
+    monkeypatch.undo()
+    assert main(["interpolate", clip, *INTERPOLATE, "--resume", "--out", str(out)]) == 0
+    assert (out / "index.html").is_file() and (out / "log.json").is_file()
 
 
 @pytest.fixture

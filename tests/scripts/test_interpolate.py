@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -15,10 +17,13 @@ import torch
 from elpips import Metric
 from elpips.clips import open_clip
 from elpips.geodesics import SolveSettings, crossfade, output_count, plan_windows, solve_window
+from elpips.geodesics.clip import window_seed
 from elpips.io import ImageLoadError, to_uint8
 from elpips.scripts import interpolate as interpolate_command
 from elpips.scripts.cli import main
+from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME
 from test_exports import missing_references
+from test_run_folder import dead_pid
 
 SIZE = 32
 FAST = ["--backbone-weights", "random", "--metric", "elpips-squeeze", "--samples", "1", "--seed", "3"]
@@ -169,7 +174,7 @@ def test_input_frames_are_kept_exactly_under_elpips(clip_files, tmp_path):
     assert log["video"]["fps"] == log["video"]["input_fps"] and log["weights"]["calibrated"] is False
 
 
-def test_resume_after_a_kill_skips_finished_windows(clip_files, tmp_path, monkeypatch):
+def test_resume_after_a_kill_skips_finished_windows(clip_files, tmp_path, monkeypatch, capsys):
     arguments = [str(clip_files["frames"]), "--factor", "2", "--steps", "3", "--checkpoint-every", "1", *FAST]
     assert main(["interpolate", *arguments, "--out", str(tmp_path / "full")]) == 0
 
@@ -183,7 +188,10 @@ def test_resume_after_a_kill_skips_finished_windows(clip_files, tmp_path, monkey
     monkeypatch.setattr(interpolate_command.WindowProgress, "__call__", killed_in_second_window)
     cut = tmp_path / "cut"
     assert main(["interpolate", *arguments, "--out", str(cut)]) == 130
+    hint = shlex.join(["elpips", "interpolate", *arguments, "--resume", "--out", str(cut)])
+    assert f"interrupted: continue with: {hint}" in capsys.readouterr().err
     assert (cut / "windows/window_00000.json").is_file() and (cut / "windows/window_00001.pt").is_file()
+    assert not (cut / LOCK_NAME).exists() and (cut / SETTINGS_NAME).is_file()
     assert not (cut / "windows/window_00001.json").exists() and not (cut / "log.json").exists()
     monkeypatch.setattr(interpolate_command.WindowProgress, "__call__", original)
 
@@ -205,12 +213,111 @@ def test_resume_after_a_kill_skips_finished_windows(clip_files, tmp_path, monkey
     assert main(["interpolate", *arguments, "--steps", "4", "--out", str(cut), "--resume"]) == 2
 
 
+def last_error(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_ensemble_options_reach_the_solver_and_every_record(clip_files, tmp_path, monkeypatch, capsys):
+    used = []
+    solve = interpolate_command.solve_window
+
+    def recording(metric, *rest, **options):
+        used.append(metric.ensemble)
+        return solve(metric, *rest, **options)
+
+    monkeypatch.setattr(interpolate_command, "solve_window", recording)
+    out = tmp_path / "run"
+    arguments = [str(clip_files["frames"]), "--factor", "2", "--steps", "1", *FAST]
+    assert main(["interpolate", *arguments, "--no-flip", "--dropout-keep", "0.5", "--out", str(out)]) == 0
+    assert len(used) == 3 and all(not ensemble.flip and ensemble.dropout_keep == 0.5 for ensemble in used)
+    assert used[0].offset and used[0].swap  # the pieces not switched off stay on
+    recorded = json.loads((out / SETTINGS_NAME).read_text())
+    assert (recorded["command"], recorded["kind"]) == ("interpolate", "interpolate")
+    ensemble = recorded["settings"]["metrics"][0]["ensemble"]
+    assert (ensemble["flip"], ensemble["dropout_keep"]) == (False, 0.5)
+    assert recorded["settings"]["seed"] == 3 and recorded["settings"]["factor"] == 2
+    assert recorded["settings"]["input"]["frames"] == 4 and recorded["settings"]["input"]["kind"] == "frames"
+    logged = json.loads((out / "log.json").read_text())["weights"]["ensemble"]
+    assert (logged["flip"], logged["dropout_keep"]) == (False, 0.5)
+
+    plain = tmp_path / "plain"
+    assert main(["interpolate", *arguments, "--out", str(plain)]) == 0
+    capsys.readouterr()
+    assert main(["interpolate", *arguments, "--no-flip", "--resume", "--out", str(plain)]) == 2
+    assert "metrics[0].ensemble.flip was True, now False" in last_error(capsys)
+    assert main(["interpolate", *arguments, "--factor", "3", "--window", "3", "--resume", "--out", str(plain)]) == 2
+    error = last_error(capsys)
+    assert "factor was 2, now 3" in error and "window was 2, now 3" in error
+    assert main(["interpolate", *arguments, "--max-offset", "3", "--metric", "lpips-squeeze", "--out",
+                 str(tmp_path / "none")]) == 2
+    assert "--max-offset" in last_error(capsys) and not (tmp_path / "none").exists()
+
+
+def test_window_seeds_derive_from_the_run_seed_and_survive_a_resume(clip_files, tmp_path, capsys):
+    """Window i draws its samples from window_seed(seed, i) (its distances from the next integer): pinned here, so
+    that a change of the derivation, which would change every run's frames, is seen."""
+    assert [window_seed(3, index) for index in range(3)] == [3153781302, 914380560, 1920659666]
+    out = tmp_path / "run"
+    arguments = [str(clip_files["frames"]), "--factor", "2", "--steps", "2", *FAST[:-2]]  # no --seed: one is drawn
+    assert main(["interpolate", *arguments, "--out", str(out)]) == 0
+    seed = json.loads((out / SETTINGS_NAME).read_text())["settings"]["seed"]
+    markers = [json.loads((out / f"windows/window_{index:05d}.json").read_text()) for index in range(3)]
+    assert [marker["seed"] for marker in markers] == [window_seed(seed, index) for index in range(3)]
+    assert len({marker["seed"] for marker in markers}) == 3
+    assert [window["seed"] for window in json.loads((out / "log.json").read_text())["windows"]] == \
+        [marker["seed"] for marker in markers]
+    frames = read_frames(out)
+    (out / "windows/window_00001.json").unlink()  # window 1 is solved again on resume
+    assert main(["interpolate", *arguments, "--resume", "--out", str(out)]) == 0
+    assert json.loads((out / "windows/window_00001.json").read_text())["seed"] == markers[1]["seed"]
+    assert np.array_equal(read_frames(out), frames)
+
+
+def test_a_resume_into_a_running_folder_is_refused_and_stale_locks_and_temporary_files_are_cleared(
+        clip_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = [str(clip_files["frames"]), "--factor", "2", "--metric", "l2", "--steps", "1", "--samples", "1"]
+    assert main(["interpolate", *arguments, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["interpolate", *arguments, "--out", str(out)]) == 2
+    assert "already holds a run" in last_error(capsys)
+    log = (out / "log.json").read_bytes()
+    (out / "windows/window_00002.json").unlink()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": "now"}))
+    assert main(["interpolate", *arguments, "--resume", "--out", str(out)]) == 2
+    error = last_error(capsys)
+    assert "in use by another run" in error and f"pid {os.getpid()}" in error
+    assert (out / "log.json").read_bytes() == log and not (out / "windows/window_00002.json").exists()
+
+    (out / LOCK_NAME).write_text(json.dumps({"pid": dead_pid(), "host": os.uname().nodename, "started": "then"}))
+    orphans = [out / "frames" / ".frame_005.png.x1.tmp.png", out / "windows" / ".window_00002.pt.y2.tmp.pt"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half a file")
+    assert main(["interpolate", *arguments, "--resume", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "taking over the lock of a run that no longer runs" in err and "removed 2 temporary file(s)" in err
+    assert not any(orphan.exists() for orphan in orphans) and not (out / LOCK_NAME).exists()
+    assert (out / "windows/window_00002.json").is_file()
+
+
+def test_export_refuses_an_interpolation_and_leaves_it_untouched(clip_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["interpolate", str(clip_files["frames"]), "--factor", "2", "--metric", "l2", "--steps", "1",
+                 "--samples", "1", "--out", str(out)]) == 0
+    files = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.rglob("*") if path.is_file()}
+    assert out / "interpolated.mp4" in files and out / "index.html" in files
+    capsys.readouterr()
+    assert main(["export", str(out), "--fps", "3"]) == 2
+    assert last_error(capsys) == (f"elpips export: error: '{out}' holds a run of kind 'interpolate', not 'geodesic'")
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.rglob("*") if path.is_file()} == files
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["{clip}", "--factor", "1"], "--factor must be an integer >= 2"),
     (["{clip}", "--window", "1"], "--window must be an integer >= 2"),
     (["{clip}", "--lr", "inf"], "--lr must be a finite number > 0, got inf"),
     (["{clip}", "--resume"], "--resume needs --out"),
-    (["{clip}", "--resume", "--out", "{tmp}/new"], "no interpolation in"),
+    (["{clip}", "--resume", "--out", "{tmp}/new"], "no run to continue in"),
     (["{tmp}/missing.mp4"], "no such file"),
     (["{clip}", "--resize", "big"], "--resize must be WIDTHxHEIGHT"),
     (["{clip}", "--center-crop"], "--center-crop needs"),
@@ -239,16 +346,34 @@ def test_interpolate_as_a_batch_job(clip_files, tmp_path):
     folder = tmp_path / "batch/jobs/clip"
     assert (folder / "DONE.json").is_file() and len(read_frames(folder)) == 7
     assert np.array_equal(read_frames(folder)[::2], clip_files["arrays"])
+    frames = read_frames(folder)
+    for name in ("DONE.json", "log.json", "windows/window_00002.json"):  # as if the job had died in its last window
+        (folder / name).unlink()
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "batch")]) == 0
+    assert "--resume" in json.loads((folder / "DONE.json").read_text())["run_argv"]
+    assert np.array_equal(read_frames(folder), frames)
 
 
 # -- windows over two ranks ----------------------------------------------------------------------------------------
-def _two_rank_worker(rank: int, folder, clip: str, out: str) -> dict:
-    code = main(["interpolate", clip, "--factor", "2", "--steps", "2", *FAST, "--out", out])
-    return {"code": code}
+def _two_rank_worker(rank: int, folder, clip: str, out: str, full_disk_on: int | None) -> dict:
+    import contextlib
+    import errno
+    import io
+
+    if rank == full_disk_on:
+        def no_space(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        interpolate_command.save_image = no_space  # this process only
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(["interpolate", clip, "--factor", "2", "--steps", "2", *FAST, "--out", out])
+    return {"code": code, "stderr": stderr.getvalue().splitlines()}
 
 
-def _rank_child(rank: int, port: int, folder: str, clip: str, out: str) -> None:
-    """One of two gloo ranks (the environment torchrun would set), reporting through ``folder/rank<r>.json``."""
+def _rank_child(rank: int, port: int, folder: str, clip: str, out: str, full_disk_on: int | None = None) -> None:
+    """One of two gloo ranks (the environment torchrun would set), reporting through ``folder/rank<r>.json``;
+    ``full_disk_on``: the rank whose frame writes fail with ENOSPC."""
     import traceback
 
     from elpips import distributed
@@ -258,7 +383,7 @@ def _rank_child(rank: int, port: int, folder: str, clip: str, out: str) -> None:
     torch.set_num_threads(1)
     try:
         with distributed.process_group("cpu"):  # as torchrun would start it
-            result = _two_rank_worker(rank, folder, clip, out)
+            result = _two_rank_worker(rank, folder, clip, out, full_disk_on)
     except BaseException:  # noqa: BLE001 - reported to the parent through the file
         result = {"error": traceback.format_exc()}
     (Path(folder) / f"rank{rank}.json").write_text(json.dumps(result))
@@ -289,6 +414,24 @@ def test_two_ranks_share_the_windows_each_written_once(clip_files, tmp_path):
     alone = json.loads((tmp_path / "alone/log.json").read_text())
     assert np.array_equal(read_frames(out), read_frames(tmp_path / "alone"))
     assert alone["result"] == log["result"] and alone["processes"] == 1
+
+
+def test_a_full_disk_on_one_rank_stops_both_with_one_line_naming_the_folder(clip_files, tmp_path):
+    import torch.multiprocessing as mp
+
+    from ranks import free_port
+
+    out = tmp_path / "ranks"
+    mp.spawn(_rank_child, args=(free_port(), str(tmp_path), str(clip_files["frames"]), str(out), 1), nprocs=2,
+             join=True)
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert all("error" not in result for result in results), results
+    assert [result["code"] for result in results] == [2, 2]
+    errors = [[line for line in result["stderr"] if "error" in line] for result in results]
+    cause = f"cannot write to '{out}': No space left on device"
+    assert errors == [[f"elpips interpolate: error: rank 1 failed: {cause}"], [f"elpips interpolate: error: {cause}"]]
+    assert (out / "windows/window_00000.json").is_file() and not (out / "windows/window_00001.json").exists()
+    assert not (out / LOCK_NAME).exists() and not (out / "log.json").exists()
 
 
 def test_pan_clip_from_a_shipped_example(tmp_path):

@@ -107,6 +107,9 @@ def test_temporary_files_of_a_killed_run_are_removed_on_the_next_start(pictures,
     ("train-example", ["--images", "missing.png", "--metric", "l2"]),
     ("train-example", ["--metric", "lpips-vgg", "--backbone-weights", "{tmp}/none.pt"]),
     ("attack", ["a2", "missing.png", "--epsilon", "0.03", "--metric", "l2"]),
+    ("interpolate", ["{tmp}/missing.mp4", "--metric", "l2"]),
+    ("interpolate", ["{tmp}/in*.png", "--metric", "elpips-squeeze", "--backbone-weights", "{tmp}/none.pt"]),
+    ("interpolate", ["{tmp}/in*.png", "--metric", "lpips-squeeze", "--max-offset", "3"]),
 ])
 def test_bad_input_creates_no_folder(pictures, tmp_path, monkeypatch, capsys, command, arguments):
     a, b, _ = pictures
