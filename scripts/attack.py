@@ -89,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          + " (each adds one piece; see --help of --metric); every result is evaluated under the "
                            "full elpips-vgg and under its own rung; writes figure.png, results.json, table.md")
     a1.add_argument("--resume", action="store_true",
-                    help="--ablation: continue the run in --out, skipping the rungs it finished")
+                    help="--ablation: continue the run in --out with its recorded settings and seed, skipping "
+                         "the rungs it finished")
     a1.set_defaults(handler=run, kind="a1")
     a2 = kinds.add_parser(
         "a2", help="maximise d(x, SOURCE) within an RMS budget EPSILON",
@@ -209,8 +210,7 @@ def run(args: argparse.Namespace) -> int:
     min_size = max(get_config(name).min_size for name in names)
     inputs = _inputs(args, min_size)
     if ablation:
-        out = Path(args.out) if args.out else default_run_dir("attack-a1-ablation")
-        return run_ablation(args, inputs, out, _generators(args.seed)[0])
+        return run_ablation(args, inputs)
     height, width = inputs.shape[-2:]
     dataset, dataset_files = (None, None)
     if args.kind == "a2" and args.dataset is not None:

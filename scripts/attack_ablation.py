@@ -1,8 +1,12 @@
 """``elpips attack a1 ... --ablation``: attack A1 against every rung of the ensemble ladder (the paper's Figure 3).
 
-Writes into the run folder: ``attacked-<rung>.png`` (8-bit, exactly what was measured), ``rung-<rung>.json`` (each
-rung's result as soon as it is done: ``--resume`` skips finished rungs), ``figure.png`` (source, target, one
-attacked image per rung), ``results.json`` and ``table.md``.
+The run folder (``--out``, default ``outputs/attack-a1-ablation-<time>``) belongs to the run
+(:class:`~elpips.scripts.run_folder.RunFolder`, kind ``a1-ablation``): an existing run is refused without
+``--resume``, a running one by its lock; ``run.json`` records the ladder, the attack settings, the images, the crop,
+the full metric's identity and the seed, and ``--resume`` continues with them (any difference is refused) and
+skips the rungs that are done. It holds ``attacked-<rung>.png`` (8-bit, exactly what was measured),
+``rung-<rung>.json`` (each rung's result as soon as it is done), ``figure.png`` (source, target, one attacked
+image per rung), ``results.json`` and ``table.md``.
 """
 
 from __future__ import annotations
@@ -15,15 +19,19 @@ from pathlib import Path
 
 import torch
 
-from elpips.experiments.ablation import AblationSettings, RungResult, attack_rung
 from elpips.configs import LADDER, LADDER_LABELS
-from elpips.io import load_image, save_image, write_json, write_text
+from elpips.experiments.ablation import AblationSettings, RungResult, attack_rung
 from elpips.experiments.robustness import EIGHT_BIT
+from elpips.io import load_image, save_image, write_json, write_text
+from elpips.record import tensor_digest
 
-from .common import ensemble_changes, make_metric, metric_label, progress_bar, weights_report
+from .common import (default_run_dir, ensemble_changes, make_metric, metric_label, progress_bar, run_record,
+                     weights_report)
 from .render.figures import ablation_figure
+from .run_folder import RunFolder
 
 FULL_METRIC = "elpips-vgg"
+KIND = "a1-ablation"
 REPORT_FIELDS = ("distance", "half_width", "anchor_distance", "anchor_half_width", "margin", "margin_half_width",
                  "samples")
 
@@ -59,29 +67,44 @@ def _entry(result: RungResult, metric, settings: AblationSettings) -> dict:
     }
 
 
-def _finished_rung(out: Path, name: str, settings: AblationSettings, resume: bool) -> dict | None:
-    """The saved entry of a rung finished by an earlier run with the same settings (``--resume``)."""
+def record(args: argparse.Namespace, full, settings: AblationSettings, inputs: torch.Tensor) -> dict:
+    """The run's record (``run.json``; a resume must repeat it): the ladder, the attack settings, the images (names
+    and pixels), the crop, the full metric's identity and the seed."""
+    return run_record(args, [full], settings.seed, ladder=list(LADDER), attack=asdict(settings),
+                      images=[args.source, args.target, args.anchor], crop=args.crop,
+                      inputs_sha256=tensor_digest([inputs]))
+
+
+def _finished_rung(out: Path, name: str, resume: bool) -> dict | None:
+    """The saved entry of a rung that the run being resumed finished (its settings are the run's: ``run.json``)."""
     path = out / f"rung-{name}.json"
     if not resume or not path.is_file():
         return None
-    entry = json.loads(path.read_text())
-    if entry.get("settings") != asdict(settings):
-        raise ValueError(f"--resume: {path} was made with other settings ({entry.get('settings')}); "
-                         f"use the same options or another --out")
-    return entry
+    return json.loads(path.read_text())
 
 
-def run_ablation(args: argparse.Namespace, inputs: torch.Tensor, out: Path, seed: int) -> int:
-    """Attack every rung (``inputs``: source, target, anchor ``[3, 3, H, W]``), write the outputs."""
-    settings = settings_from(args, seed)
-    full = make_metric(args, FULL_METRIC)
+def run_ablation(args: argparse.Namespace, inputs: torch.Tensor) -> int:
+    """Attack every rung (``inputs``: source, target, anchor ``[3, 3, H, W]``) in the run folder ``--out``: a new
+    run, or with ``--resume`` the rest of the run there (its recorded seed and settings)."""
+    folder = RunFolder(args.out or default_run_dir("attack-a1-ablation"), "attack", kind=KIND, resume=args.resume,
+                       argv=getattr(args, "argv", None))
+    folder.check()
+    settings = settings_from(args, folder.seed(args.seed))
+    full = make_metric(args, FULL_METRIC, seed=settings.seed)
+    with folder.claim(folder.settings(record(args, full, settings, inputs))):
+        return attack_ladder(args, inputs, folder.path, full, settings)
+
+
+def attack_ladder(args: argparse.Namespace, inputs: torch.Tensor, out: Path, full,
+                  settings: AblationSettings) -> int:
+    """Attack the rungs not done yet, then write the figure, ``results.json`` and ``table.md`` into ``out``."""
     images = inputs.to(full.device)
     source, target, anchor = images[0:1], images[1:2], images[2:3]
     entries, attacked = [], []
     for index, name in enumerate(LADDER):
-        entry = _finished_rung(out, name, settings, args.resume)
+        entry = _finished_rung(out, name, args.resume)
         if entry is None:
-            metric = make_metric(args, name)
+            metric = make_metric(args, name, seed=settings.seed)
             with progress_bar(f"a1 {name}", args.steps, unit="step") as bar:
                 result = attack_rung(metric, full, source, target, anchor, settings,
                                      lambda step, value: bar.update(1))
@@ -97,7 +120,7 @@ def run_ablation(args: argparse.Namespace, inputs: torch.Tensor, out: Path, seed
     picture = ablation_figure(inputs[0:1], inputs[1:2], attacked, [entry["rung"] for entry in entries],
                               [f"pull {entry['relative_pull']:.3f}" for entry in entries], title)
     save_image(out / "figure.png", picture)
-    results = {"experiment": "a1-ablation", "source": args.source, "target": args.target, "anchor": args.anchor,
+    results = {"experiment": KIND, "source": args.source, "target": args.target, "anchor": args.anchor,
                "crop": args.crop, "size": list(inputs.shape[-2:]), "settings": asdict(settings),
                "full_metric": weights_report(full), "calibrated": calibrated, "ladder": list(LADDER),
                "figure": "figure.png", "table": "table.md", "rungs": entries}

@@ -68,10 +68,13 @@ class RunFolder:
         resumable: the command can resume (its Ctrl-C prints how).
         argv: the command line after ``elpips`` (for the resume hint); ``None``: no exact command is shown.
         may_change: settings a resume may change (``steps``: a run continues to more steps).
+        folder_option: the command's option naming the folder (``--out``; ``--run-dir`` for ``train-weights``,
+            whose ``--out`` is the weights file), in messages and the resume hint.
     """
 
     def __init__(self, path: str | os.PathLike, command: str, *, kind: str | None = None, resume: bool = False,
-                 resumable: bool = True, argv: list[str] | None = None, may_change: tuple[str, ...] = ()) -> None:
+                 resumable: bool = True, argv: list[str] | None = None, may_change: tuple[str, ...] = (),
+                 folder_option: str = "--out") -> None:
         self.path = Path(path)
         self.command = command
         self.kind = kind or command
@@ -79,6 +82,7 @@ class RunFolder:
         self.resumable = resumable
         self.argv = argv
         self.may_change = may_change
+        self.folder_option = folder_option
         self.locked = False
 
     # -- checks before anything is created ---------------------------------------------------------------------
@@ -93,7 +97,7 @@ class RunFolder:
             raise ValueError(f"--resume: no run to continue in '{self.path}' (no checkpoint, no {SETTINGS_NAME})")
         if not self.resume and self.holds_run():
             advice = "pass --resume to continue it, or" if self.resumable else "remove it or"
-            raise ValueError(f"'{self.path}' already holds a run: {advice} choose another --out")
+            raise ValueError(f"'{self.path}' already holds a run: {advice} choose another {self.folder_option}")
         if self.resume:
             self.check_kind()
 
@@ -132,7 +136,7 @@ class RunFolder:
             if requested is not None and requested != recorded["seed"]:
                 raise ValueError(f"cannot resume '{self.path}' with other settings: seed was {recorded['seed']!r}, "
                                  f"now {requested!r} (resume with the run's settings, or start a new run in "
-                                 "another --out)")
+                                 f"another {self.folder_option})")
             return int(recorded["seed"])
         if self.resume and requested is None:
             raise ValueError(f"--resume: '{self.path}' records no settings ({SETTINGS_NAME}): pass the run's --seed")
@@ -148,7 +152,7 @@ class RunFolder:
         differing = differences(recorded, current, ignore=(*self.may_change, ENVIRONMENT))
         if differing:
             raise ValueError(f"cannot resume '{self.path}' with other settings: {'; '.join(differing)} (resume "
-                             "with the run's settings, or start a new run in another --out)")
+                             f"with the run's settings, or start a new run in another {self.folder_option})")
         return {**recorded, **{key: current[key] for key in (*self.may_change, ENVIRONMENT) if key in current}}
 
     def agree(self, prepare: Callable[["RunFolder"], T]) -> T:
@@ -209,18 +213,20 @@ class RunFolder:
             self._unlock()
 
     def resume_command(self) -> str:
-        """The command line that continues this run (``elpips ... --resume --out DIR``)."""
+        """The command line that continues this run (``elpips ... --resume --out DIR``, with the command's
+        :attr:`folder_option`)."""
+        option = self.folder_option
         if self.argv is None:
-            return f"the same command plus --resume --out {shlex.quote(str(self.path))}"
+            return f"the same command plus --resume {option} {shlex.quote(str(self.path))}"
         kept, skip = [], False
         for argument in self.argv:
             if skip:
                 skip = False
-            elif argument == "--out":
+            elif argument == option:
                 skip = True
-            elif argument != "--resume" and not argument.startswith("--out="):
+            elif argument != "--resume" and not argument.startswith(f"{option}="):
                 kept.append(argument)
-        return shlex.join(["elpips", *kept, "--resume", "--out", str(self.path)])
+        return shlex.join(["elpips", *kept, "--resume", option, str(self.path)])
 
     @contextlib.contextmanager
     def _translated_os_errors(self) -> Iterator[None]:
@@ -241,7 +247,7 @@ class RunFolder:
             except FileExistsError:
                 if attempt or not self._stale(lock):
                     raise RunFolderBusy(f"'{self.path}' is in use by another run ({describe_holder(lock)}): wait "
-                                        f"for it to end, or choose another --out") from None
+                                        f"for it to end, or choose another {self.folder_option}") from None
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
                 continue

@@ -1,32 +1,38 @@
 """``elpips train-weights --data DIR --metric NAME --out WEIGHTS.npz``: learn the per-channel linear weights of a
 metric's taps from BAPPS-layout 2AFC judgements (the LPIPS training; :mod:`elpips.experiments.weight_training`).
 
-The run folder (``--run-dir``, default ``WEIGHTS-run/`` beside ``--out``) holds ``checkpoint.pt`` (every
-``--checkpoint-every`` steps and every epoch; ``--resume`` continues bit-exactly), ``log.json`` (options, the
-validation curve, comparisons) and ``epoch-NN.npz`` (the weights after each epoch). ``--out`` is written at the end.
-``torchrun --nproc-per-node=G -m elpips train-weights ...`` shares every batch out between the ranks with the
-one-process result (rank 0 writes and reports)."""
+The run folder (``--run-dir``, default ``WEIGHTS-run/`` beside ``--out``) belongs to the run
+(:class:`~elpips.scripts.run_folder.RunFolder`): ``run.json`` records what determines the weights (data, splits,
+categories, limits, the training settings, the start, the metric's identity, the seed), ``checkpoint.pt`` (every
+``--checkpoint-every`` steps and every epoch; ``--resume`` continues bit-exactly, with the recorded settings),
+``log.json`` (options, the validation curve, comparisons) and ``epoch-NN.npz`` (the weights after each epoch).
+``--out`` is written at the end. ``torchrun --nproc-per-node=G -m elpips train-weights ...`` shares every batch out
+between the ranks with the one-process result (rank 0 claims the folder, writes and reports)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from elpips import Metric, distributed
+from elpips import distributed
+from elpips.experiments.reductions import tap_channels
 from elpips.experiments.triplet_reader import BappsTriplets
-from elpips.experiments.weight_training import (RECIPES, StepReport, TrainingSettings, train_weights,
-                                                validation_scores, weight_correlations)
+from elpips.experiments.weight_training import (RECIPES, StepReport, TrainingSettings, check_training,
+                                                train_weights, validation_scores, validation_set,
+                                                weight_correlations)
 from elpips.io import ensure_output_dir, write_json
-from elpips.solver import CHECKPOINT_NAME, ProgressReport
+from elpips.record import tensor_digest
+from elpips.solver import CHECKPOINT_NAME, ProgressReport, phase
 from elpips.weights import load_linear_weights, save_linear_weights
 
-from .common import (add_metric_options, check_ensemble_options, ensemble_for, metric_label, parse_categories,
-                     positive_int, weights_report)
+from .common import add_metric_options, make_metric, metric_label, parse_categories, positive_int, run_record, \
+    weights_report
+from .run_folder import RunFolder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,10 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-limit", type=positive_int, default=None, metavar="N",
                         help="first N held-out triplets per category (validation keeps V x 2 x channels floats)")
     add_metric_options(parser, choices=METRICS_WITH_WEIGHTS)
-    parser.add_argument("--num-scales", type=positive_int, default=None,
-                        help="E-LPIPS scale levels of the ensemble (default clamp(min(H, W) // 64, 1, 8): 1 at 64 px; "
-                             "the same as --scale-levels); --dropout-keep and the other ensemble options are the "
-                             "shared ones")
     parser.add_argument("--recipe", choices=tuple(RECIPES), default="lpips",
                         help="lpips: the LPIPS trainer's settings (default); kettunen: the E-LPIPS authors' "
                              "train_run.py (zero start, warm-up, symmetric loss, no ensemble in training)")
@@ -73,8 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-reductions", action="store_true",
                         help="deterministic networks: keep every training triplet's reductions in memory after the "
                              "first pass (N x 2 x channels floats)")
-    parser.add_argument("--run-dir", default=None, metavar="DIR", help="checkpoint and log (default WEIGHTS-run/)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--run-dir", default=None, metavar="DIR",
+                        help="the run's folder: run.json, checkpoint and log (default WEIGHTS-run/ beside --out)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir (with its recorded settings and seed)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps (default 200)")
     parser.add_argument("--compare-to", nargs="+", default=[], metavar="WEIGHTS",
                         help="also score these weights (names or files) on the held-out split and correlate them "
@@ -86,14 +90,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 METRICS_WITH_WEIGHTS = ("elpips-vgg", "elpips-squeeze", "lpips-vgg", "lpips-squeeze")
 
 
-def settings_from(args: argparse.Namespace) -> TrainingSettings:
+def settings_from(args: argparse.Namespace, seed: int) -> TrainingSettings:
     initialization = args.init if args.init in ("lpips", "zeros") else None
     return TrainingSettings.from_recipe(
         args.recipe, epochs=args.epochs, decay_epochs=args.decay_epochs, learning_rate=args.lr, beta1=args.beta1,
         warmup_steps=args.warmup_steps, symmetric_loss=args.symmetric_loss,
         batch_size=args.batch_size, chunk_size=args.chunk_size, val_samples=args.val_samples, ensemble=args.ensemble,
-        initialization=initialization, seed=0 if args.seed is None else args.seed,
-        checkpoint_every=args.checkpoint_every, cache_reductions=args.cache_reductions or None)
+        initialization=initialization, seed=seed, checkpoint_every=args.checkpoint_every,
+        cache_reductions=args.cache_reductions or None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name an .npz file, got '{out}'")
-    settings = settings_from(args)
-    run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.stem + "-run")
+    folder = RunFolder(args.run_dir or out.with_name(out.stem + "-run"), "train-weights", resume=args.resume,
+                       argv=getattr(args, "argv", None), folder_option="--run-dir")
     start = None if args.init in (None, "lpips", "zeros") else load_linear_weights(args.init)[0]
     compared = {spec: load_linear_weights(spec)[0] for spec in args.compare_to}
     threads = torch.get_num_threads()
@@ -112,47 +116,63 @@ def run(args: argparse.Namespace) -> int:
         with distributed.process_group(args.device) as device:
             if distributed.is_distributed():
                 args.device = str(device)
-            return train(args, settings, out, run_dir, start, compared)
+            return train(args, folder, out, start, compared)
     finally:
         torch.set_num_threads(threads)
 
 
-def train(args, settings: TrainingSettings, out: Path, run_dir: Path, start, compared: dict) -> int:
+def train(args: argparse.Namespace, folder: RunFolder, out: Path, start: list[torch.Tensor] | None,
+          compared: dict) -> int:
+    """Read the data, build the metric, reduce the held-out split and check it all (nothing is created before),
+    then claim the run folder (rank 0; the other ranks wait) and train."""
     main = distributed.is_main_process()
+    seed = folder.agree(lambda folder: (folder.check(), run_seed(folder, args.seed))[1])
+    settings = settings_from(args, seed)
     train_set = BappsTriplets.from_folder(args.data, args.split, parse_categories(args.categories), args.limit)
-    val_set = BappsTriplets.from_folder(args.data, args.val_split, parse_categories(args.val_categories), args.val_limit)
-    checkpoint = run_dir / CHECKPOINT_NAME
-    if main:
-        if args.resume and not checkpoint.is_file():
-            raise ValueError(f"--resume: no checkpoint at '{checkpoint}'")
-        if not args.resume and checkpoint.exists():
-            raise ValueError(f"'{checkpoint}' exists: pass --resume to continue that run, or another --run-dir")
-    created = _create_folders([run_dir, out.parent]) if main else []
-    try:
-        distributed.barrier()
-        return _train_and_report(args, settings, out, run_dir, start, compared, train_set, val_set)
-    finally:
-        for folder in created:  # a run that failed before writing anything leaves no empty folders behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+    val_set = BappsTriplets.from_folder(args.data, args.val_split, parse_categories(args.val_categories),
+                                        args.val_limit)
+    metric = make_metric(args, seed=seed, announce=main)
+    train_set.min_size = val_set.min_size = metric.min_size
+    check_training(metric, train_set, val_set, settings, start)
+    _check_compared(compared, tap_channels(metric))
+    recorded = folder.agree(lambda folder: folder.settings(record(args, metric, seed, settings, train_set, val_set,
+                                                                  start)))
+    with phase(f"train-weights: reducing {len(val_set)} held-out triplets ({settings.val_samples} samples each)",
+               enabled=main):
+        held_out = validation_set(metric, val_set, settings)  # reads every held-out file: bad data stops here
+    with folder.claim(recorded):
+        if main:
+            ensure_output_dir(out.parent)
+        return _train_and_report(args, settings, out, folder.path, metric, start, compared, train_set, val_set,
+                                 held_out)
 
 
-def _create_folders(folders: list[Path]) -> list[Path]:
-    """Create ``folders`` (checked writable); the ones created, deepest first."""
-    created = []
-    for folder in folders:
-        missing = [parent for parent in [folder, *folder.parents] if not parent.exists()]
-        ensure_output_dir(folder)
-        created += missing
-    return sorted(set(created), key=lambda path: len(path.parts), reverse=True)
+def run_seed(folder: RunFolder, requested: int | None) -> int:
+    """``--seed``, 0 by default (a run without one is reproducible); on resume the run's recorded seed."""
+    if requested is None and folder.recorded_settings() is None:
+        requested = 0
+    return folder.seed(requested)
 
 
-def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path, start, compared: dict,
-                      train_set: BappsTriplets, val_set: BappsTriplets) -> int:
+def record(args: argparse.Namespace, metric, seed: int, settings: TrainingSettings, train_set: BappsTriplets,
+           val_set: BappsTriplets, start: list[torch.Tensor] | None) -> dict[str, Any]:
+    """The run's record (``run.json``; a resume must repeat it): the data, splits, categories and limits, the
+    training settings, the start, the metric's identity and the seed."""
+    return run_record(
+        args, [metric], seed, data=str(args.data), split=args.split, categories=_names(train_set), limit=args.limit,
+        train_triplets=len(train_set), val_split=args.val_split, val_categories=_names(val_set),
+        val_limit=args.val_limit, validation_triplets=len(val_set), training=asdict(settings),
+        init=args.init or settings.initialization, init_sha256=None if start is None else tensor_digest(start))
+
+
+def _names(triplets: BappsTriplets) -> list[str]:
+    return list(dict.fromkeys(triplets.categories))
+
+
+def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path, metric, start, compared: dict,
+                      train_set: BappsTriplets, val_set: BappsTriplets, held_out) -> int:
     main = distributed.is_main_process()
     checkpoint = run_dir / CHECKPOINT_NAME
-    metric = build_metric(args) if main else _quiet(build_metric, args)
-    train_set.min_size = val_set.min_size = metric.min_size
     log = {"command": "train-weights", "data": str(args.data), "split": args.split, "val_split": args.val_split,
            "train_triplets": len(train_set), "validation_triplets": len(val_set), "recipe": args.recipe,
            "settings": vars(settings).copy(), "init": args.init or settings.initialization,
@@ -167,9 +187,10 @@ def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path
             save_linear_weights(run_dir / f"epoch-{history[-1]['epoch']:02d}.npz", weights)
             write_json(run_dir / "log.json", {**log, "history": history})
 
-    try:
-        result = train_weights(metric, train_set, val_set, settings, start, checkpoint, args.resume,
-                               progress.step if progress else None, on_epoch)
+    try:  # a resumed run that ended before its first checkpoint starts again
+        result = train_weights(metric, train_set, val_set, settings, start, checkpoint,
+                               args.resume and checkpoint.is_file(), progress.step if progress else None, on_epoch,
+                               held_out=held_out)
     finally:
         if progress is not None:
             progress.close()
@@ -179,34 +200,19 @@ def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path
     log["resumed_from_step"] = result.resumed_from
     log["comparisons"] = {spec: {"validation": validation_scores(result.validation, weights),
                                  "correlation": weight_correlations(result.weights, weights)}
-                          for spec, weights in _checked(compared, result.weights).items()}
+                          for spec, weights in compared.items()}
     save_linear_weights(out, result.weights)
     write_json(run_dir / "log.json", log)
     report(log, metric, out, run_dir)
     return 0
 
 
-def build_metric(args: argparse.Namespace) -> Metric:
-    """The metric whose network and ensemble (``--num-scales``, ``--dropout-keep``) the weights are trained for."""
-    ensemble = {key: value for key, value in (("num_scales", args.num_scales), ("dropout_keep", args.dropout_keep))
-                if value is not None}
-    if "dropout_keep" in ensemble and not 0 < ensemble["dropout_keep"] < 1:
-        raise ValueError(f"--dropout-keep must be in (0, 1), got {args.dropout_keep}")
-    check_ensemble_options(args, [args.metric])
-    metric = Metric(args.metric, backbone_weights=args.backbone_weights, device=args.device, seed=args.seed,
-                    memory_budget=getattr(args, "memory_budget", None), ensemble=ensemble_for(args, args.metric),
-                    **ensemble)
-    if not metric.calibrated:
-        print(f"note: {metric.weights_info.description}", file=sys.stderr)
-    return metric
-
-
-def _checked(compared: dict, learned: list[torch.Tensor]) -> dict:
+def _check_compared(compared: dict, channels: list[int]) -> None:
+    """``--compare-to`` weights must fit the metric's taps (checked before the run, not after it)."""
     for spec, weights in compared.items():
-        if [len(w) for w in weights] != [len(w) for w in learned]:
+        if [len(w) for w in weights] != channels:
             raise ValueError(f"--compare-to {spec}: channels {[len(w) for w in weights]} do not fit this metric's "
-                             f"taps {[len(w) for w in learned]}")
-    return compared
+                             f"taps {channels}")
 
 
 def report(log: dict, metric, out: Path, run_dir: Path) -> None:
@@ -241,15 +247,10 @@ class Progress:
         self.report(info)
 
     def epoch_line(self, record: dict) -> None:
-        self.report.bar.clear()
+        self.report.bar.clear()  # the bar of a terminal; without one it is disabled and this does nothing
         print(f"train-weights: epoch {record['epoch']} done: loss {record['train_loss']:.4f}, training agreement "
               f"{record['train_agreement']:.4f}, held-out 2AFC {record['validation']['mean']:.4f}", file=sys.stderr)
 
     def close(self) -> None:
         self.report.close()
 
-
-def _quiet(function, *arguments):
-    """``function(*arguments)`` with its stderr notes dropped (ranks other than 0 repeat rank 0's notes)."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        return function(*arguments)

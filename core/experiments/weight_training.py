@@ -26,9 +26,11 @@ Not reproduced: the LPIPS trainer's dropout (p = 0.5) on the squared feature dif
 pixel means. The cross-entropy is computed from logits (``lpips`` applies a sigmoid, then ``BCELoss``).
 
 Reproducibility: the order of each epoch, the initialisation and every chunk's ensemble sample come from seeds
-derived from ``settings.seed``; a checkpoint holds the weights, the ranking network, the optimiser state and the
-position, so a resumed run continues bit-exactly. Under ``torchrun`` every rank computes its share of each batch's
-reductions, every rank receives all of them and takes the same step: the result is the one-process result.
+derived from ``settings.seed``; a checkpoint (:func:`elpips.solver.save_checkpoint`: serialised in memory, written
+atomically) holds the weights, the ranking network, the optimiser state, the position and the settings, so a
+resumed run continues bit-exactly and a resume with other settings is refused (:func:`elpips.record.differences`).
+Under ``torchrun`` every rank computes its share of each batch's reductions, every rank receives all of them and
+takes the same step: the result is the one-process result.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ import torch
 from torch import nn
 
 from elpips import distributed
-from elpips.io import atomic_path
 from elpips.metric import Metric
+from elpips.record import differences
+from elpips.solver import check_format, checkpoint_format, load_checkpoint, save_checkpoint
 from .twoafc import twoafc_scores
 
 from .reductions import TripletSource, sharded_reductions, tap_channels
 
-CHECKPOINT_FORMAT = "elpips-train-weights/1"
+CHECKPOINT_FORMAT = checkpoint_format("train-weights")
 RANKING_EPSILON = 0.1
 RECIPES: dict[str, dict] = {
     "lpips": {},
@@ -235,13 +238,26 @@ class TrainingState:
     history: list = field(default_factory=list)
 
 
+def check_training(metric: Metric, train: TripletSource, validation: TripletSource, settings: TrainingSettings,
+                   weights: list[torch.Tensor] | None = None) -> None:
+    """``ValueError`` for a run that cannot train, before anything is computed or written: no training or
+    validation triplets, starting ``weights`` that do not fit the metric's taps, or cached reductions of a metric
+    that draws new ensemble samples for every batch."""
+    if len(train) == 0 or len(validation) == 0:
+        raise ValueError("training needs at least one training and one validation triplet")
+    channels = tap_channels(metric)
+    if weights is not None and [len(w) for w in weights] != channels:
+        raise ValueError(f"initial weights have channels {[len(w) for w in weights]}, the metric's taps {channels}")
+    if settings.cache_reductions and metric.is_stochastic and settings.ensemble:
+        raise ValueError(f"cache_reductions: {metric.name} draws new ensemble samples for every batch, so its "
+                         f"reductions cannot be cached (use ensemble=False or a deterministic metric)")
+
+
 def new_state(channels: list[int], settings: TrainingSettings,
               weights: list[torch.Tensor] | None = None) -> TrainingState:
     """Fresh weights (``weights`` if given, else ``settings.initialization``), ranking network and optimiser."""
     generator = torch.Generator().manual_seed(derived_seed(settings.seed, "initialization"))
     start = weights if weights is not None else initial_weights(channels, settings.initialization, generator)
-    if [len(w) for w in start] != channels:
-        raise ValueError(f"initial weights have channels {[len(w) for w in start]}, the metric's taps {channels}")
     flat = nn.Parameter(torch.cat([w.detach().float().reshape(-1) for w in start]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(settings.seed, "ranking"))
@@ -283,14 +299,14 @@ def checkpoint_content(state: TrainingState, settings: TrainingSettings, identit
 
 def restore_state(path: str | os.PathLike, settings: TrainingSettings, identity: dict,
                   channels: list[int]) -> TrainingState:
-    """The state saved at ``path``; ``ValueError`` if it belongs to a run with other settings or data."""
-    saved = _load_checkpoint(path)
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"'{path}' is not a train-weights checkpoint (format {saved.get('format')!r})")
-    for key, value in {**asdict(settings), **identity}.items():
-        was = saved["settings"].get(key) if key in asdict(settings) else saved.get(key)
-        if was != value:
-            raise ValueError(f"cannot resume from '{path}': {key} was {was!r}, now {value!r}")
+    """The state saved at ``path``; ``ValueError`` naming every difference if it belongs to a run with other
+    settings or data."""
+    saved = load_checkpoint(path)
+    check_format(saved, "train-weights", path)
+    recorded = {"settings": saved.get("settings"), **{key: saved.get(key) for key in identity}}
+    differing = differences(recorded, {"settings": asdict(settings), **identity})
+    if differing:
+        raise ValueError(f"cannot resume from '{path}': it was written with other settings: {'; '.join(differing)}")
     state = new_state(channels, settings)
     with torch.no_grad():
         state.weights.copy_(saved["weights"])
@@ -299,17 +315,6 @@ def restore_state(path: str | os.PathLike, settings: TrainingSettings, identity:
     state.epoch, state.batch, state.step = int(saved["epoch"]), int(saved["batch"]), int(saved["step"])
     state.sums, state.history = dict(saved["sums"]), list(saved["history"])
     return state
-
-
-def _load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint written by :func:`train_weights` (``weights_only=True``: tensors and plain data, no code)."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # missing, truncated or foreign files fail in many ways
-        raise ValueError(f"checkpoint '{path}' is unreadable: {error}") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"'{path}' is not a train-weights checkpoint")
-    return saved
 
 
 @dataclass
@@ -340,16 +345,20 @@ def train_weights(metric: Metric, train: TripletSource, validation: TripletSourc
                   settings: TrainingSettings = TrainingSettings(), weights: list[torch.Tensor] | None = None,
                   checkpoint: str | os.PathLike | None = None, resume: bool = False,
                   progress: Callable[[StepReport], None] | None = None,
-                  on_epoch: Callable[[list[dict], list[torch.Tensor]], None] | None = None) -> TrainingResult:
+                  on_epoch: Callable[[list[dict], list[torch.Tensor]], None] | None = None,
+                  held_out: ValidationSet | None = None) -> TrainingResult:
     """Train ``metric``'s linear weights on ``train``, scoring ``validation`` before training and after every epoch.
 
     Args:
         metric: its network (frozen) and ensemble define the distances; its own linear weights are not used.
         weights: starting weights (per tap ``[C_l]``) instead of ``settings.initialization``.
-        checkpoint: file written (by rank 0, atomically) every ``settings.checkpoint_every`` steps and after every
-            epoch; ``resume=True`` continues from it (same settings and data sizes, else ``ValueError``).
+        checkpoint: file written (by rank 0, atomically: :func:`elpips.solver.save_checkpoint`) every
+            ``settings.checkpoint_every`` steps and after every epoch; ``resume=True`` continues from it (same
+            settings and data sizes, else ``ValueError`` naming every difference).
         progress: called after every step; on_epoch: called after every epoch with the curve so far (the
             epoch's record last) and the weights.
+        held_out: ``validation`` already reduced (:func:`validation_set` with the same metric and settings), so
+            that a caller can read and check it before it writes anything; reduced here if ``None``.
 
     Returns:
         The final weights, the curve and the validation set. Call it on every rank of a process group with the
@@ -359,22 +368,21 @@ def train_weights(metric: Metric, train: TripletSource, validation: TripletSourc
     identity = {"metric": metric.name, "backbone": metric.weights_info.description, "num_scales": metric.num_scales,
                 "dropout_keep": metric.dropout_keep, "tap_channels": channels, "train_triplets": len(train),
                 "validation_triplets": len(validation)}
-    if len(train) == 0 or len(validation) == 0:
-        raise ValueError("training needs at least one training and one validation triplet")
+    check_training(metric, train, validation, settings, weights)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     state = (restore_state(checkpoint, settings, identity, channels) if resume
              else new_state(channels, settings, weights))
     resumed_from = state.step if resume else None
     reduce_batch = _batch_reducer(metric, train, settings)
-    held_out = validation_set(metric, validation, settings)
+    if held_out is None:
+        held_out = validation_set(metric, validation, settings)
     if not state.history:
         state.history.append({"epoch": 0, "validation": validation_scores(held_out, state.weights)})
 
     def save() -> None:
         if checkpoint is not None and distributed.is_main_process():
-            with atomic_path(checkpoint) as temporary:
-                torch.save(checkpoint_content(state, settings, identity), temporary)
+            save_checkpoint(checkpoint, checkpoint_content(state, settings, identity))
 
     while state.epoch <= settings.total_epochs:
         record = _train_epoch(state, len(train), settings, reduce_batch, progress, save)
@@ -424,9 +432,6 @@ def _batch_reducer(metric: Metric, train: TripletSource, settings: TrainingSetti
                                       lambda chunk: derived_seed(settings.seed, "train", epoch, batch, chunk),
                                       1, settings.ensemble)
         return reduce
-    if metric.is_stochastic and settings.ensemble:
-        raise ValueError(f"cache_reductions: {metric.name} draws new ensemble samples for every batch, so its "
-                         f"reductions cannot be cached (use ensemble=False or a deterministic metric)")
     every, judges = sharded_reductions(metric, train, list(range(len(train))), settings.chunk_size,
                                        lambda chunk: 0, 1, settings.ensemble)
 

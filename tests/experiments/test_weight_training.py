@@ -1,10 +1,18 @@
 """``elpips train-weights`` and elpips.experiments.weight_training on a synthetic BAPPS-layout set whose judgements
 come from a teacher metric with known random weights (tests/synthetic_bapps.py): the learned weights must agree
-with the teacher on held-out triplets nearly as well as the teacher itself; resume, bad data and two ranks."""
+with the teacher on held-out triplets nearly as well as the teacher itself; resume, bad data, two ranks, and the
+run folder (its record, refusal, lock, temporary files, a full disk, the resume hint)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import pathlib
+import shlex
+import socket
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -19,6 +27,7 @@ from elpips.experiments.triplet_reader import BappsTriplets
 from elpips.experiments.weight_training import TrainingSettings, learning_rate, weight_correlations
 from elpips.scripts import train_weights as train_weights_cli
 from elpips.scripts.cli import main
+from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME
 from ranks import free_port, set_rank_environment
 from synthetic_bapps import make_synthetic_bapps, teacher_metric
 
@@ -47,9 +56,13 @@ def _weights(path: Path) -> list[np.ndarray]:
         return [archive[f"lin{index}"] for index in range(len(archive.files))]
 
 
+def _argv(data: Path, out: Path, *options: str, metric: str = TEACHER) -> list[str]:
+    return ["train-weights", "--data", str(data), "--metric", metric, "--backbone-weights", "random",
+            "--out", str(out), "--threads", "1", *options]
+
+
 def _train(data: Path, out: Path, *options: str, metric: str = TEACHER) -> int:
-    return main(["train-weights", "--data", str(data), "--metric", metric, "--backbone-weights", "random",
-                 "--out", str(out), "--threads", "1", *options])
+    return main(_argv(data, out, *options, metric=metric))
 
 
 @pytest.mark.parametrize("budget, samples", [(None, 3), (64 * 2**20, 8)])  # one pass; two (fresh masks in the 2nd)
@@ -131,10 +144,11 @@ def test_kettunen_recipe_and_cache_rules(synthetic, tmp_path):
     assert _train(synthetic, tmp_path / "c.npz", *common[2:], "--cache-reductions", metric="elpips-squeeze") == 2
 
 
-def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch, capsys):
     options = ["--metric", "elpips-squeeze", "--limit", "40", "--val-limit", "10", "--epochs", "1",
                "--decay-epochs", "1", "--lr", "0.01", "--batch-size", "10", "--chunk-size", "5",
-               "--val-samples", "2", "--checkpoint-every", "3", "--seed", "4", "--dropout-keep", "0.95"]
+               "--val-samples", "2", "--checkpoint-every", "3", "--seed", "4", "--dropout-keep", "0.95",
+               "--scale-levels", "1"]
     whole = tmp_path / "whole.npz"
     assert _train(synthetic, whole, *options[2:], metric="elpips-squeeze") == 0
 
@@ -147,19 +161,40 @@ def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_weights_cli.Progress, "step", interrupt)
     parts = tmp_path / "parts.npz"
+    capsys.readouterr()
     assert _train(synthetic, parts, *options[2:], metric="elpips-squeeze") == 130
     assert not parts.exists()
+    run_dir = tmp_path / "parts-run"
+    hint = "elpips " + shlex.join([*_argv(synthetic, parts, *options[2:], metric="elpips-squeeze"), "--resume",
+                                   "--run-dir", str(run_dir)])  # --out (the weights file) kept
+    assert f"interrupted: continue with: {hint}" in capsys.readouterr().err
+    assert not (run_dir / LOCK_NAME).exists()
     monkeypatch.setattr(train_weights_cli.Progress, "step", original)
-    assert _train(synthetic, parts, *options[2:], "--resume", metric="elpips-squeeze") == 0
+    assert _train(synthetic, parts, *options[2:], "--resume", "--run-dir", str(run_dir), metric="elpips-squeeze") == 0
 
     for a, b in zip(_weights(whole), _weights(parts)):
         assert np.array_equal(a, b)
     logs = [json.loads((tmp_path / f"{name}-run" / "log.json").read_text()) for name in ("whole", "parts")]
     assert [r["validation"] for r in logs[0]["history"]] == [r["validation"] for r in logs[1]["history"]]
     assert [r.get("train_loss") for r in logs[0]["history"]] == [r.get("train_loss") for r in logs[1]["history"]]
-    assert logs[1]["resumed_from_step"] == 6 and logs[1]["dropout_keep"] == 0.95
+    assert logs[1]["resumed_from_step"] == 6 and logs[1]["dropout_keep"] == 0.95 and logs[1]["num_scales"] == 1
+    recorded = json.loads((run_dir / SETTINGS_NAME).read_text())
+    assert recorded["kind"] == "train-weights"
+    settings = recorded["settings"]
+    assert settings["seed"] == 4 and settings["training"]["seed"] == 4 and settings["training"]["learning_rate"] == 0.01
+    assert settings["metrics"][0]["ensemble"]["dropout_keep"] == 0.95
+    assert settings["metrics"][0]["ensemble"]["scale_levels"] == 1
+    assert (settings["data"], settings["split"], settings["categories"], settings["limit"]) == (
+        str(synthetic), "train", ["synthetic"], 40)
+    assert settings["train_triplets"] == 40 and settings["validation_triplets"] == 10
+    capsys.readouterr()
     assert _train(synthetic, parts, *options[2:], metric="elpips-squeeze") == 2  # a finished run is not redone
+    error = capsys.readouterr().err
+    assert "already holds a run" in error and "--resume" in error and "--run-dir" in error
     assert _train(synthetic, parts, *options[2:], "--resume", "--lr", "0.02", metric="elpips-squeeze") == 2
+    assert "training.learning_rate was 0.01, now 0.02" in capsys.readouterr().err
+    assert _train(synthetic, parts, *options[2:-2], "--resume", metric="elpips-squeeze") == 2
+    assert "with other settings: metrics was [{" in capsys.readouterr().err  # another ensemble (scale levels)
 
 
 def test_bad_data_is_one_clear_error(synthetic, tmp_path, capsys):
@@ -177,6 +212,70 @@ def test_bad_data_is_one_clear_error(synthetic, tmp_path, capsys):
     assert "missing: no such folder" in errors[0] and "nosuchsplit" in errors[1]
     assert "no category folders" in errors[2] and "000003.npy" in errors[3]
     assert not (tmp_path / "out").exists()  # nothing written, no empty run folder left behind
+
+
+# -- the run folder -------------------------------------------------------------------------------------------------
+QUICK = ["--metric", "elpips-squeeze", "--limit", "40", "--val-limit", "10", "--epochs", "1", "--decay-epochs", "1",
+         "--batch-size", "10", "--val-samples", "2", "--checkpoint-every", "3", "--seed", "1"]
+NO_SPACE = "No space left on device"
+
+
+def _error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
+
+
+def test_a_held_lock_refuses_a_resume_and_leftovers_of_kills_are_cleared(synthetic, tmp_path, capsys):
+    out, run_dir = tmp_path / "w.npz", tmp_path / "w-run"
+    assert _train(synthetic, out, *QUICK[2:], metric="elpips-squeeze") == 0
+    log = (run_dir / "log.json").read_bytes()
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}
+    (run_dir / LOCK_NAME).write_text(json.dumps(holder))
+    capsys.readouterr()
+    assert _train(synthetic, out, *QUICK[2:], "--resume", metric="elpips-squeeze") == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and "in use by another run" in errors[0] and f"pid {os.getpid()}" in errors[0], errors
+    assert (run_dir / "log.json").read_bytes() == log
+    (run_dir / LOCK_NAME).write_text(json.dumps({**holder, "pid": _dead_pid()}))  # left by a killed run
+    orphan = run_dir / ".checkpoint.pt.k1ll3d.tmp"  # a checkpoint write that was killed
+    orphan.write_bytes(b"half a checkpoint")
+    assert _train(synthetic, out, *QUICK[2:], "--resume", metric="elpips-squeeze") == 0
+    err = capsys.readouterr().err
+    assert "taking over the lock" in err and "removed 1 temporary file(s)" in err
+    assert not orphan.exists() and not (run_dir / LOCK_NAME).exists()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_full_disk_is_one_line_naming_the_run_folder_and_the_run_resumes(synthetic, tmp_path, monkeypatch,
+                                                                           capsys):
+    """The checkpoint is serialised in memory and written in one write: a full disk is an OSError with its cause
+    (one line, exit 2), the last good checkpoint stays, its temporary file goes, and the run resumes from it."""
+    out, run_dir = tmp_path / "w.npz", tmp_path / "w-run"
+    original = pathlib.Path.write_bytes
+    writes = []
+
+    def second_checkpoint_fails(path, data):
+        if path.name.startswith(".checkpoint.pt."):
+            writes.append(path)
+            if len(writes) == 2:
+                original(path, bytes(data)[:100])  # half written, as on a full disk
+                raise OSError(errno.ENOSPC, NO_SPACE)
+        return original(path, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", second_checkpoint_fails)
+    capsys.readouterr()
+    assert _train(synthetic, out, *QUICK[2:], metric="elpips-squeeze") == 2
+    assert _error_lines(capsys) == [f"elpips train-weights: error: cannot write to '{run_dir}': {NO_SPACE}"]
+    assert [path.name for path in run_dir.iterdir() if ".tmp" in path.name or path.name == LOCK_NAME] == []
+    assert (run_dir / "checkpoint.pt").is_file() and not out.exists()
+    monkeypatch.setattr(pathlib.Path, "write_bytes", original)
+    assert _train(synthetic, out, *QUICK[2:], "--resume", metric="elpips-squeeze") == 0
+    assert json.loads((run_dir / "log.json").read_text())["resumed_from_step"] == 3 and out.is_file()
 
 
 def make_corrupt_copy(source: Path, target: Path) -> Path:

@@ -1,17 +1,23 @@
 """Ensemble options on the command line: recorded in the JSON outputs, one-line errors with exit code 2, and
-the ablation experiment end to end on 32 px images with the random backbone."""
+the ablation experiment end to end on 32 px images with the random backbone (its run folder: refusal, record,
+lock, resume hint)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import socket
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
+import elpips.scripts.attack_ablation as ablation_command
 from elpips.configs import LADDER
 from elpips.scripts.cli import main
+from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME
 
 SIZE = 32
 RANDOM = ["--backbone-weights", "random", "--seed", "0"]
@@ -110,6 +116,60 @@ def test_ablation_end_to_end(files, capsys):
     (out / "results.json").unlink()
     assert main([*argv, "--resume"]) == 0
     assert json.loads((out / "results.json").read_text())["rungs"] == results["rungs"]
+    capsys.readouterr()
+    assert main(argv) == 2  # a finished run is not overwritten without --resume
+    error = capsys.readouterr().err
+    assert "already holds a run" in error and "--resume" in error
+    assert json.loads((out / "results.json").read_text())["rungs"] == results["rungs"]
+
+
+def test_ablation_run_folder_refusals_lock_and_resume_hint(files, monkeypatch, capsys):
+    """Ctrl-C during the third rung: the resume hint, the first two rungs kept; a run without --resume, a resume
+    with other settings and a resume into a locked folder are refused; the resume (without --seed: the recorded
+    one) attacks only the rungs left."""
+    out = Path(files["out"])
+    common = ["attack", "a1", files["source"], files["target"], files["anchor"], "--ablation", "--steps", "2",
+              "--samples-per-step", "1", "--check-samples", "2", "--eval-max-samples", "10",
+              "--backbone-weights", "random"]
+    argv = [*common, "--seed", "7", "--out", str(out)]
+    attacked, interrupt_at = [], [3]
+    original = ablation_command.attack_rung
+
+    def interrupted_at_the_third(metric, *args, **kwargs):
+        attacked.append(metric.name)
+        if len(attacked) in interrupt_at:
+            raise KeyboardInterrupt
+        return original(metric, *args, **kwargs)
+
+    monkeypatch.setattr(ablation_command, "attack_rung", interrupted_at_the_third)
+    assert main(argv) == 130
+    hint = shlex.join(["elpips", *common, "--seed", "7", "--resume", "--out", str(out)])
+    assert f"interrupted: continue with: {hint}" in capsys.readouterr().err
+    assert not (out / LOCK_NAME).exists()
+    assert sorted(path.name for path in out.glob("rung-*.json")) == sorted(f"rung-{name}.json" for name in LADDER[:2])
+    recorded = json.loads((out / SETTINGS_NAME).read_text())
+    assert recorded["command"] == "attack" and recorded["kind"] == "a1-ablation"
+    assert recorded["settings"]["seed"] == 7 and recorded["settings"]["attack"]["steps"] == 2
+    assert recorded["settings"]["ladder"] == list(LADDER)
+    assert recorded["settings"]["metrics"][0]["name"] == "elpips-vgg"
+
+    assert main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*common, "--steps", "3", "--resume", "--out", str(out)]) == 2
+    assert "attack.steps was 2, now 3" in capsys.readouterr().err
+    (out / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
+    assert main([*common, "--resume", "--out", str(out)]) == 2
+    assert "in use by another run" in capsys.readouterr().err
+    (out / LOCK_NAME).unlink()
+
+    attacked.clear()
+    interrupt_at.clear()
+    orphan = out / ".attacked-elpips-vgg+geom.png.x1.tmp.png"  # a write that was killed
+    orphan.write_bytes(b"half an image")
+    assert main([*common, "--resume", "--out", str(out)]) == 0
+    assert attacked == list(LADDER[2:]) and not orphan.exists()
+    results = json.loads((out / "results.json").read_text())
+    assert [entry["metric"] for entry in results["rungs"]] == list(LADDER) and results["settings"]["seed"] == 7
 
 
 @pytest.mark.parametrize("options, fragment", [
