@@ -194,7 +194,7 @@ def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch, capsys):
     assert _train(synthetic, parts, *options[2:], "--resume", "--lr", "0.02", metric="elpips-squeeze") == 2
     assert "training.learning_rate was 0.01, now 0.02" in capsys.readouterr().err
     assert _train(synthetic, parts, *options[2:-2], "--resume", metric="elpips-squeeze") == 2
-    assert "with other settings: metrics was [{" in capsys.readouterr().err  # another ensemble (scale levels)
+    assert "metrics[0].ensemble.scale_levels was" in capsys.readouterr().err  # another ensemble
 
 
 def test_bad_data_is_one_clear_error(synthetic, tmp_path, capsys):
