@@ -33,6 +33,8 @@ from elpips.clips import pan_frames
 from elpips.geodesics import SolveSettings, plan_windows, solve_window
 from elpips.io import load_image, save_image, write_json, write_text
 
+from .timing import timed_call
+
 RANDOM = ["--backbone-weights", "random", "--metric", "elpips-vgg", "--samples", "1", "--seed", "0"]
 PROBE = ("import json, resource, sys, time; from elpips.scripts.cli import main; started = time.perf_counter(); "
          "code = main(sys.argv[1:]); print(json.dumps({'code': code, 'wall_s': time.perf_counter() - started, "
@@ -53,10 +55,10 @@ def speed(size: int, steps: int, factor: int = 4) -> dict:
     times, cpu_times = [], []
     solve_window(metric, keys, window, factor, 0, SolveSettings(steps=1, eval_samples=1))  # warm-up
     for seed in (1, 2):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        solve_window(metric, keys, window, factor, seed, SolveSettings(steps=steps, eval_samples=1))
-        times.append(time.perf_counter() - started)
-        cpu_times.append(time.process_time() - cpu_started)
+        timed = timed_call(lambda: solve_window(metric, keys, window, factor, seed,
+                                                SolveSettings(steps=steps, eval_samples=1)))
+        times.append(timed.wall_s)
+        cpu_times.append(timed.cpu_s)
     best, cpu = min(times), min(cpu_times)
     new_frames = factor - 1
     return {"size": size, "factor": factor, "steps": steps, "window_s": [round(t, 2) for t in times],
