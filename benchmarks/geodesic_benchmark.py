@@ -21,17 +21,14 @@ from elpips.geodesics import evaluate_path, free_mask, linear_path, path_step, s
 from elpips.geodesics.path import downscale
 from elpips.io import load_images, write_json, write_text
 
+from .measurements import centre_crop
 from .timing import timed_call
 
 
 def prepare(images: list[str], factor: int, crop: int | None) -> torch.Tensor:
     """Keyframes ``[2, 3, h, w]``: box-downscaled by ``factor``, then centre-cropped to ``crop`` px."""
     keys = downscale(load_images(images), factor)
-    if crop:
-        height, width = keys.shape[-2:]
-        top, left = (height - crop) // 2, (width - crop) // 2
-        keys = keys[..., top:top + crop, left:left + crop]
-    return keys.contiguous()
+    return (centre_crop(keys, crop) if crop else keys).contiguous()
 
 
 def per_pair_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: torch.Tensor, sample) -> None:
