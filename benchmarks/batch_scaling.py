@@ -17,13 +17,14 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from .memory import run_child
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +62,8 @@ def run_batch_once(command: list[str], extra_env: dict, out: Path) -> dict:
     if not extra_env:
         env.pop("OMP_NUM_THREADS", None)
     load = os.getloadavg()[0]
-    started = time.perf_counter()
-    completed = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    completed = run_child(command, env)
+    wall = completed.wall_s
     if completed.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())

@@ -21,26 +21,17 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from elpips import EnsembleConfig, Metric
-from elpips.io import load_image, write_json, write_text
+from elpips.estimate import Z_95
+from elpips.io import write_json, write_text
 
 from .environment import load_average
+from .measurements import example_image
 from .timing import paired_ratio, paired_timings, summarize
 
 EXAMPLES = ("cat", "dog", "house", "teddy")
 CROP = EnsembleConfig(crop=True)
-
-
-def _example(name: str, size: int) -> torch.Tensor:
-    """Shipped example ``name``, centre-cropped to a square and resized to ``size x size``: ``[1, 3, S, S]``."""
-    image = load_image(f"example:{name}")
-    height, width = image.shape[-2:]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = image[..., top:top + side, left:left + side]
-    return F.interpolate(square, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
 def _metric(device: torch.device | str, crop: bool, num_scales: int | None) -> Metric:
@@ -52,7 +43,7 @@ def measure_crop_speed(device: torch.device | str, size: int, repeats: int, warm
                        tick: Callable[[], None] | None = None) -> dict:
     """Forward + backward of one ``size`` px image pair, pad vs crop mode (one scale level), alternated."""
     pad, crop = _metric(device, False, 1), _metric(device, True, 1)
-    x0, y = _example("cat", size).to(pad.device), _example("dog", size).to(pad.device)
+    x0, y = example_image("cat", size).to(pad.device), example_image("dog", size).to(pad.device)
 
     def side(metric: Metric) -> Callable[[], None]:
         def run() -> None:
@@ -70,7 +61,7 @@ def measure_crop_speed(device: torch.device | str, size: int, repeats: int, warm
 def measure_crop_distances(device: torch.device | str, size: int, pairs: int, samples: int) -> dict:
     """Many-sample distances of ``pairs`` example pairs under pad and crop mode (default scale levels)."""
     pad, crop = _metric(device, False, None), _metric(device, True, None)
-    images = {name: _example(name, size).to(pad.device) for name in EXAMPLES}
+    images = {name: example_image(name, size).to(pad.device) for name in EXAMPLES}
     rows = []
     for first, second in list(itertools.combinations(EXAMPLES, 2))[:pairs]:
         row = {"pair": f"{first}-{second}"}
@@ -78,7 +69,7 @@ def measure_crop_distances(device: torch.device | str, size: int, pairs: int, sa
             draws = metric.sample_distances(images[first], images[second], samples,
                                             torch.Generator().manual_seed(1)).double()[:, 0]
             row[label] = float(draws.mean())
-            row[f"{label}_half_width"] = float(1.96 * draws.std() / samples ** 0.5)
+            row[f"{label}_half_width"] = float(Z_95 * draws.std() / samples ** 0.5)
         row["relative_difference"] = (row["crop"] - row["pad"]) / row["pad"]
         rows.append(row)
     differences = [row["relative_difference"] for row in rows]

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from PIL import Image
 from elpips.io import write_json, write_text
 
 from .environment import environment
+from .memory import run_child
 
 OUT_DIR = Path("outputs/benchmarks")
 
@@ -45,17 +44,12 @@ def measure(metric: str, size: tuple[int, int], samples: int, budget: str | None
                "--metric", metric, "--samples", str(samples), "--json", "--seed", "0"]
     if budget:
         command += ["--memory-budget", budget]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(process.stderr.read().decode(errors="replace"))
-    result = json.loads(output)
+    done = run_child(command, dict(os.environ, OMP_NUM_THREADS="1"))
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr)
+    result = json.loads(done.stdout)
     return {"metric": metric, "height": size[0], "width": size[1], "samples": samples, "budget": budget,
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 2),
+            "peak_rss_mib": round(done.peak_rss_mib, 1), "seconds": round(done.wall_s, 2),
             "distance": result["distance"]}
 
 

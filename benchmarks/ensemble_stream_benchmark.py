@@ -35,24 +35,20 @@ from elpips.barycenters.evaluate import evaluate_objective
 from elpips.barycenters.perturb import noisy_copies
 from elpips.barycenters.step import shared_step
 from elpips.ensemble_stream import DEFAULT_WINDOW, StratifiedStream
-from elpips.geodesics import evaluate_path, free_mask, linear_path, path_step
+from elpips.geodesics import evaluate_path, free_mask, path_step
 from elpips.geodesics import solve as solve_geodesic
 from elpips.geodesics.path import downscale
 from elpips.io import load_image, load_images, write_json, write_text
+
+from .measurements import centre_crop
 
 Gradient = Callable[[object], torch.Tensor]
 RUN_LENGTH = 24
 
 
-def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    height, width = images.shape[-2:]
-    top, left = (height - size) // 2, (width - size) // 2
-    return images[..., top:top + size, left:left + size].contiguous()
-
-
 def geodesic_problem(metric: Metric, size: int, frames: int, warm_steps: int) -> tuple[Gradient, tuple, dict]:
     """cat -> dog at ``size`` px: the gradient of the path energy at the path after ``warm_steps`` steps."""
-    keys = centre_crop(downscale(load_images(["example:cat", "example:dog"]), 2), size)
+    keys = centre_crop(downscale(load_images(["example:cat", "example:dog"]), 2), size).contiguous()
     warm = solve_geodesic(keys, frames=frames, metric=metric, steps=warm_steps, coarse_to_fine=False,
                           generator=torch.Generator().manual_seed(1000), eval_samples=1).frames
     free = free_mask((frames - 1,))
@@ -67,7 +63,7 @@ def geodesic_problem(metric: Metric, size: int, frames: int, warm_steps: int) ->
 
 def barycenter_problem(metric: Metric, size: int, count: int, warm_steps: int) -> tuple[Gradient, tuple, dict]:
     """``count`` noisy copies of a cat crop: the gradient of the objective at the iterate after ``warm_steps``."""
-    original = centre_crop(downscale(load_image("example:cat"), 2), size)
+    original = centre_crop(downscale(load_image("example:cat"), 2), size).contiguous()
     images = noisy_copies(original, count, 0.07, generator=torch.Generator().manual_seed(7))
     warm = solve_barycenter(images, metric=metric, steps=warm_steps, generator=1000, eval_samples=1).image
     coefficients = torch.full((count,), 1.0 / count)

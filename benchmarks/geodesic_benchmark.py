@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -22,17 +21,14 @@ from elpips.geodesics import evaluate_path, free_mask, linear_path, path_step, s
 from elpips.geodesics.path import downscale
 from elpips.io import load_images, write_json, write_text
 
-from .timing import sync
+from .measurements import centre_crop
+from .timing import timed_call
 
 
 def prepare(images: list[str], factor: int, crop: int | None) -> torch.Tensor:
     """Keyframes ``[2, 3, h, w]``: box-downscaled by ``factor``, then centre-cropped to ``crop`` px."""
     keys = downscale(load_images(images), factor)
-    if crop:
-        height, width = keys.shape[-2:]
-        top, left = (height - crop) // 2, (width - crop) // 2
-        keys = keys[..., top:top + crop, left:left + crop]
-    return keys.contiguous()
+    return (centre_crop(keys, crop) if crop else keys).contiguous()
 
 
 def per_pair_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variable: torch.Tensor, sample) -> None:
@@ -61,13 +57,10 @@ def time_steps(metric: Metric, keys: torch.Tensor, frames: int, repeats: int) ->
         for name, step in variants.items():
             variable = path[free.to(path.device)].clone().requires_grad_(True)
             sample = metric.sample(1, *keys.shape[-2:], generator)
-            sync(metric.device)
-            started, started_cpu = time.perf_counter(), time.process_time()
-            step(variable, sample)
-            sync(metric.device)
+            timed = timed_call(lambda: step(variable, sample), metric.device)
             if repeat:
-                wall[name].append(time.perf_counter() - started)
-                cpu[name].append(time.process_time() - started_cpu)
+                wall[name].append(timed.wall_s)
+                cpu[name].append(timed.cpu_s)
     result: dict = {name: statistics.median(values) for name, values in wall.items()}
     result["cpu_seconds"] = {name: statistics.median(values) for name, values in cpu.items()}
     result["cpu_per_pair_over_shared"] = result["cpu_seconds"]["per_pair"] / result["cpu_seconds"]["shared_one_chunk"]
@@ -85,21 +78,23 @@ def network_passes(levels) -> float:
 
 def coarse_to_fine_gain(metric: Metric, keys: torch.Tensor, frames: int, steps: int, samples: int) -> dict:
     """Many-sample energy (the same seeded samples for every path) after ``steps`` steps with and without
-    coarse-to-fine, with each run's network passes, CPU and wall time; plus a run without coarse-to-fine given
-    only as many steps as coarse-to-fine's passes pay for (equal compute)."""
+    coarse-to-fine, with each run's network passes, CPU and wall time (the solve and its energy estimate); plus a
+    run without coarse-to-fine given only as many steps as coarse-to-fine's passes pay for (equal compute)."""
     keys = keys.to(metric.device)
 
     def energy(path: torch.Tensor) -> float:
         return evaluate_path(metric, path.to(metric.device), samples, torch.Generator().manual_seed(123)).energy
 
     def run(steps: int, **options) -> dict:
-        sync(metric.device)
-        started, started_cpu = time.perf_counter(), time.process_time()
-        result = solve(keys, frames=frames, metric=metric, steps=steps, generator=torch.Generator().manual_seed(1),
-                       eval_samples=1, **options)
-        sync(metric.device)
-        return {"energy": energy(result.frames), "seconds": time.perf_counter() - started,
-                "cpu_seconds": time.process_time() - started_cpu, "passes": network_passes(result.levels),
+        def solve_and_evaluate() -> tuple:
+            result = solve(keys, frames=frames, metric=metric, steps=steps,
+                           generator=torch.Generator().manual_seed(1), eval_samples=1, **options)
+            return result, energy(result.frames)
+
+        timed = timed_call(solve_and_evaluate, metric.device)
+        result, value = timed.value
+        return {"energy": value, "seconds": timed.wall_s, "cpu_seconds": timed.cpu_s,
+                "passes": network_passes(result.levels),
                 "stages": [[level.frames, level.scale, level.steps] for level in result.levels]}
 
     runs = {"linear_blend": {"energy": energy(linear_path(keys, (frames - 1,))), "seconds": 0.0,

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import socket
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ from elpips import Metric
 from elpips.distributed import process_group, rank_and_world
 from elpips.geodesics import solve
 from elpips.io import write_json
+
+from .memory import own_peak_rss_mib
 
 
 def _keyframes(size: int) -> torch.Tensor:
@@ -41,7 +42,7 @@ def _run(size: int, frames: int, steps: int, shard: bool) -> dict:
     rank, world = rank_and_world()
     return {"rank": rank, "processes": world, "step_s_median": sorted(times[1:])[len(times[1:]) // 2],
             "energy_history": result.energy_history,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": own_peak_rss_mib()}
 
 
 def _worker(rank: int, world: int, port: int, options: dict, folder: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,10 +32,12 @@ from elpips.clips import pan_frames
 from elpips.geodesics import SolveSettings, plan_windows, solve_window
 from elpips.io import load_image, save_image, write_json, write_text
 
+from .memory import probe_command, run_child
+from .timing import timed_call
+
 RANDOM = ["--backbone-weights", "random", "--metric", "elpips-vgg", "--samples", "1", "--seed", "0"]
-PROBE = ("import json, resource, sys, time; from elpips.scripts.cli import main; started = time.perf_counter(); "
-         "code = main(sys.argv[1:]); print(json.dumps({'code': code, 'wall_s': time.perf_counter() - started, "
-         "'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+CLI = "elpips.scripts.cli:main"
+"""The ``elpips`` command's entry point, called in a fresh process by :func:`elpips.benchmarks.memory.probe_command`."""
 
 
 def write_clip(folder: Path, count: int, size: int) -> Path:
@@ -53,10 +54,10 @@ def speed(size: int, steps: int, factor: int = 4) -> dict:
     times, cpu_times = [], []
     solve_window(metric, keys, window, factor, 0, SolveSettings(steps=1, eval_samples=1))  # warm-up
     for seed in (1, 2):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        solve_window(metric, keys, window, factor, seed, SolveSettings(steps=steps, eval_samples=1))
-        times.append(time.perf_counter() - started)
-        cpu_times.append(time.process_time() - cpu_started)
+        timed = timed_call(lambda: solve_window(metric, keys, window, factor, seed,
+                                                SolveSettings(steps=steps, eval_samples=1)))
+        times.append(timed.wall_s)
+        cpu_times.append(timed.cpu_s)
     best, cpu = min(times), min(cpu_times)
     new_frames = factor - 1
     return {"size": size, "factor": factor, "steps": steps, "window_s": [round(t, 2) for t in times],
@@ -70,16 +71,12 @@ def speed(size: int, steps: int, factor: int = 4) -> dict:
 def probe(argv: list[str], threads: int, launcher: list[str] | None = None) -> dict:
     """Run ``elpips ARGV`` in a fresh process (or under ``launcher``) with ``threads`` torch threads."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    started = time.perf_counter()
-    if launcher is None:
-        done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env)
-    else:
-        done = subprocess.run([*launcher, "-m", "elpips", *argv], capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - started
+    command = probe_command(CLI, argv) if launcher is None else [*launcher, "-m", "elpips", *argv]
+    done = run_child(command, env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1]) if launcher is None else {}
-    return {**result, "process_wall_s": round(wall, 2)}
+    result = done.last_json() if launcher is None else {}
+    return {**result, "process_wall_s": round(done.wall_s, 2)}
 
 
 def memory(folder: Path, steps: int) -> dict:

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 
-from .memory import MALLOC_ENV, peak_rss_step
+from .memory import measure_in_child, peak_rss_step
 from .timing import time_once
 
 
@@ -91,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         for flag in ("0", "1"):
             command = [sys.executable, "-m", "elpips.benchmarks.loss_memory", "--one", f"{name},{flag}", "--size", str(args.size),
                        "--batch", str(args.batch), "--repeats", str(args.repeats), "--threads", str(args.threads)]
-            environment = {**os.environ, **MALLOC_ENV, "OMP_NUM_THREADS": str(args.threads)}
-            result = subprocess.run(command, capture_output=True, text=True, env=environment, check=True)
-            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            rows.append(measure_in_child(command, {"OMP_NUM_THREADS": str(args.threads)}, check=True))
             row = rows[-1]
             print(f"{name:12s} {args.size}x{args.size} batch {args.batch} checkpoint={row['checkpoint_activations']!s:5s}"
                   f"  saved {row['saved_mib']:7.1f} MiB  step peak {row['step_peak_mib']:7.1f} MiB"

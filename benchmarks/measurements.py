@@ -44,18 +44,25 @@ def _no_tick() -> None:
 
 
 # -- inputs and models -------------------------------------------------------------------------------------------
+def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The centred ``size x size`` window of ``[..., H, W]`` images (a view)."""
+    height, width = images.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
+def example_image(name: str, size: int) -> torch.Tensor:
+    """Shipped example ``name``, centre-cropped to a square and resized to ``size x size`` (antialiased bilinear,
+    clamped to [0, 1]): ``[1, 3, S, S]``. Every benchmark's resized input comes from here."""
+    image = load_image(f"example:{name}")
+    square = centre_crop(image, min(image.shape[-2:]))
+    resized = F.interpolate(square, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.clamp(0, 1)
+
+
 def example_images(size: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The shipped cat and dog, centre-cropped to a square and resized to ``size x size``: two ``[1,3,S,S]``."""
-    pair = []
-    for name in ("cat", "dog"):
-        image = load_image(f"example:{name}")
-        height, width = image.shape[-2:]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        square = image[..., top:top + side, left:left + side]
-        resized = F.interpolate(square, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        pair.append(resized.clamp(0, 1).to(device))
-    return pair[0], pair[1]
+    """The shipped cat and dog as :func:`example_image`: two ``[1,3,S,S]`` on ``device``."""
+    return example_image("cat", size).to(device), example_image("dog", size).to(device)
 
 
 def image_batch(image: torch.Tensor, batch: int, seed: int) -> torch.Tensor:

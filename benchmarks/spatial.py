@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from typing import Callable
 
@@ -23,7 +21,7 @@ from elpips import Metric
 from elpips.spatial import distance_map
 
 from .measurements import example_images, timing_metric
-from .memory import MALLOC_ENV, peak_rss_step
+from .memory import measure_in_child, peak_rss_step
 from .timing import paired_ratio, paired_timings, summarize
 
 
@@ -76,13 +74,7 @@ def measure_spatial_memory(size: int, samples: int, timeout: float = 600) -> dic
                    str(samples), "--side", side, "--threads", str(torch.get_num_threads())]
         if chunk is not None:
             command += ["--chunk", str(chunk)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **MALLOC_ENV})
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            result = {"error": f"measurement process failed ({done.returncode}): {tail}"}
-        else:
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = measure_in_child(command, timeout=timeout)
         rows.append({"side": side, "chunk": chunk if chunk is not None else "-", **result})
     return {"size": size, "samples": samples, "method": "peak RSS (VmHWM - VmRSS) in a fresh process",
             "rows": rows}

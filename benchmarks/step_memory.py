@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 
 import torch
 
-from .memory import MALLOC_ENV, peak_cuda_step, peak_rss_step
+from .memory import measure_in_child, peak_cuda_step, peak_rss_step
 
 
 def _one_step(size: int, frames: int, samples: int, chunk_size: int | None, device: str):
@@ -43,12 +41,7 @@ def measure_subprocess(size: int, frames: int, samples: int, chunk_size: int | N
                "--samples", str(samples), "--threads", str(torch.get_num_threads())]
     if chunk_size is not None:
         command += ["--chunk-size", str(chunk_size)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **MALLOC_ENV})
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"measurement process failed ({done.returncode}): {tail}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return measure_in_child(command, timeout=timeout)
 
 
 def measure_memory(size: int, frames_list: list[int], samples: int, chunk_size: int, device: torch.device,

@@ -24,6 +24,7 @@ from .precision import measure_precision
 from .op_profile import profile_single
 from .report import render_markdown
 from .spatial import measure_spatial, measure_spatial_memory
+from .timing import Stopwatch
 
 SCHEMA = "elpips-bench/1"
 MIN_SIZE = 32
@@ -154,15 +155,12 @@ def run_suite(plan: BenchPlan, progress: Callable[[str], None] | None = None,
 def _run_sections(plan: BenchPlan, progress: Callable[[str], None] | None,
                   tick: Callable[[], None] | None) -> dict:
     """:func:`run_suite` with the thread count already set."""
-    started = time.perf_counter()
+    clock = Stopwatch()
     device = torch.device(plan.device)
     section_seconds: dict[str, float] = {}
-    last = [started]
 
     def announce(name: str) -> None:
-        now = time.perf_counter()
-        section_seconds[name] = round(now - last[0], 2)
-        last[0] = now
+        section_seconds[name] = round(clock.lap(), 2)
         if progress is not None:
             progress(name)
 
@@ -223,7 +221,7 @@ def _run_sections(plan: BenchPlan, progress: Callable[[str], None] | None,
                   geodesic=geodesic, scaling=scaling, memory=memory, variance=variance, spatial=spatial, crop=crop,
                   cuda=cuda, profile=profile)
     record["environment"]["load_average_end"] = load_average()
-    record["duration_s"] = time.perf_counter() - started
+    record["duration_s"] = clock.total()
     record["section_seconds"] = section_seconds
     return record
 

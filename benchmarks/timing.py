@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -26,13 +27,44 @@ def sync(device: torch.device | str) -> None:
         torch.mps.synchronize()
 
 
+@dataclass(frozen=True)
+class Timed:
+    """One timed call: what it returned, its wall-clock seconds and the CPU seconds of this process."""
+
+    value: object
+    wall_s: float
+    cpu_s: float
+
+
+def timed_call(fn: Callable[[], object], device: torch.device | str = "cpu") -> Timed:
+    """Call ``fn`` once, synchronised before and after; its result with wall-clock and process CPU seconds."""
+    sync(device)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    value = fn()
+    sync(device)
+    return Timed(value, time.perf_counter() - start, time.process_time() - start_cpu)
+
+
 def time_once(fn: Side, device: torch.device | str) -> float:
     """Seconds one call of ``fn`` takes, synchronised before and after."""
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
+    return timed_call(fn, device).wall_s
+
+
+class Stopwatch:
+    """Wall-clock seconds since it was made (:meth:`total`) and since the previous :meth:`lap`."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+
+    def lap(self) -> float:
+        """Seconds since the previous lap (since the start for the first one)."""
+        now = time.perf_counter()
+        seconds, self._last = now - self._last, now
+        return seconds
+
+    def total(self) -> float:
+        """Seconds since the start."""
+        return time.perf_counter() - self.started
 
 
 def paired_timings(sides: dict[str, Side], repeats: int, warmup: int, device: torch.device | str,

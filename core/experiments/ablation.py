@@ -11,8 +11,6 @@ Takes and returns tensors; no I/O (the command line writes the figure, JSON and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
-
 import torch
 
 from ..metric import Metric
@@ -83,21 +81,3 @@ def attack_rung(metric: Metric, full: Metric, source: torch.Tensor, target: torc
                              max_samples=settings.eval_max_samples)
     return RungResult(metric.name, attacked, own, under_full, attack.threshold)
 
-
-def a1_ablation(
-    rungs: Sequence[Metric],
-    full: Metric,
-    source: torch.Tensor,
-    target: torch.Tensor,
-    anchor: torch.Tensor,
-    settings: AblationSettings = AblationSettings(),
-    progress: Callable[[str], Progress | None] | None = None,
-) -> list[RungResult]:
-    """:func:`attack_rung` for every metric of ``rungs`` (the ladder, in order), with the same settings.
-
-    ``progress(rung_name)`` returns the per-step callback for that rung's attack (or ``None``).
-    """
-    if not rungs:
-        raise ValueError("the ablation needs at least one rung")
-    return [attack_rung(metric, full, source, target, anchor, settings,
-                        progress(metric.name) if progress is not None else None) for metric in rungs]
