@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import elpips
+import elpips._features
 from elpips.memory import BYTES_PER_PIXEL_FLOAT32, images_per_pass, parse_memory_size
 
 
@@ -66,13 +67,13 @@ def test_passes_keep_the_stratified_record(images, monkeypatch):
     metric = elpips.Metric("elpips-squeeze", backbone_weights="random", device="cpu")
     metric.memory_budget = _budget_for(4, "squeezenet1_1", 40, 40)  # 2 pairs a pass
     records: dict[int, elpips.TransformRecord] = {}  # x and y of a pass share one record
-    network_input = elpips.Metric._network_input
+    network_input = elpips._features.network_input
 
-    def recording(self, x, sample):
+    def recording(metric, x, sample):
         records[id(sample.transform)] = sample.transform
-        return network_input(self, x, sample)
+        return network_input(metric, x, sample)
 
-    monkeypatch.setattr(elpips.Metric, "_network_input", recording)
+    monkeypatch.setattr(elpips._features, "network_input", recording)
     metric.sample_distances(x, y, 8, torch.Generator().manual_seed(4))
     assert len(records) == 4
     flips = [code for record in records.values() for code in record.flip.tolist()]
