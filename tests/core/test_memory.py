@@ -8,7 +8,8 @@ import torch
 
 import elpips
 import elpips._features
-from elpips.memory import BYTES_PER_PIXEL_FLOAT32, images_per_pass, parse_memory_size
+import elpips.memory
+from elpips.memory import BYTES_PER_PIXEL_FLOAT32, default_memory_budget, images_per_pass, parse_memory_size
 
 
 def _budget_for(images: int, backbone: str, height: int, width: int) -> int:
@@ -35,6 +36,34 @@ def test_images_per_pass_from_budget():
     assert images_per_pass(10 * 2048 * 100 - 1, "vgg16", 100) == 9
     assert images_per_pass(1, "vgg16", 100) == 1  # one image over the budget is still evaluated
     assert images_per_pass(2 * 2048 * 100, "vgg16", 100, element_size=8) == 1  # float64 costs twice
+
+
+GIB = 1024**3
+
+
+@pytest.mark.parametrize("available, expected", [
+    (4 * GIB, GIB),                      # a quarter of the free memory
+    (6 * GIB + 4, 3 * GIB // 2 + 1),     # a quarter, rounded down
+    (7 * GIB, 7 * GIB // 4),
+    (8 * GIB, 2 * GIB),                  # a quarter is 2 GiB
+    (64 * GIB, 2 * GIB),                 # at most 2 GiB
+    (128 * 1024**2, 64 * 1024**2),       # at least the minimum budget
+    (None, 2 * GIB),                     # free memory unknown
+], ids=["4G", "6G+4", "7G", "8G", "64G", "128M", "unknown"])
+def test_default_cpu_budget_is_2g_or_a_quarter_of_the_free_memory(monkeypatch, available, expected):
+    """docs/algorithm.md#memory: on the CPU (and MPS) the default budget is 2 GiB or a quarter of the available
+    memory, whichever is less (never below the 64 MiB minimum)."""
+    monkeypatch.setattr(elpips.memory, "available_cpu_memory", lambda: available)
+    for device in ("cpu", "mps"):
+        assert default_memory_budget(torch.device(device)) == expected
+
+
+def test_metric_without_a_budget_uses_the_default(monkeypatch):
+    """``memory_budget=None``: passes are sized from the default budget (1 GiB with 4 GiB free): 4096 images of
+    64 x 64 pixels (L2 has no offset padding) at 64 bytes per pixel."""
+    monkeypatch.setattr(elpips.memory, "available_cpu_memory", lambda: 4 * GIB)
+    metric = elpips.Metric("l2", device="cpu")
+    assert metric.images_per_pass(64, 64) == GIB // (64 * 64 * 64) == 4096
 
 
 def test_parse_memory_size():
