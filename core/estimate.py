@@ -73,3 +73,14 @@ def sequential_estimate(
         converged = bool(((estimate.half_width <= abs_tol) & (estimate.half_width <= rel_tol * estimate.mean)).all())
         if (converged and total >= 2) or total >= max_samples:
             return estimate
+
+
+def estimate_distances(draw: Callable[[int], torch.Tensor], stochastic: bool, abs_tol: float = 0.01,
+                       rel_tol: float = 0.025, max_samples: int = 5000, batch: int = 10,
+                       progress: Callable[[Estimate], None] | None = None) -> Estimate:
+    """:func:`sequential_estimate` of ``draw``; a deterministic metric's (``stochastic=False``) is one draw
+    ``[1, ...]`` with half-width 0."""
+    if not stochastic:
+        distances = draw(1).double()
+        return Estimate(distances[0], torch.zeros_like(distances[0]), 1, distances)
+    return sequential_estimate(draw, abs_tol, rel_tol, max_samples, batch, progress)

@@ -9,93 +9,37 @@ Two layers of API:
   image groups under that sample, and ``metric.distance_between(fa, fb)`` turns two feature sets into
   distances. Features of images that do not require grad are computed without a graph, so a solver can
   compute references once and compare them with its variables at the cost of one forward pass each.
+
+The machinery lives in ``_inputs`` (argument checks, shared with :mod:`elpips.spatial`), ``_features`` (backbone,
+network input, normalised taps) and ``_passes`` (passes within the memory budget, tiles, checkpointing).
 """
 
 from __future__ import annotations
 
-import operator
 import os
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .backbones import SqueezeNetFeatures, VGG16Features
-from .backbones.common import parameters_to_buffers
-from .configs import MetricConfig, get_config
-from .ensemble import EnsembleConfig
+from . import _passes
+from ._features import CHANNELS_LAST_DEVICES  # noqa: F401  (kept importable from here)
+from ._features import (Features, build_network, draw_transform, dropout_masks, lay_out_backbone, network_features,
+                        network_layout)
+from ._inputs import REDUCTIONS, SEED_LIMIT, resolve_ensemble  # noqa: F401  (kept importable from here)
+from ._inputs import (Reduction, check_fixed_transform, check_memory_budget, check_reduction, check_sample_count,
+                      checked_images, reduce, seeded_generator, stack_candidates)
+from .configs import get_config
 from .devices import resolve_device
-from .distance import (normalize_channels, rms_distance, scale_input, tap_distance, weighted_adjacent_distances,
-                       weighted_distance)
+from .distance import rms_distance, weighted_adjacent_distances, weighted_distance
 from .dropout import DropoutMasks
-from .estimate import Estimate, sequential_estimate
+from .ensemble import EnsembleConfig
+from .estimate import Estimate, estimate_distances
 from .record import PRECISION, tensor_digest
-from .memory import MIN_BUDGET, default_memory_budget, images_per_pass
-from .tiling import BlockDropoutMasks, core_size, tiled_distance
-from .transforms import (TransformRecord, apply_transform, default_num_scales, offset_size, sample_transform,
-                         scaled_size)
-from .validation import check_images, check_same_shape
-from .weights import WeightsInfo, load_backbone_weights, load_linear_weights
-
-Features = list[torch.Tensor]
-"""Normalised taps, each ``[..., N, C_l, h_l, w_l]`` (L2: the images themselves, one entry)."""
-
-CHANNELS_LAST_DEVICES: tuple[str, ...] = ("cpu",)
-"""Device types where ``channels_last=None`` runs the network channels-last. On the CPU (oneDNN convolutions,
-1 thread, 128 px) VGG16 forward+backward took 0.89x the time of the default layout and E-LPIPS-VGG 0.87x.
-CUDA keeps the default layout until it is measured there (``elpips bench --device cuda`` times both)."""
-
-Reduction = Literal["none", "mean", "sum"]
-REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
-
-
-def _check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    return reduction
-
-
-SEED_LIMIT = 2**64
-"""Seeds are integers in ``0 .. SEED_LIMIT - 1``, the range of a torch generator's 64-bit seed."""
-
-
-def _check_seed(seed: int | None) -> int | None:
-    """``seed`` as an int (``None`` kept); ``ValueError`` naming ``seed`` for a non-integer or out-of-range one."""
-    if seed is None:
-        return None
-    try:
-        value = None if isinstance(seed, bool) else operator.index(seed)
-    except TypeError:
-        value = None
-    if value is None or not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"seed must be an integer in 0 .. 2**64 - 1, got {seed!r}")
-    return value
-
-
-def _reduce(distances: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return distances.mean()
-    if reduction == "sum":
-        return distances.sum()
-    return distances
-
-
-def _check_sample_count(n: object) -> None:
-    """``n`` (ensemble samples) must be a positive integer."""
-    try:
-        count = operator.index(n)  # ints and NumPy integers; not floats or bools
-    except TypeError:
-        count = 0
-    if isinstance(n, bool) or count < 1:
-        raise ValueError(f"n must be a positive integer (the number of ensemble samples), got {n!r}")
-
-
-def _passes(total: int, per_pass: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` ranges covering ``0..total-1`` in pieces of at most ``per_pass``."""
-    return [(start, min(total, start + per_pass)) for start in range(0, total, per_pass)]
-
+from .spatial import compare_maps, distance_map
+from .transforms import TransformRecord
+from .validation import check_same_shape
 
 @dataclass
 class EnsembleSample:
@@ -103,63 +47,6 @@ class EnsembleSample:
 
     transform: TransformRecord | None
     dropout: DropoutMasks | None
-
-
-def _new_backbone(config: MetricConfig) -> nn.Module | None:
-    if config.backbone == "vgg16":
-        return VGG16Features(pooling="avg" if config.is_elpips else "max",
-                             taps="elpips" if config.is_elpips else "lpips")
-    if config.backbone == "squeezenet1_1":
-        return SqueezeNetFeatures(ceil_mode=not config.is_elpips, taps="elpips" if config.is_elpips else "lpips")
-    return None
-
-
-def resolve_ensemble(config: MetricConfig, ensemble: EnsembleConfig | None, num_scales: int | None,
-                     dropout_keep: float | None) -> EnsembleConfig:
-    """The ensemble a :class:`Metric` runs: ``ensemble`` (default: the named metric's own) with the
-    ``num_scales`` / ``dropout_keep`` shortcuts applied where it has scaling / dropout (ignored where it has
-    not, e.g. for LPIPS); ``ValueError`` for impossible values."""
-    if ensemble is None:
-        ensemble = config.ensemble
-    elif not isinstance(ensemble, EnsembleConfig):
-        raise ValueError(f"ensemble must be an elpips.EnsembleConfig, got {type(ensemble).__name__}")
-    changes = {name: value for name, value in (("scale_levels", num_scales), ("dropout_keep", dropout_keep))
-               if value is not None}
-    if changes:
-        ensemble = ensemble.updated(strict=False, **changes)
-    if config.backbone == "none" and ensemble.is_stochastic:
-        raise ValueError(f"{config.name} has no network: it takes no ensemble (got {ensemble.summary()})")
-    return ensemble
-
-
-def _normalized(tap: torch.Tensor, fused: bool = True) -> torch.Tensor:
-    """Unit-normalised channels in float32 (float64 stays float64; autocast's bf16/fp16 taps are upcast)."""
-    return normalize_channels(tap if tap.dtype in (torch.float32, torch.float64) else tap.float(), fused)
-
-
-class _ToLayout(torch.autograd.Function):
-    """``images`` in memory format ``layout``; the gradient goes back in the layout ``images`` had, so that a
-    caller's default-layout model receives default-layout gradients from a channels-last network (a 3-channel
-    copy either way)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(images: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
-        return images.contiguous(memory_format=layout)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        images, _ = inputs
-        ctx.source_layout = (torch.contiguous_format if images.is_contiguous()
-                             else torch.channels_last if images.is_contiguous(memory_format=torch.channels_last)
-                             else torch.preserve_format)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        if ctx.source_layout is torch.preserve_format:
-            return grad, None
-        return grad.contiguous(memory_format=ctx.source_layout), None
 
 
 class Metric(nn.Module):
@@ -245,47 +132,18 @@ class Metric(nn.Module):
         super().__init__()
         self.config = get_config(name)
         self.ensemble = resolve_ensemble(self.config, ensemble, num_scales, dropout_keep)
-        self.reduction = _check_reduction(reduction)
-        seed = _check_seed(seed)
+        self.reduction = check_reduction(reduction)
+        self.generator = seeded_generator(seed)
         self.checkpoint_activations = bool(checkpoint_activations)
         self.channels_last = None if channels_last is None else bool(channels_last)
         self.higher_order_gradients = bool(higher_order_gradients)
-        if memory_budget is not None and memory_budget < MIN_BUDGET:
-            raise ValueError(f"memory_budget must be at least {MIN_BUDGET} bytes, got {memory_budget}")
-        self.memory_budget = memory_budget
-        self.backbone = _new_backbone(self.config)
-        self.weights_info = WeightsInfo("none", "no network weights (pixel distance)", True, "none")
-        self.linear_weights_source = "none"
-        if self.backbone is not None:
-            self.weights_info = load_backbone_weights(self.backbone, self.config.backbone, backbone_weights)
-            parameters_to_buffers(self.backbone)  # frozen: never in an optimiser, same state-dict keys
-            self._load_linear(linear_weights)
-        self.generator = torch.Generator()
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(seed)
+        self.memory_budget = check_memory_budget(memory_budget)
+        build_network(self, backbone_weights, linear_weights)
         self.requires_grad_(False)
         self.eval()
         self.to(resolve_device(device))
         if self.backbone is not None:
-            self._lay_out_backbone(self.memory_format(self.device))
-
-    def _load_linear(self, linear_weights: str | os.PathLike | None) -> None:
-        spec = self.config.linear_weights if linear_weights is None else linear_weights
-        if spec == "kettunen":
-            if self.config.is_elpips:
-                raise ValueError("linear_weights='kettunen' names the authors' LPIPS weights: use an lpips-* metric")
-            spec = f"kettunen_{self.config.name.replace('-', '_')}"
-        weights, self.linear_weights_source = load_linear_weights(spec)
-        expected = self.backbone.tap_channels
-        if [len(w) for w in weights] != expected:
-            raise ValueError(
-                f"linear weights {self.linear_weights_source} have channels {[len(w) for w in weights]}, "
-                f"but {self.config.name} taps have {expected}"
-            )
-        for index, weight in enumerate(weights):
-            self.register_buffer(f"lin{index}", weight)
+            lay_out_backbone(self.backbone, self.memory_format(self.device))
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property
@@ -367,41 +225,14 @@ class Metric(nn.Module):
         if not self.is_stochastic:
             return EnsembleSample(None, None)
         generator = self.generator if generator is None else generator
-        record = None
-        if self.ensemble.transforms:
-            levels = (self.num_scales or default_num_scales(height, width)) if self.ensemble.scaling else 1
-            self._check_scaled_size(height, width, levels, self.ensemble)
-            record = sample_transform(batch, height, width, generator=generator, ensemble=self.ensemble)
-        return EnsembleSample(record, self._dropout_masks(generator, dropout))
-
-    def _check_scaled_size(self, height: int, width: int, scale_level: int, ensemble: EnsembleConfig) -> None:
-        """``ValueError`` when scale level ``scale_level`` (and, in crop mode, the offset crop) leaves images
-        smaller than the network's minimum size."""
-        crop = ensemble.crop
-        smallest = min(scaled_size(height, width, scale_level, crop))
-        if crop:
-            smallest = min(offset_size(smallest, smallest, ensemble.padding, crop))
-        if smallest < self.min_size:
-            how = f"scale level {scale_level}" + (f" and cropping {ensemble.padding} px" if crop else "")
-            raise ValueError(
-                f"{how} shrinks {height}x{width} images to {smallest} px, below the "
-                f"{self.min_size} px {self.name} needs (use fewer scale levels or larger images)"
-            )
-
-    def _dropout_masks(self, generator: torch.Generator, dropout: bool | None) -> DropoutMasks | None:
-        enabled = self.ensemble.dropout if dropout is None else dropout
-        if not enabled:
-            return None
-        if not self.ensemble.dropout:
-            raise ValueError(f"dropout=True: this {self.name} metric's ensemble has dropout off")
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-        return DropoutMasks(seed, self.dropout_keep)
+        record = draw_transform(self, batch, height, width, generator)  # first: the transform, then the masks
+        return EnsembleSample(record, dropout_masks(self, generator, dropout))
 
     def sample_for(self, transform: TransformRecord, dropout: bool | None = None,
                    generator: torch.Generator | None = None) -> EnsembleSample:
         """An :class:`EnsembleSample` with a given transform (fresh dropout masks unless ``dropout=False``)."""
         generator = self.generator if generator is None else generator
-        return EnsembleSample(transform, self._dropout_masks(generator, dropout))
+        return EnsembleSample(transform, dropout_masks(self, generator, dropout))
 
     def features(self, images: torch.Tensor, sample: EnsembleSample | None = None) -> Features:
         """Normalised taps of ``images`` under ``sample``.
@@ -414,100 +245,11 @@ class Metric(nn.Module):
         Returns:
             One tensor per tap, ``[(G,) N, C, h, w]``, float32 (also under autocast; float64 for a float64 metric).
         """
-        if self.backbone is None:
-            return [images]
-        grouped = images.dim() == 5
-        flat, dropout, groups, batch = self._network_input(images if grouped else images.unsqueeze(0), sample)
-        taps = self.backbone(flat, dropout)
-        result = []
-        for tap in taps:
-            normalized = _normalized(tap, self._fused)
-            shape = (groups, batch, *normalized.shape[1:]) if grouped else (batch, *normalized.shape[1:])
-            result.append(normalized.reshape(shape))
-        return result
-
-    def _network_input(self, x: torch.Tensor, sample: EnsembleSample | None):
-        """``[G, N, 3, H, W]`` -> the transformed, scaled ``[G*N, 3, h, w]`` batch and its dropout hook."""
-        groups, batch = x.shape[:2]
-        dropout = None
-        if self.is_stochastic:
-            if sample is None:
-                raise ValueError(f"{self.name} needs an ensemble sample: call metric.sample(...) first")
-            if sample.transform is not None:
-                x = apply_transform(x, sample.transform)
-            if sample.dropout is not None:
-                masks = sample.dropout
-
-                def dropout(inputs: torch.Tensor, layer: int) -> torch.Tensor:
-                    return masks(inputs, layer, groups)
-
-        flat = scale_input(x.reshape(groups * batch, *x.shape[2:]))
-        layout = self.memory_format(flat.device)
-        self._lay_out_backbone(layout)
-        return _ToLayout.apply(flat, layout), dropout, groups, batch
+        return network_features(self, images, sample)
 
     def memory_format(self, device: torch.device) -> torch.memory_format:
         """The layout the network runs in on ``device`` (see the ``channels_last`` argument)."""
-        channels_last = device.type in CHANNELS_LAST_DEVICES if self.channels_last is None else self.channels_last
-        return torch.channels_last if channels_last else torch.contiguous_format
-
-    def _lay_out_backbone(self, layout: torch.memory_format) -> None:
-        """Store the convolution weights in ``layout`` (once: a no-op while they already are)."""
-        first = next(buffer for buffer in self.backbone.buffers() if buffer.dim() == 4)
-        if not first.is_contiguous(memory_format=layout):
-            # Ordinary tensors even when the first call runs under torch.inference_mode(): inference tensors
-            # as weights could never be used in a differentiable call again.
-            with torch.inference_mode(False), torch.no_grad():
-                self.backbone.to(memory_format=layout)
-
-    def _checkpointing(self, *inputs: torch.Tensor) -> bool:
-        """Whether this evaluation recomputes activations in the backward pass (see ``checkpoint_activations``)."""
-        return (self.checkpoint_activations and self.backbone is not None and torch.is_grad_enabled()
-                and any(tensor.requires_grad for tensor in inputs))
-
-    def _checkpointed_distances(self, variables: torch.Tensor, reference: torch.Tensor,
-                                sample: EnsembleSample | None) -> torch.Tensor:
-        """Distances ``[G, N]`` from each group of ``variables`` ``[G, N, 3, H, W]`` to ``reference``
-        ``[N, 3, H, W]``, equal to ``distance_between(features(variables), features(reference))``.
-
-        One checkpointed segment per tap (network stage, normalisation, tap distance): the backward pass keeps
-        only the raw taps of the variables and recomputes the rest. A reference that needs no gradient has its
-        normalised taps computed once without a graph (the usual loss case: only the model's output is
-        differentiated); one that does is treated as one more group and differentiated through as well.
-        """
-        if reference.requires_grad:
-            return self._checkpointed_group_distances(torch.cat([variables, reference.unsqueeze(0)]), None, sample)
-        return self._checkpointed_group_distances(variables, self.features(reference, sample), sample)
-
-    def _checkpointed_group_distances(self, groups_images: torch.Tensor, reference_features: Features | None,
-                                      sample: EnsembleSample | None) -> torch.Tensor:
-        """See :meth:`_checkpointed_distances`; without ``reference_features`` the last group is the reference."""
-        flat, dropout, groups, batch = self._network_input(groups_images, sample)
-        weights = self.linear_weights
-
-        def segment(h: torch.Tensor, stage: int, reference_tap: torch.Tensor | None):
-            tap = self.backbone.run_stage(stage, h, dropout)
-            normalized = _normalized(tap, self._fused)
-            normalized = normalized.reshape(groups, batch, *normalized.shape[1:])
-            if reference_tap is None:
-                return tap, tap_distance(normalized[:-1], normalized[-1], weights[stage], self._fused)
-            return tap, tap_distance(normalized, reference_tap, weights[stage], self._fused)
-
-        total = None
-        h = flat
-        for stage in range(self.backbone.num_stages):
-            reference_tap = None if reference_features is None else reference_features[stage]
-            h, distance = checkpoint(segment, h, stage, reference_tap, use_reentrant=False)
-            total = distance if total is None else total + distance
-        return total
-
-    def _pair_distances(self, x: torch.Tensor, y: torch.Tensor, sample: EnsembleSample | None) -> torch.Tensor:
-        """``[N]`` distances of ``x`` and ``y`` under one ``sample`` (checkpointed when asked for and needed)."""
-        if self._checkpointing(x, y):
-            if y.requires_grad and not x.requires_grad:  # distances are symmetric in x and y: x is the variable
-                x, y = y, x
-            return self._checkpointed_distances(x.unsqueeze(0), y, sample)[0]
-        return self.distance_between(self.features(x, sample), self.features(y, sample))
+        return network_layout(self.channels_last, device)
 
     def distance_between(self, features_a: Features, features_b: Features) -> torch.Tensor:
         """Distances from two feature sets (leading dims broadcast), e.g. ``[G, N]`` vs ``[N]`` -> ``[G, N]``."""
@@ -542,102 +284,16 @@ class Metric(nn.Module):
         weights = next((buffer for buffer in self.buffers() if buffer.is_floating_point()), None)
         return torch.float32 if weights is None else weights.dtype
 
-    def _input_dtype(self, images: torch.Tensor) -> torch.dtype:
-        """Network metrics compute in :attr:`dtype`; ``l2`` keeps float32/float64 inputs as they are."""
-        if self.backbone is None and images.dtype in (torch.float32, torch.float64):
-            return images.dtype
-        return self.dtype
-
-    def _checked(self, images: torch.Tensor, name: str) -> torch.Tensor:
-        """Checked inputs on the metric's device and in its precision (float16, bfloat16 and float64 inputs are
-        converted; gradients flow back in the input's dtype). Under autocast the network still runs in the
-        autocast precision."""
-        check_images(images, name, self.min_size)
-        return images.to(device=self.device, dtype=self._input_dtype(images))
-
     def images_per_pass(self, height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
         """How many ``height x width`` images one network pass may take within the memory budget (at least 1),
         counting the ensemble's offset padding (7 pixels by default; none in crop mode)."""
-        budget = self._memory_budget()
-        pad = 0 if self.ensemble.crop else self.ensemble.padding
-        element_size = torch.empty((), dtype=dtype).element_size()
-        return images_per_pass(budget, self.config.backbone, (height + pad) * (width + pad), element_size)
-
-    def _memory_budget(self) -> int:
-        return default_memory_budget(self.device) if self.memory_budget is None else self.memory_budget
-
-    def _tiles_needed(self, *inputs: torch.Tensor) -> bool:
-        """Whether one pair is over the memory budget, so that it is evaluated tile by tile (no-grad calls only:
-        a differentiable call runs whole and its memory is the caller's choice)."""
-        if self.backbone is None or self.images_per_pass(*inputs[0].shape[-2:], inputs[0].dtype) >= 2:
-            return False
-        return not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs))
-
-    def _tiled_pair_distance(self, x: torch.Tensor, y: torch.Tensor, transform: TransformRecord | None,
-                             masks: DropoutMasks | None) -> torch.Tensor:
-        """The 0-dim distance of one pair ``[1, 3, H, W]`` under one transform, evaluated tile by tile."""
-        flat, _, _, _ = self._network_input(torch.stack([x, y]), EnsembleSample(transform, None))
-        block_masks = None if masks is None else BlockDropoutMasks(masks.seed, masks.keep_probability)
-        core = core_size(self._memory_budget(), self.config.backbone, x.element_size())
-        return tiled_distance(self.backbone, flat, self.linear_weights, lambda tap: _normalized(tap, self._fused),
-                              block_masks, core).to(x.dtype)
-
-    def _tiled_rows(self, total: int, height: int, width: int, generator: torch.Generator | None,
-                    dropout: bool | None):
-        """``(row, transform, masks)`` for each of ``total`` rows of one stratified sample (each row its own
-        mask seed), or ``(row, None, None)`` for a deterministic metric."""
-        if not self.is_stochastic:
-            return [(row, None, None) for row in range(total)]
-        sample = self.sample(total, height, width, generator, dropout)
-        generator = self.generator if generator is None else generator
-        rows = []
-        for row in range(total):
-            masks = sample.dropout if row == 0 or sample.dropout is None else self._dropout_masks(generator, True)
-            rows.append((row, None if sample.transform is None else sample.transform.rows(row, row + 1), masks))
-        return rows
-
-    def _tiled_sample_distances(self, x: torch.Tensor, y: torch.Tensor, n: int, generator: torch.Generator | None,
-                                dropout: bool | None) -> torch.Tensor:
-        """:meth:`sample_distances` for pairs over the memory budget: one pair and sample at a time, tiled."""
-        batch, _, height, width = x.shape
-        samples = n if self.is_stochastic else 1
-        distances = [self._tiled_pair_distance(x[row % batch:][:1], y[row % batch:][:1], transform, masks)
-                     for row, transform, masks in self._tiled_rows(samples * batch, height, width, generator,
-                                                                   dropout)]
-        return torch.stack(distances).reshape(samples, batch).expand(n, batch)
-
-    def _pass_sample(self, sample: EnsembleSample, start: int, stop: int,
-                     generator: torch.Generator) -> EnsembleSample:
-        """The part of ``sample`` for rows ``start..stop-1``: the first pass keeps the sample's own dropout
-        masks, later passes draw fresh ones (masks are drawn per pass shape), or none where the sample has none."""
-        rows = None if sample.transform is None else sample.transform.rows(start, stop)
-        if start == 0 or sample.dropout is None:
-            return EnsembleSample(rows, sample.dropout)
-        return EnsembleSample(rows, self._dropout_masks(generator, True))
+        return _passes.pass_capacity(self, height, width, dtype)
 
     def sample_distances(self, x: torch.Tensor, y: torch.Tensor, n: int = 1,
                          generator: torch.Generator | None = None, dropout: bool | None = None) -> torch.Tensor:
         """``[n, N]`` distances of ``n`` ensemble samples (one stratified record for ``n * N`` images, evaluated
         in passes of at most :meth:`images_per_pass` pairs); unchecked inputs."""
-        batch, _, height, width = x.shape
-        per_pass = max(1, self.images_per_pass(height, width, x.dtype) // 2)  # x and y share a pass
-        if self._tiles_needed(x, y):
-            return self._tiled_sample_distances(x, y, n, generator, dropout)
-        if not self.is_stochastic:
-            distances = torch.cat([self._pair_distances(x[start:stop], y[start:stop], None)
-                                   for start, stop in _passes(batch, per_pass)])
-            return distances.unsqueeze(0).expand(n, batch)
-        total = n * batch
-        sample = self.sample(total, height, width, generator, dropout)
-        if total <= per_pass:
-            return self._pair_distances(x.repeat(n, 1, 1, 1), y.repeat(n, 1, 1, 1), sample).reshape(n, batch)
-        generator = self.generator if generator is None else generator
-        distances = []
-        for start, stop in _passes(total, per_pass):
-            rows = torch.arange(start, stop, device=x.device) % batch
-            part = self._pass_sample(sample, start, stop, generator)
-            distances.append(self._pair_distances(x[rows], y[rows], part))
-        return torch.cat(distances).reshape(n, batch)
+        return _passes.sample_distances(self, x, y, n, generator, dropout)
 
     def forward(
         self,
@@ -666,30 +322,16 @@ class Metric(nn.Module):
             (their mean or sum) with ``reduction="mean"`` / ``"sum"``. Distances are non-negative, 0 for equal
             images.
         """
-        reduction = self.reduction if reduction is None else _check_reduction(reduction)
-        _check_sample_count(n)
-        x = self._checked(x, "x")
-        y = self._checked(y, "y")
+        reduction = self.reduction if reduction is None else check_reduction(reduction)
+        check_sample_count(n)
+        x = checked_images(self, x, "x")
+        y = checked_images(self, y, "y")
         check_same_shape(x, y)
         if transform is None or not self.is_stochastic:
-            return _reduce(self.sample_distances(x, y, n, generator, dropout).mean(dim=0), reduction)
-        if n != 1:
-            raise ValueError("a fixed transform is one sample: use n=1")
-        self._check_scaled_size(*x.shape[-2:], transform.scale_level, transform.ensemble)
+            return reduce(self.sample_distances(x, y, n, generator, dropout).mean(dim=0), reduction)
+        check_fixed_transform(self, transform, n, *x.shape[-2:])
         sample = self.sample_for(transform, dropout, generator)
-        return _reduce(self._pair_distances(x, y, sample), reduction)
-
-    def _stack_candidates(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor]):
-        if isinstance(candidates, torch.Tensor) and candidates.dim() == 5:
-            candidates = list(candidates.unbind(0))
-        if len(candidates) == 0:
-            raise ValueError("compare needs at least one candidate")
-        checked = []
-        for index, candidate in enumerate(candidates):
-            candidate = self._checked(candidate, f"candidate {index}")
-            check_same_shape(reference, candidate, "reference", f"candidate {index}")
-            checked.append(candidate)
-        return torch.stack(checked)
+        return reduce(_passes.pair_distances(self, x, y, sample), reduction)
 
     def compare_samples(self, reference: torch.Tensor, candidates: torch.Tensor, n: int = 1,
                         generator: torch.Generator | None = None) -> torch.Tensor:
@@ -697,53 +339,7 @@ class Metric(nn.Module):
         every sample shared by all candidates. Unchecked inputs. Evaluated in passes within the memory budget:
         rows of the stratified sample, and within a row range groups of candidates against the reference's
         features computed once."""
-        count, batch, _, height, width = candidates.shape
-        total = n * batch
-        capacity = self.images_per_pass(height, width, candidates.dtype)
-        if self._tiles_needed(reference, candidates):
-            return self._tiled_compare_samples(reference, candidates, n, generator)
-        sample = self.sample(total, height, width, generator)
-        if total * (count + 1) <= capacity:
-            return self._compare_pass(reference.repeat(n, 1, 1, 1), candidates.repeat(1, n, 1, 1, 1),
-                                      sample).reshape(count, n, batch).transpose(0, 1)
-        generator = self.generator if generator is None else generator
-        rows_per_pass = max(1, min(total, capacity // 2))
-        columns = []
-        for start, stop in _passes(total, rows_per_pass):
-            rows = torch.arange(start, stop, device=reference.device) % batch
-            part = self._pass_sample(sample, start, stop, generator) if self.is_stochastic else sample
-            groups_per_pass = max(1, capacity // (stop - start) - 1)
-            if self._checkpointing(reference, candidates):
-                columns.append(torch.cat([self._compare_pass(reference[rows], candidates[first:last][:, rows], part)
-                                          for first, last in _passes(count, groups_per_pass)]))
-                continue
-            reference_features = self.features(reference[rows], part)
-            columns.append(torch.cat([
-                self.distance_between(self.features(candidates[first:last][:, rows], part), reference_features)
-                for first, last in _passes(count, groups_per_pass)]))
-        return torch.cat(columns, dim=1).reshape(count, n, batch).transpose(0, 1)
-
-    def _tiled_compare_samples(self, reference: torch.Tensor, candidates: torch.Tensor, n: int,
-                               generator: torch.Generator | None) -> torch.Tensor:
-        """:meth:`compare_samples` for images over the memory budget: every candidate against the reference, one
-        sample row at a time, tiled, all candidates under the row's transform and masks."""
-        count, batch, _, height, width = candidates.shape
-        samples = n if self.is_stochastic else 1
-        rows = []
-        for row, transform, masks in self._tiled_rows(samples * batch, height, width, generator, None):
-            image = row % batch
-            rows.append(torch.stack([
-                self._tiled_pair_distance(candidates[m, image:image + 1], reference[image:image + 1], transform, masks)
-                for m in range(count)]))
-        distances = torch.stack(rows, dim=1).reshape(count, samples, batch)  # [M, samples, N]
-        return distances.transpose(0, 1).expand(n, count, batch)
-
-    def _compare_pass(self, reference: torch.Tensor, candidates: torch.Tensor,
-                      sample: EnsembleSample) -> torch.Tensor:
-        """``[M, B]`` distances of ``candidates`` ``[M, B, 3, H, W]`` to ``reference`` ``[B, 3, H, W]`` in one pass."""
-        if self._checkpointing(reference, candidates):
-            return self._checkpointed_distances(candidates, reference, sample)
-        return self.distance_between(self.features(candidates, sample), self.features(reference, sample))
+        return _passes.compare_samples(self, reference, candidates, n, generator)
 
     def compare(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor], n: int = 1,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -758,9 +354,9 @@ class Metric(nn.Module):
         Returns:
             ``[M, N]``: row ``m`` is the distance tensor of candidate ``m``.
         """
-        _check_sample_count(n)
-        reference = self._checked(reference, "reference")
-        stacked = self._stack_candidates(reference, candidates)
+        check_sample_count(n)
+        reference = checked_images(self, reference, "reference")
+        stacked = stack_candidates(self, reference, candidates)
         return self.compare_samples(reference, stacked, n, generator).mean(dim=0)
 
     def spatial(self, x: torch.Tensor, y: torch.Tensor, n: int = 1, transform: TransformRecord | None = None,
@@ -774,8 +370,6 @@ class Metric(nn.Module):
         ``chunk_size``: samples per network pass (memory; the result does not depend on it). Differentiable.
         :func:`elpips.spatial.distance_map` also returns per-pixel uncertainties and the sample distances.
         """
-        from .spatial import distance_map
-
         return distance_map(self, x, y, n, generator, chunk_size, transform, dropout).map
 
     def compare_spatial(self, reference: torch.Tensor, candidates: torch.Tensor | Sequence[torch.Tensor],
@@ -783,8 +377,6 @@ class Metric(nn.Module):
                         chunk_size: int | None = None) -> torch.Tensor:
         """:meth:`spatial` of every candidate against ``reference`` with shared ensemble samples (as
         :meth:`compare`): ``[M, N, 1, H, W]``."""
-        from .spatial import compare_maps
-
         return compare_maps(self, reference, candidates, n, generator, chunk_size).map
 
     @torch.no_grad()
@@ -796,24 +388,18 @@ class Metric(nn.Module):
         Returns an :class:`~elpips.Estimate` with ``mean`` and ``half_width`` ``[N]`` and the samples used.
         Deterministic metrics return after one evaluation with half-width 0.
         """
-        x = self._checked(x, "x")
-        y = self._checked(y, "y")
+        x = checked_images(self, x, "x")
+        y = checked_images(self, y, "y")
         check_same_shape(x, y)
-        if not self.is_stochastic:
-            distances = self.sample_distances(x, y, 1).double()
-            return Estimate(distances[0], torch.zeros_like(distances[0]), 1, distances)
-        return sequential_estimate(lambda k: self.sample_distances(x, y, k, generator), abs_tol, rel_tol,
-                                   max_samples, batch, progress)
+        return estimate_distances(lambda k: self.sample_distances(x, y, k, generator), self.is_stochastic, abs_tol,
+                                  rel_tol, max_samples, batch, progress)
 
     @torch.no_grad()
     def estimate_compare(self, reference: torch.Tensor, candidates, abs_tol: float = 0.01, rel_tol: float = 0.025,
                          max_samples: int = 5000, batch: int = 10, generator: torch.Generator | None = None,
                          progress=None) -> Estimate:
         """:meth:`estimate` for :meth:`compare`: ``mean``/``half_width`` ``[M, N]``, samples shared."""
-        reference = self._checked(reference, "reference")
-        stacked = self._stack_candidates(reference, candidates)
-        if not self.is_stochastic:
-            distances = self.compare_samples(reference, stacked, 1).double()
-            return Estimate(distances[0], torch.zeros_like(distances[0]), 1, distances)
-        return sequential_estimate(lambda k: self.compare_samples(reference, stacked, k, generator), abs_tol,
-                                   rel_tol, max_samples, batch, progress)
+        reference = checked_images(self, reference, "reference")
+        stacked = stack_candidates(self, reference, candidates)
+        return estimate_distances(lambda k: self.compare_samples(reference, stacked, k, generator),
+                                  self.is_stochastic, abs_tol, rel_tol, max_samples, batch, progress)

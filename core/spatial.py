@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 import torch.nn.functional as F
 
+from ._features import dropout_enabled
+from ._inputs import check_fixed_transform, check_sample_count, checked_images, stack_candidates
 from .dropout import DropoutMasks
 from .estimate import Z_95
 from .transforms import (FLIP_BOTH, FLIP_LEFT_RIGHT, FLIP_UP_DOWN, MAX_OFFSET, TransformRecord, identity_transform,
                          scaled_size, transformed_size)
-from .validation import check_images, check_same_shape
+from .validation import check_same_shape
 
 if TYPE_CHECKING:
     from .metric import Metric
@@ -234,18 +236,6 @@ def default_chunk_samples(metric: "Metric", images: int, height: int, width: int
     return max(1, metric.images_per_pass(height, width, dtype) // images)
 
 
-def _stack_candidates(reference: torch.Tensor, candidates, min_size: int) -> torch.Tensor:
-    """Checked ``[M, N, 3, H, W]`` from a sequence of ``[N, 3, H, W]`` or one 5-D tensor."""
-    if isinstance(candidates, torch.Tensor) and candidates.dim() == 5:
-        candidates = list(candidates.unbind(0))
-    if len(candidates) == 0:
-        raise ValueError("a comparison needs at least one candidate")
-    for index, candidate in enumerate(candidates):
-        check_images(candidate, f"candidate {index}", min_size)
-        check_same_shape(reference, candidate, "reference", f"candidate {index}")
-    return torch.stack([candidate.to(device=reference.device, dtype=reference.dtype) for candidate in candidates])
-
-
 def _draw_samples(metric: "Metric", count: int, batch: int, height: int, width: int,
                   generator: torch.Generator | None, transform: TransformRecord | None,
                   dropout: bool | None) -> tuple[TransformRecord, list[int] | None]:
@@ -257,17 +247,11 @@ def _draw_samples(metric: "Metric", count: int, batch: int, height: int, width: 
         if record is None:  # an ensemble of dropout only: no transformation to undo
             record = identity_transform(count * batch, metric.ensemble)
     else:
-        if count != 1:
-            raise ValueError("a fixed transform is one sample: use n=1")
+        check_fixed_transform(metric, transform, count, height, width)
         if transform.batch_size != batch:
             raise ValueError(f"transform record is for {transform.batch_size} images, batch has {batch}")
-        smallest = min(scaled_size(height, width, transform.scale_level))
-        if smallest < metric.min_size:
-            raise ValueError(f"scale level {transform.scale_level} shrinks {height}x{width} images to {smallest} "
-                             f"px, below the {metric.min_size} px {metric.name} needs")
         record = transform
-    enabled = metric.ensemble.dropout if dropout is None else dropout
-    if not enabled:
+    if not dropout_enabled(metric, dropout):
         return record, None
     return record, torch.randint(0, 2**62, (count,), generator=generator).tolist()
 
@@ -294,13 +278,11 @@ def compare_maps(metric: "Metric", reference: torch.Tensor, candidates, n: int =
     """
     if metric.backbone is None:
         raise ValueError(f"{metric.name} has no network taps: spatial maps need an LPIPS or E-LPIPS metric")
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    check_sample_count(n)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    check_images(reference, "reference", metric.min_size)
-    reference = reference.to(device=metric.device, dtype=metric.dtype)
-    stacked = _stack_candidates(reference, candidates, metric.min_size)
+    reference = checked_images(metric, reference, "reference")
+    stacked = stack_candidates(metric, reference, candidates)
     if not metric.is_stochastic:
         maps, distances = sample_maps(metric, reference, stacked)
         return SpatialMaps(maps, torch.zeros_like(maps.detach()), distances.unsqueeze(0), 1)
@@ -350,8 +332,9 @@ def distance_map(metric: "Metric", x: torch.Tensor, y: torch.Tensor, n: int = 1,
                  generator: torch.Generator | None = None, chunk_size: int | None = None,
                  transform: TransformRecord | None = None, dropout: bool | None = None) -> SpatialMaps:
     """:func:`compare_maps` of one pair batch: ``map`` ``[N, 1, H, W]``, ``distances`` ``[n, N]``."""
-    check_images(x, "x", metric.min_size)
-    check_images(y, "y", metric.min_size)
+    check_sample_count(n)
+    x = checked_images(metric, x, "x")
+    y = checked_images(metric, y, "y")
     check_same_shape(x, y)
     result = compare_maps(metric, y, [x], n, generator, chunk_size, transform, dropout)
     return SpatialMaps(result.map[0], result.half_width[0], result.distances[:, 0], result.samples)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import elpips
-from elpips.memory import BYTES_PER_PIXEL_FLOAT32, images_per_pass, parse_memory_size
+import elpips._features
+import elpips.memory
+from elpips.memory import BYTES_PER_PIXEL_FLOAT32, default_memory_budget, images_per_pass, parse_memory_size
 
 
 def _budget_for(images: int, backbone: str, height: int, width: int) -> int:
@@ -34,6 +36,34 @@ def test_images_per_pass_from_budget():
     assert images_per_pass(10 * 2048 * 100 - 1, "vgg16", 100) == 9
     assert images_per_pass(1, "vgg16", 100) == 1  # one image over the budget is still evaluated
     assert images_per_pass(2 * 2048 * 100, "vgg16", 100, element_size=8) == 1  # float64 costs twice
+
+
+GIB = 1024**3
+
+
+@pytest.mark.parametrize("available, expected", [
+    (4 * GIB, GIB),                      # a quarter of the free memory
+    (6 * GIB + 4, 3 * GIB // 2 + 1),     # a quarter, rounded down
+    (7 * GIB, 7 * GIB // 4),
+    (8 * GIB, 2 * GIB),                  # a quarter is 2 GiB
+    (64 * GIB, 2 * GIB),                 # at most 2 GiB
+    (128 * 1024**2, 64 * 1024**2),       # at least the minimum budget
+    (None, 2 * GIB),                     # free memory unknown
+], ids=["4G", "6G+4", "7G", "8G", "64G", "128M", "unknown"])
+def test_default_cpu_budget_is_2g_or_a_quarter_of_the_free_memory(monkeypatch, available, expected):
+    """docs/algorithm.md#memory: on the CPU (and MPS) the default budget is 2 GiB or a quarter of the available
+    memory, whichever is less (never below the 64 MiB minimum)."""
+    monkeypatch.setattr(elpips.memory, "available_cpu_memory", lambda: available)
+    for device in ("cpu", "mps"):
+        assert default_memory_budget(torch.device(device)) == expected
+
+
+def test_metric_without_a_budget_uses_the_default(monkeypatch):
+    """``memory_budget=None``: passes are sized from the default budget (1 GiB with 4 GiB free): 4096 images of
+    64 x 64 pixels (L2 has no offset padding) at 64 bytes per pixel."""
+    monkeypatch.setattr(elpips.memory, "available_cpu_memory", lambda: 4 * GIB)
+    metric = elpips.Metric("l2", device="cpu")
+    assert metric.images_per_pass(64, 64) == GIB // (64 * 64 * 64) == 4096
 
 
 def test_parse_memory_size():
@@ -66,13 +96,13 @@ def test_passes_keep_the_stratified_record(images, monkeypatch):
     metric = elpips.Metric("elpips-squeeze", backbone_weights="random", device="cpu")
     metric.memory_budget = _budget_for(4, "squeezenet1_1", 40, 40)  # 2 pairs a pass
     records: dict[int, elpips.TransformRecord] = {}  # x and y of a pass share one record
-    network_input = elpips.Metric._network_input
+    network_input = elpips._features.network_input
 
-    def recording(self, x, sample):
+    def recording(metric, x, sample):
         records[id(sample.transform)] = sample.transform
-        return network_input(self, x, sample)
+        return network_input(metric, x, sample)
 
-    monkeypatch.setattr(elpips.Metric, "_network_input", recording)
+    monkeypatch.setattr(elpips._features, "network_input", recording)
     metric.sample_distances(x, y, 8, torch.Generator().manual_seed(4))
     assert len(records) == 4
     flips = [code for record in records.values() for code in record.flip.tolist()]

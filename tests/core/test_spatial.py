@@ -284,6 +284,61 @@ def test_bad_arguments(random_metric, images):
         compare_maps(random_metric("lpips-vgg"), x, [])
 
 
+def _message(call) -> str:
+    with pytest.raises(ValueError) as error:
+        call()
+    return str(error.value)
+
+
+@pytest.mark.parametrize("n", [2.5, 0, True], ids=["float", "zero", "bool"])
+@pytest.mark.parametrize("name", ["elpips-vgg", "lpips-vgg"])
+def test_sample_count_checked_as_by_the_metric(random_metric, images, name, n):
+    """``spatial`` and ``compare_spatial`` refuse a non-integer or non-positive ``n`` with the message of
+    ``metric(x, y, n)`` and ``compare``, naming ``n``, before any sampling."""
+    metric = random_metric(name)
+    x, y = images(1, 32, 32), images(1, 32, 32, seed=1)
+    expected = _message(lambda: metric(x, y, n=n))
+    assert expected.startswith("n must be a positive integer")
+    assert _message(lambda: metric.spatial(x, y, n=n)) == expected
+    assert _message(lambda: metric.compare_spatial(y, [x], n=n)) == _message(lambda: metric.compare(y, [x], n=n))
+    assert _message(lambda: metric.compare_spatial(y, [x], n=n)) == expected
+
+
+@pytest.mark.parametrize("name", ["elpips-vgg", "lpips-vgg"])
+def test_candidates_checked_as_by_compare(random_metric, images, name):
+    """No candidates, and a candidate of another shape, are refused with ``compare``'s messages."""
+    metric = random_metric(name)
+    reference = images(1, 32, 32)
+    expected = _message(lambda: metric.compare(reference, []))
+    assert expected == "compare needs at least one candidate"
+    assert _message(lambda: metric.compare_spatial(reference, [])) == expected
+    assert _message(lambda: metric.compare_spatial(reference, torch.empty(0, 1, 3, 32, 32))) == expected
+    other = images(1, 32, 30, seed=1)
+    assert (_message(lambda: metric.compare_spatial(reference, [reference, other]))
+            == _message(lambda: metric.compare(reference, [reference, other])))
+
+
+def test_fixed_transform_checked_as_by_the_metric(random_metric, images):
+    """A fixed transform with ``n`` > 1, or one that shrinks the images below the network's minimum, is refused
+    with the message of ``metric(x, y, transform=...)``."""
+    metric = random_metric("elpips-vgg")
+    x, y = images(1, 32, 32), images(1, 32, 32, seed=1)
+    shrinking = record_with(1, 4, (0, 0), False, seed=0, height=32, width=32)
+    fitting = record_with(1, 1, (0, 0), False, seed=0, height=32, width=32)
+    for record, n in ((shrinking, 1), (fitting, 2)):
+        expected = _message(lambda: metric(x, y, n=n, transform=record))
+        assert _message(lambda: metric.spatial(x, y, n=n, transform=record)) == expected
+
+
+def test_dropout_on_an_ensemble_without_dropout_checked_as_by_the_metric(images):
+    metric = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu",
+                           ensemble=elpips.EnsembleConfig(dropout=False))
+    x, y = images(1, 32, 32), images(1, 32, 32, seed=1)
+    expected = _message(lambda: metric(x, y, dropout=True))
+    assert "dropout off" in expected
+    assert _message(lambda: metric.spatial(x, y, dropout=True)) == expected
+
+
 def test_inputs_in_another_precision_are_computed_in_the_metrics(random_metric, images):
     metric = random_metric("lpips-vgg")
     x, y = images(1, 32, 32, seed=19), images(1, 32, 32, seed=20)

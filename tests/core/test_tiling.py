@@ -8,8 +8,9 @@ import torch
 from scipy import stats
 
 import elpips
+import elpips._passes
 import elpips.memory
-from elpips.tiling import ALIGN, HALO, BlockDropoutMasks, network_strides, tiled_distance
+from elpips.tiling import ALIGN, HALO, BlockDropoutMasks, core_size, network_strides, tiled_distance
 
 SMALL_BUDGET = 64 * 1024**2
 """The smallest budget: at 150 px one image is over it, so pairs go tile by tile (64-px cores)."""
@@ -95,3 +96,40 @@ def test_tiled_compare_equals_one_pass(images):
     with torch.no_grad():
         torch.testing.assert_close(tiled_metric.compare(reference, candidates, n=2),
                                    whole_metric.compare(reference, candidates, n=2), rtol=2e-5, atol=1e-8)
+
+
+def _documented_core(budget: int, bytes_per_pixel: int) -> int:
+    """docs/algorithm.md#memory: the largest core side, a multiple of 16, such that the tile (the core plus a
+    128-px halo on every side) of both images of a pair fits the budget at ``bytes_per_pixel``; at least 64 px."""
+    fitting = [side for side in range(16, 4096, 16) if 2 * bytes_per_pixel * (side + 2 * 128) ** 2 <= budget]
+    return max([64, *fitting])
+
+
+@pytest.mark.parametrize("budget", [64 * 1024**2, 256 * 1024**2, 300 * 1024**2, 1024**3, 2 * 1024**3, 5 * 1024**3])
+@pytest.mark.parametrize("backbone, element_size, bytes_per_pixel",
+                         [("vgg16", 4, 2048), ("squeezenet1_1", 4, 512), ("vgg16", 8, 4096)],
+                         ids=["vgg16", "squeezenet", "vgg16-float64"])
+def test_core_size_is_the_documented_bound(budget, backbone, element_size, bytes_per_pixel):
+    assert core_size(budget, backbone, element_size) == _documented_core(budget, bytes_per_pixel)
+
+
+def test_tiles_of_a_metric_have_the_documented_core(images, monkeypatch):
+    """Pairs over a 300 MiB budget are tiled with 64-px cores for VGG16 (the floor: even a 16-px core, a 272-px
+    tile of two images, takes 2 * 2048 * 272**2 bytes, 289 MiB, and a 32-px one 324 MiB) and 288-px cores for
+    SqueezeNet 1.1 (a 544-px tile: 289 MiB; 304 px would take 306 MiB)."""
+    cores = []
+
+    def recording(backbone, network_input, linear_weights, normalize, masks, core):
+        cores.append(core)
+        return torch.zeros((), dtype=torch.float64)
+
+    monkeypatch.setattr(elpips._passes, "tiled_distance", recording)
+    budget = 300 * 1024**2
+    x, y = images(1, 560, 560, seed=1), images(1, 560, 560, seed=2)
+    for name, expected in (("lpips-vgg", 64), ("lpips-squeeze", 288)):
+        metric = elpips.Metric(name, backbone_weights="random", device="cpu", memory_budget=budget)
+        assert metric.images_per_pass(560, 560) == 1
+        with torch.no_grad():
+            metric(x, y)
+        bytes_per_pixel = elpips.memory.BYTES_PER_PIXEL_FLOAT32[metric.config.backbone]
+        assert cores[-1] == expected == _documented_core(budget, bytes_per_pixel)

@@ -23,15 +23,15 @@ def test_checks_pass_on_the_cpu():
 
 def test_checks_fail_when_the_numbers_are_off(monkeypatch):
     """A 0.1% error in the float32 taps (the CPU's float64 reference is untouched) fails the metric checks."""
-    import elpips.metric
+    import elpips._features
 
-    original = elpips.metric._normalized
+    original = elpips._features.normalized_tap
 
     def skewed(tap: torch.Tensor, fused: bool = True) -> torch.Tensor:
         normalized = original(tap, fused)
         return normalized * 1.001 if normalized.dtype == torch.float32 else normalized
 
-    monkeypatch.setattr(elpips.metric, "_normalized", skewed)
+    monkeypatch.setattr(elpips._features, "normalized_tap", skewed)
     record = device_check.run_checks("cpu", metrics=("elpips-vgg",))
     assert not record["passed"] and not record["metrics"][0]["passed"] and not record["solvers"]["passed"]
 
