@@ -91,16 +91,11 @@ def test_checkpoint_round_trip_and_format_tags(tmp_path):
     assert generator.initial_seed() == 5
 
 
-def test_step_info_names_are_shared_and_old_names_warn():
+def test_step_info_names_are_shared():
     for info_type in (barycenters.StepInfo, geodesics.StepInfo):
         assert issubclass(info_type, StepInfo)
         names = list(info_type.__dataclass_fields__)
         assert names[:5] == ["step", "total_steps", "learning_rate", "loss", "seconds"]
-    info = StepInfo(2, 10, 0.01, 0.5, 0.1)
-    with pytest.warns(DeprecationWarning):
-        assert info.steps == 10
-    with pytest.warns(DeprecationWarning):
-        assert info.lr == 0.01
 
 
 def test_chain_calls_in_order():
