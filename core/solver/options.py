@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -43,14 +42,3 @@ def make_generator(generator: torch.Generator | int | None,
     else:
         raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {generator!r}")
     return made
-
-
-def renamed_keyword(new_value: Any, old_value: Any, new: str, old: str, function: str) -> Any:
-    """The value of a keyword renamed from ``old`` to ``new``: ``old`` still works, with a
-    ``DeprecationWarning``; giving both is an error."""
-    if old_value is None:
-        return new_value
-    if new_value is not None:
-        raise ValueError(f"{function}: give {new}= only ({old}= is its old name)")
-    warnings.warn(f"{function}({old}=...) is deprecated: use {new}=", DeprecationWarning, stacklevel=3)
-    return old_value

@@ -116,16 +116,10 @@ def test_progress_report_prints_lines_when_stderr_is_not_a_terminal(capsys):
     assert len(lines) == 10 and lines[-1].startswith("run: step 20/20, loss 0.05, ETA")
 
 
-def test_both_solvers_take_lr_and_the_old_geodesic_keyword_warns(random_metric):
+def test_both_solvers_take_lr(random_metric):
     metric = random_metric("l2")
     keys = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    new = geodesics.solve(keys, frames=4, metric=metric, steps=3, lr=0.01, coarse_to_fine=False, generator=1,
-                          eval_samples=1)
-    with pytest.warns(DeprecationWarning, match="lr="):
-        old = geodesics.solve(keys, frames=4, metric=metric, steps=3, schedule=0.01, coarse_to_fine=False,
-                              generator=1, eval_samples=1)
-    assert torch.equal(new.frames, old.frames)
-    with pytest.raises(ValueError, match="lr= only"):
-        geodesics.solve(keys, frames=4, metric=metric, steps=3, lr=0.01, schedule=0.01)
+    geodesics.solve(keys, frames=4, metric=metric, steps=3, lr=0.01, coarse_to_fine=False, generator=1,
+                    eval_samples=1)
     result = barycenters.solve(keys, metric=metric, steps=2, lr=0.01, generator=0, eval_samples=1)
     assert result.settings["lr"] == 0.01
