@@ -85,7 +85,6 @@ def test_checkpoint_round_trip_and_format_tags(tmp_path):
     assert checkpoint_format("barycenter") == "elpips-barycenter/1"
     assert checkpoint_format("geodesic") == "elpips-geodesic/1"
     check_format(loaded, "barycenter", path)
-    check_format({"format": "elpips-geodesic-1"}, "geodesic", path)  # written by earlier versions
     with pytest.raises(ValueError, match="not a geodesic checkpoint"):
         check_format(loaded, "geodesic", path)
     assert generator.initial_seed() == 5
