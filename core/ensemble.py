@@ -21,6 +21,7 @@ DEFAULT_MAX_OFFSET = 7
 DEFAULT_COLOR_MODE = "color"
 COLOR_MODES: tuple[str, ...] = ("color", "brightness")
 DEFAULT_DROPOUT_KEEP = 0.99
+"""The reference's dropout keep probability."""
 
 SWITCHES: tuple[str, ...] = ("offset", "flip", "swap", "permutation", "color", "scaling", "dropout")
 """The pieces that can be switched off, in the order of the random transformation (dropout last)."""

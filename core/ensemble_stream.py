@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from .dropout import DropoutMasks
-from .ensemble import EnsembleConfig
-from .transforms import (COLOR_MIN, COLOR_RANGE, MAX_OFFSET, PERMUTATIONS, TransformRecord, _shuffled_cycle,
+from .ensemble import DEFAULT_MAX_OFFSET, EnsembleConfig
+from .transforms import (COLOR_MIN, COLOR_RANGE, PERMUTATIONS, TransformRecord, _shuffled_cycle,
                          default_num_scales, scale_level_probabilities)
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def draw_window(window: int, num_scales: int, generator: torch.Generator,
     permutation = _shuffled_cycle(window, len(PERMUTATIONS), generator)
     channels = 3 if color_mode == "color" else 1
     color = (COLOR_MIN + COLOR_RANGE * _stratified_unit(window, channels, generator)).float().expand(window, 3)
-    offset = torch.randint(0, MAX_OFFSET + 1, (window, 2), generator=generator)
+    offset = torch.randint(0, DEFAULT_MAX_OFFSET + 1, (window, 2), generator=generator)
     scale_offset = torch.floor(torch.rand(window, 2, generator=generator, dtype=torch.float64)
                                * levels[:, None].double()).long()
     seeds = torch.randint(0, 2**62, (window,), generator=generator).tolist()

@@ -21,9 +21,6 @@ import torch.nn.functional as F
 
 from .ensemble import COLOR_MODES, DEFAULT_MAX_OFFSET, EnsembleConfig
 
-MAX_OFFSET = DEFAULT_MAX_OFFSET
-"""Default offsets are drawn from ``0..MAX_OFFSET``; every image grows by ``MAX_OFFSET`` pixels in each dimension."""
-
 MAX_SCALE_LEVELS = 8
 PIXELS_PER_SCALE_LEVEL = 64
 COLOR_MIN = 0.2
@@ -186,7 +183,7 @@ def sample_transform(
     scale_level = int(torch.multinomial(probabilities, 1, generator=generator).item()) + 1
     scale_offset = tuple(int(v) for v in torch.randint(0, scale_level, (2,), generator=generator))
 
-    offset = torch.randint(0, (ensemble.max_offset or MAX_OFFSET) + 1, (batch, 2), generator=generator)
+    offset = torch.randint(0, (ensemble.max_offset or DEFAULT_MAX_OFFSET) + 1, (batch, 2), generator=generator)
     flip = _shuffled_cycle(batch, 4, generator)
     swap = bool(torch.rand((), generator=generator).item() < 0.5)
     permutation = PERMUTATIONS[_shuffled_cycle(batch, len(PERMUTATIONS), generator)]
