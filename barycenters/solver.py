@@ -21,9 +21,10 @@ import torch
 
 from elpips.record import differences, metric_identity, tensor_digest
 from elpips.ensemble_stream import StratifiedStream, check_stream_mode
-from elpips.solver import (StepInfo, phase, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
+from elpips.solver import (StepInfo, phase, check_format, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, reference_learning_rate,
                            reporting, restore_generator, save_checkpoint)
+from elpips.validation import check_positive_int
 
 from .evaluate import Evaluation, evaluate_objective
 from .options import (check_inputs, check_metric_device, check_power, check_refs_per_step,

@@ -31,6 +31,7 @@ from .dropout import DropoutMasks
 from .ensemble import DEFAULT_MAX_OFFSET, EnsembleConfig
 from .transforms import (COLOR_MIN, COLOR_RANGE, PERMUTATIONS, TransformRecord, _shuffled_cycle,
                          default_num_scales, scale_level_probabilities)
+from .validation import check_positive_int
 
 if TYPE_CHECKING:
     from .metric import EnsembleSample, Metric
@@ -107,8 +108,7 @@ class StratifiedStream:
     """
 
     def __init__(self, seed: int, window: int = DEFAULT_WINDOW, color_mode: str = "color") -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {window!r}")
+        check_positive_int(window, "window")
         if color_mode not in ("color", "brightness"):
             raise ValueError(f"color_mode must be 'color' or 'brightness', got {color_mode!r}")
         self.seed = int(seed)

@@ -24,10 +24,10 @@ from elpips import Metric
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
 from elpips.record import differences
 from elpips.ensemble_stream import StratifiedStream, check_stream_mode
-from elpips.solver import (StepInfo, phase, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
+from elpips.solver import (StepInfo, phase, check_format, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, reporting,
                            restore_generator, save_checkpoint)
-from elpips.validation import check_images
+from elpips.validation import check_images, check_positive_int
 
 from .evaluate import evaluate_path
 from .levels import Level, carry_path, initial_path, level_starts, plan_levels

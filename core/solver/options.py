@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 CLIP_LOW = 1e-5
 CLIP_HIGH = 1.0 - 1e-5
 """Every solver keeps its iterates in ``[1e-5, 1 - 1e-5]``, clipped after every step
 (``docs/algorithm.md#barycenters``)."""
-
-
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum`` (bools and non-integers rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def clip_(images: torch.Tensor) -> torch.Tensor:

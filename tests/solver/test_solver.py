@@ -9,18 +9,8 @@ import torch
 
 from elpips import barycenters, geodesics
 from elpips.solver import (CHECKPOINT_NAME, CLIP_HIGH, CLIP_LOW, ProgressReport, StepInfo, chain, check_format,
-                           check_positive_int, checkpoint_format, clip_, learning_rate_schedule, load_checkpoint,
-                           make_generator, reference_learning_rate, save_checkpoint)
-
-
-@pytest.mark.parametrize("value", [0, -1, 1.5, True, "3", None])
-def test_positive_int_rejects(value):
-    with pytest.raises(ValueError, match="count must be an integer >= 1"):
-        check_positive_int(value, "count")
-
-
-def test_positive_int_accepts_the_minimum():
-    assert check_positive_int(0, "steps", minimum=0) == 0 and check_positive_int(7, "count") == 7
+                           checkpoint_format, clip_, learning_rate_schedule, load_checkpoint, make_generator,
+                           reference_learning_rate, save_checkpoint)
 
 
 def test_reference_schedule_closed_form():
