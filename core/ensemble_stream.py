@@ -29,8 +29,8 @@ import torch
 
 from .dropout import DropoutMasks
 from .ensemble import DEFAULT_MAX_OFFSET, EnsembleConfig
-from .transforms import (COLOR_MIN, COLOR_RANGE, PERMUTATIONS, TransformRecord, _shuffled_cycle,
-                         default_num_scales, scale_level_probabilities)
+from .transforms import (COLOR_MIN, COLOR_RANGE, PERMUTATIONS, TransformRecord, default_num_scales,
+                         scale_level_probabilities, shuffled_cycle)
 from .validation import check_positive_int
 
 if TYPE_CHECKING:
@@ -77,13 +77,13 @@ def draw_window(window: int, num_scales: int, generator: torch.Generator,
     """``window`` single-image records stratified across the window (see the module docstring), and a dropout
     seed per record."""
     levels = stratified_levels(window, num_scales, generator)
-    swap = _shuffled_cycle(window, 2, generator)
+    swap = shuffled_cycle(window, 2, generator)
     flip = torch.empty(window, dtype=torch.long)
     for value in (0, 1):
         rows = torch.nonzero(swap == value).flatten()
         if len(rows):
-            flip[rows] = _shuffled_cycle(len(rows), 4, generator)
-    permutation = _shuffled_cycle(window, len(PERMUTATIONS), generator)
+            flip[rows] = shuffled_cycle(len(rows), 4, generator)
+    permutation = shuffled_cycle(window, len(PERMUTATIONS), generator)
     channels = 3 if color_mode == "color" else 1
     color = (COLOR_MIN + COLOR_RANGE * _stratified_unit(window, channels, generator)).float().expand(window, 3)
     offset = torch.randint(0, DEFAULT_MAX_OFFSET + 1, (window, 2), generator=generator)
