@@ -23,7 +23,7 @@ import torch
 from elpips import Metric
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
 from elpips.record import differences
-from elpips.ensemble_stream import StratifiedStream, check_stream_mode
+from elpips.solver.ensemble_stream import StratifiedStream, check_stream_mode
 from elpips.solver import (StepInfo, phase, check_format, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, reporting,
                            restore_generator, save_checkpoint)
@@ -342,7 +342,7 @@ def solve(
         progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: energy, stage, ETA).
         schedule: not accepted (a ``TypeError``): the learning rate is ``lr``.
         ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
-            per step from a :class:`~elpips.ensemble_stream.StratifiedStream`: flips, permutations, colour
+            per step from a :class:`~elpips.solver.ensemble_stream.StratifiedStream`: flips, permutations, colour
             factors and scale levels stratified over consecutive steps; needs ``samples_per_step=1``).
 
     Returns:

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .dropout import DropoutMasks
-from .ensemble import DEFAULT_MAX_OFFSET, EnsembleConfig
-from .transforms import (COLOR_MIN, COLOR_RANGE, PERMUTATIONS, TransformRecord, default_num_scales,
-                         scale_level_probabilities, shuffled_cycle)
-from .validation import check_positive_int
+from elpips.dropout import DropoutMasks
+from elpips.ensemble import DEFAULT_MAX_OFFSET, EnsembleConfig
+from elpips.transforms import (COLOR_MIN, COLOR_RANGE, PERMUTATIONS, TransformRecord, default_num_scales,
+                               scale_level_probabilities, shuffled_cycle)
+from elpips.validation import check_positive_int
 
 if TYPE_CHECKING:
-    from .metric import EnsembleSample, Metric
+    from elpips.metric import EnsembleSample, Metric
 
 DEFAULT_WINDOW = 24
 """Steps per window: 24 = lcm(8 geometric variants, 6 permutations), so a full window holds every variant 3 times
@@ -137,7 +137,7 @@ class StratifiedStream:
     def sample(self, metric: "Metric", step: int, height: int, width: int) -> "EnsembleSample":
         """Step ``step``'s :class:`~elpips.EnsembleSample` for ``metric`` and ``height x width`` images (the
         metric's own empty sample for deterministic metrics)."""
-        from .metric import EnsembleSample
+        from elpips.metric import EnsembleSample
 
         if not metric.is_stochastic:
             return metric.sample(1, height, width)
