@@ -20,10 +20,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from elpips.record import differences, metric_identity, tensor_digest
-from elpips.ensemble_stream import StratifiedStream, check_stream_mode
-from elpips.solver import (StepInfo, phase, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
+from elpips.solver.ensemble_stream import StratifiedStream, check_stream_mode
+from elpips.solver import (StepInfo, phase, check_format, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, reference_learning_rate,
                            reporting, restore_generator, save_checkpoint)
+from elpips.validation import check_positive_int
 
 from .evaluate import Evaluation, evaluate_objective
 from .options import (check_inputs, check_metric_device, check_power, check_refs_per_step,
@@ -364,7 +365,7 @@ def solve(
         chunk_size: references per forward pass (bounds memory for large ``N``).
         progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: objective, ETA).
         ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
-            per step from a :class:`~elpips.ensemble_stream.StratifiedStream`: flips, permutations, colour
+            per step from a :class:`~elpips.solver.ensemble_stream.StratifiedStream`: flips, permutations, colour
             factors and scale levels stratified over consecutive steps; needs an ``elpips.Metric`` and
             ``samples_per_step=1``).
 

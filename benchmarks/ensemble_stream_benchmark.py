@@ -1,5 +1,6 @@
 """Does stratifying the ensemble across consecutive solver steps help? Independent samples per step against
-:class:`elpips.ensemble_stream.StratifiedStream`, for the geodesic and the barycenter solver (one sample per step).
+:class:`elpips.solver.ensemble_stream.StratifiedStream`, for the geodesic and the barycenter solver (one sample per
+step).
 
     python -m elpips.benchmarks.ensemble_stream_benchmark [--size 32] [--frames 8] [--images 6] [--seeds 0,1,2]
 
@@ -34,7 +35,7 @@ from elpips.barycenters import solve as solve_barycenter
 from elpips.barycenters.evaluate import evaluate_objective
 from elpips.barycenters.perturb import noisy_copies
 from elpips.barycenters.step import shared_step
-from elpips.ensemble_stream import DEFAULT_WINDOW, StratifiedStream
+from elpips.solver.ensemble_stream import DEFAULT_WINDOW, StratifiedStream
 from elpips.geodesics import evaluate_path, free_mask, path_step
 from elpips.geodesics import solve as solve_geodesic
 from elpips.geodesics.path import downscale

@@ -32,7 +32,7 @@ from torch import nn
 
 from elpips import Metric
 from elpips.io import load_image
-from elpips.transforms import MAX_OFFSET
+from elpips.ensemble import DEFAULT_MAX_OFFSET
 
 from .timing import paired_ratio, paired_timings, summarize
 
@@ -122,8 +122,8 @@ def measure_single(metric: Metric, size: int, batch: int, repeats: int, warmup: 
     device = metric.device
     cat, dog = example_images(size, device)
     x0, y = image_batch(cat, batch, seed=1), image_batch(dog, batch, seed=2)
-    y_padded = F.pad(y, (0, MAX_OFFSET, 0, MAX_OFFSET), mode="reflect")
-    x0_padded = F.pad(x0, (0, MAX_OFFSET, 0, MAX_OFFSET), mode="reflect")
+    y_padded = F.pad(y, (0, DEFAULT_MAX_OFFSET, 0, DEFAULT_MAX_OFFSET), mode="reflect")
+    x0_padded = F.pad(x0, (0, DEFAULT_MAX_OFFSET, 0, DEFAULT_MAX_OFFSET), mode="reflect")
     vgg = vgg_features_like(metric)
     peer = lpips_peer_like(metric)
 

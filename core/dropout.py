@@ -17,7 +17,7 @@ import math
 
 import torch
 
-DEFAULT_KEEP_PROBABILITY = 0.99
+from .ensemble import DEFAULT_DROPOUT_KEEP
 
 GAP_METHOD_DEVICES = ("cpu",)
 """Device types whose masks are drawn as geometric gaps (~1% of the random numbers). On a GPU ``bernoulli_`` is one
@@ -61,7 +61,7 @@ class DropoutMasks:
         keep_probability: probability of keeping an element; kept elements are scaled by ``1/keep``.
     """
 
-    def __init__(self, seed: int, keep_probability: float = DEFAULT_KEEP_PROBABILITY) -> None:
+    def __init__(self, seed: int, keep_probability: float = DEFAULT_DROPOUT_KEEP) -> None:
         if not 0.0 < keep_probability <= 1.0:
             raise ValueError(f"keep_probability must be in (0, 1], got {keep_probability}")
         self.seed = int(seed)

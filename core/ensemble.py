@@ -16,11 +16,14 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from .validation import check_positive_int
+
 DEFAULT_MAX_OFFSET = 7
 """The reference's maximum offset: every image grows by 7 pixels in each dimension (pad mode)."""
 DEFAULT_COLOR_MODE = "color"
 COLOR_MODES: tuple[str, ...] = ("color", "brightness")
 DEFAULT_DROPOUT_KEEP = 0.99
+"""The reference's dropout keep probability."""
 
 SWITCHES: tuple[str, ...] = ("offset", "flip", "swap", "permutation", "color", "scaling", "dropout")
 """The pieces that can be switched off, in the order of the random transformation (dropout last)."""
@@ -37,11 +40,6 @@ DEPENDENT_VALUES: dict[str, str] = {
 def _check_bool(value: Any, name: str) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"ensemble option {name} must be True or False, got {value!r}")
-
-
-def _check_count(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"ensemble option {name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -87,9 +85,9 @@ class EnsembleConfig:
                 raise ValueError(f"ensemble option {value_name}={getattr(self, value_name)!r} needs {switch} on "
                                  f"(it is off)")
         if self.max_offset is not None:
-            _check_count(self.max_offset, "max_offset", 1)
+            check_positive_int(self.max_offset, "ensemble option max_offset")
         if self.scale_levels is not None:
-            _check_count(self.scale_levels, "scale_levels", 1)
+            check_positive_int(self.scale_levels, "ensemble option scale_levels")
         if self.color_mode is not None and self.color_mode not in COLOR_MODES:
             raise ValueError(f"ensemble option color_mode must be one of {', '.join(COLOR_MODES)}, "
                              f"got {self.color_mode!r}")

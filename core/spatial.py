@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from ._features import dropout_enabled
 from ._inputs import check_fixed_transform, check_sample_count, checked_images, stack_candidates
 from .dropout import DropoutMasks
+from .ensemble import DEFAULT_MAX_OFFSET
 from .estimate import Z_95
-from .transforms import (FLIP_BOTH, FLIP_LEFT_RIGHT, FLIP_UP_DOWN, MAX_OFFSET, TransformRecord, identity_transform,
-                         scaled_size, transformed_size)
+from .transforms import (FLIP_BOTH, FLIP_LEFT_RIGHT, FLIP_UP_DOWN, TransformRecord, identity_transform, scaled_size,
+                         transformed_size)
 from .validation import check_same_shape
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def _fold_reflect(maps: torch.Tensor, top: int, bottom: int, left: int, right: i
 
 
 def _place_windows(maps: torch.Tensor, offset: torch.Tensor, height: int, width: int,
-                   padding: int = MAX_OFFSET) -> torch.Tensor:
+                   padding: int = DEFAULT_MAX_OFFSET) -> torch.Tensor:
     """Put each image's ``[h+M, w+M]`` window at rows ``dy..``, columns ``dx..`` of a zero ``[h+2M, w+2M]``
     canvas (the adjoint of the offset crop; ``M`` = ``padding``, 7 by default). ``maps``:
     ``[..., N, 1, h+M, w+M]``; ``offset``: ``[N, 2]``."""

@@ -21,9 +21,6 @@ import torch.nn.functional as F
 
 from .ensemble import COLOR_MODES, DEFAULT_MAX_OFFSET, EnsembleConfig
 
-MAX_OFFSET = DEFAULT_MAX_OFFSET
-"""Default offsets are drawn from ``0..MAX_OFFSET``; every image grows by ``MAX_OFFSET`` pixels in each dimension."""
-
 MAX_SCALE_LEVELS = 8
 PIXELS_PER_SCALE_LEVEL = 64
 COLOR_MIN = 0.2
@@ -133,13 +130,16 @@ def scale_level_probabilities(num_scales: int) -> torch.Tensor:
     return weights / weights.sum()
 
 
-def _shuffled_cycle(count: int, period: int, generator: torch.Generator | None) -> torch.Tensor:
+def shuffled_cycle(count: int, period: int, generator: torch.Generator | None) -> torch.Tensor:
     """``count`` stratified draws from ``0..period-1`` (``docs/algorithm.md#stratification``).
 
     The cycle ``0, 1, ..., period-1, 0, 1, ...`` is built up to a whole multiple of the period
     (``ceil(count / period) * period`` entries), shuffled, and cut to its first ``count`` entries. Every element is
     then uniform on ``0..period-1`` at every ``count`` (at ``count = 1`` a uniformly random value), and no value
     occurs more than ``ceil(count / period)`` times in the batch.
+
+    Returns:
+        ``[count]`` long tensor on the CPU.
     """
     padded = -(-count // period) * period
     cycle = torch.arange(padded) % period
@@ -186,10 +186,10 @@ def sample_transform(
     scale_level = int(torch.multinomial(probabilities, 1, generator=generator).item()) + 1
     scale_offset = tuple(int(v) for v in torch.randint(0, scale_level, (2,), generator=generator))
 
-    offset = torch.randint(0, (ensemble.max_offset or MAX_OFFSET) + 1, (batch, 2), generator=generator)
-    flip = _shuffled_cycle(batch, 4, generator)
+    offset = torch.randint(0, (ensemble.max_offset or DEFAULT_MAX_OFFSET) + 1, (batch, 2), generator=generator)
+    flip = shuffled_cycle(batch, 4, generator)
     swap = bool(torch.rand((), generator=generator).item() < 0.5)
-    permutation = PERMUTATIONS[_shuffled_cycle(batch, len(PERMUTATIONS), generator)]
+    permutation = PERMUTATIONS[shuffled_cycle(batch, len(PERMUTATIONS), generator)]
     color = _color_factors(batch, ensemble.color_mode or "color", generator)
 
     if not ensemble.scaling:

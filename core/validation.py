@@ -1,8 +1,26 @@
-"""One input check used by every entry point (raises ``ValueError``, never ``assert``)."""
+"""The input checks used by every entry point (they raise ``ValueError``, never ``assert``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``; bools and non-integers are rejected.
+
+    Args:
+        value: the argument to check.
+        name: the API argument it was given as (the error message names it).
+        minimum: the smallest allowed value (0 for counts that may be empty).
+
+    Raises:
+        ValueError: ``"<name> must be an integer >= <minimum>, got <value>"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def check_images(images: torch.Tensor, name: str = "images", min_size: int = 1) -> None:

@@ -23,11 +23,11 @@ import torch
 from elpips import Metric
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
 from elpips.record import differences
-from elpips.ensemble_stream import StratifiedStream, check_stream_mode
-from elpips.solver import (StepInfo, phase, check_format, check_positive_int, checkpoint_format, clip_, generator_state,
-                           learning_rate_schedule, load_checkpoint, make_generator, renamed_keyword, reporting,
+from elpips.solver.ensemble_stream import StratifiedStream, check_stream_mode
+from elpips.solver import (StepInfo, phase, check_format, checkpoint_format, clip_, generator_state,
+                           learning_rate_schedule, load_checkpoint, make_generator, reporting,
                            restore_generator, save_checkpoint)
-from elpips.validation import check_images
+from elpips.validation import check_images, check_positive_int
 
 from .evaluate import evaluate_path
 from .levels import Level, carry_path, initial_path, level_starts, plan_levels
@@ -340,15 +340,16 @@ def solve(
             every rank can read for ``resume``); the result is the same on every rank. Checkpoints do not depend
             on the number of ranks.
         progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: energy, stage, ETA).
-        schedule: the old name of ``lr`` (deprecated).
+        schedule: not accepted (a ``TypeError``): the learning rate is ``lr``.
         ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
-            per step from a :class:`~elpips.ensemble_stream.StratifiedStream`: flips, permutations, colour
+            per step from a :class:`~elpips.solver.ensemble_stream.StratifiedStream`: flips, permutations, colour
             factors and scale levels stratified over consecutive steps; needs ``samples_per_step=1``).
 
     Returns:
         A :class:`GeodesicResult`; ``frames`` is ``[K+1, 3, H, W]`` on the CPU.
     """
-    lr = renamed_keyword(lr, schedule, "lr", "schedule", "elpips.geodesics.solve")
+    if schedule is not None:
+        raise TypeError("elpips.geodesics.solve() got an unexpected keyword argument 'schedule' (use lr=)")
     metric = Metric() if metric is None else metric
     if device is not None:
         metric.to(device)

@@ -29,21 +29,11 @@ from elpips.solver import phase
 from .attack_ablation import check_options as check_ablation_options
 from .attack_ablation import run_ablation
 from .common import (add_metric_options, calibration_label, check_ensemble_options, cropped, default_run_dir,
-                     make_metric, metric_label, parse_crop, positive_int, progress_bar, run_record,
-                     weights_report)
+                     make_metric, metric_label, parse_crop, positive_float, positive_int, progress_bar,
+                     run_record, weights_report)
 from .run_folder import RunFolder
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _add_common(parser: argparse.ArgumentParser, steps: int, step_size: float, step_help: str) -> None:
@@ -54,7 +44,7 @@ def _add_common(parser: argparse.ArgumentParser, steps: int, step_size: float, s
     parser.add_argument("--steps", type=positive_int, default=steps, help=f"attack steps (default {steps})")
     parser.add_argument("--samples-per-step", type=positive_int, default=8, metavar="M",
                         help="E-LPIPS samples averaged per gradient (expectation over transformations; default 8)")
-    parser.add_argument("--step-size", type=_positive_float, default=step_size,
+    parser.add_argument("--step-size", type=positive_float, default=step_size,
                         help=f"{step_help} (default {step_size})")
     parser.add_argument("--eval-max-samples", type=positive_int, default=2000, metavar="N",
                         help="cap on the fresh samples of the final evaluation (it stops earlier once the 95%% "
@@ -98,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "--dataset, distances are also normalised by the mean distance between its images.",
     )
     a2.add_argument("source", help="source image (PNG, JPEG, ...; or example:NAME)")
-    a2.add_argument("--epsilon", type=_positive_float, required=True, metavar="E",
+    a2.add_argument("--epsilon", type=positive_float, required=True, metavar="E",
                     help="budget as an RMS pixel difference in [0, 1] units (||x - s||_2 <= E sqrt(3HW)); "
                          "e.g. 0.03")
     a2.add_argument("--dataset", default=None, metavar="DIR",

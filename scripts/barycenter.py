@@ -24,7 +24,8 @@ from elpips.solver import CHECKPOINT_NAME, phase
 from elpips.validation import check_images
 
 from .common import (add_metric_options, add_sizing_options, calibration_label, cropped, default_run_dir,
-                     make_metric, metric_label, parse_crop, positive_int, run_record, sizing_from, weights_report)
+                     make_metric, metric_label, nonnegative_int, parse_crop, positive_int, run_record, sizing_from,
+                     weights_report)
 from .render.figures import contact_sheet
 from .run_folder import RunFolder
 
@@ -65,13 +66,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     add_sizing_options(parser)
     parser.set_defaults(handler=run)
-
-
-def nonnegative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
 
 
 def parse_weights(text: str | None, count: int) -> list[float] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Sequence
 
 import elpips
 import elpips.io
@@ -227,11 +227,30 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _number_type(kind: Callable[[str], Any], minimum: float, description: str,
+                 exclusive: bool = False) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` (``int`` or ``float``), finite and ``>= minimum`` (``> minimum`` with
+    ``exclusive``); anything else is the argparse error ``must be <description>, got <text>``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}") from None
+        if (isinstance(value, float) and not math.isfinite(value)) or value < minimum \
+                or (exclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {description}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = _number_type(int, 1, "a positive integer")
+"""argparse type: an integer ``>= 1``."""
+nonnegative_int = _number_type(int, 0, "a non-negative integer")
+"""argparse type: an integer ``>= 0``."""
+positive_float = _number_type(float, 0.0, "a positive number", exclusive=True)
+"""argparse type: a finite number ``> 0``."""
 
 
 def weights_report(metric: Metric) -> dict:

@@ -19,7 +19,8 @@ from .robustness import A1Report, Progress, attack_a1, evaluate_a1
 
 @dataclass(frozen=True)
 class AblationSettings:
-    """The attack budget and evaluation settings shared by every rung (see :func:`elpips.robustness.attack_a1`).
+    """The attack budget and evaluation settings shared by every rung (see
+    :func:`elpips.experiments.robustness.attack_a1`).
 
     Attributes:
         steps, samples_per_step, step_size: the attack's budget.

@@ -24,7 +24,7 @@ import torch
 
 from elpips.estimate import Estimate, summarize
 from elpips.metric import Metric
-from elpips.validation import check_images, check_same_shape
+from elpips.validation import check_images, check_positive_int, check_same_shape
 
 Progress = Callable[[int, torch.Tensor], None]
 """``progress(step, attacker_estimate [N])``, called after every attack step."""
@@ -99,9 +99,7 @@ def project_l2_box(points: torch.Tensor, center: torch.Tensor, radius: torch.Ten
 
 
 def _grid(levels: int | None) -> int | None:
-    if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 1):
-        raise ValueError(f"levels must be a positive integer or None, got {levels!r}")
-    return levels
+    return None if levels is None else check_positive_int(levels, "levels")
 
 
 def quantize_toward(images: torch.Tensor, center: torch.Tensor, levels: int = EIGHT_BIT) -> torch.Tensor:
@@ -170,11 +168,6 @@ def quantize_within_budget(images: torch.Tensor, center: torch.Tensor, radius: t
 
 
 # -- shared pieces -------------------------------------------------------------------------------------------------
-def _check_positive_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _check_positive_float(value: float, name: str) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -277,8 +270,8 @@ def attack_a2(
     """
     (source,) = _checked(metric, source=source)
     _check_positive_float(epsilon, "epsilon")
-    _check_positive_int(steps, "steps")
-    _check_positive_int(samples_per_step, "samples_per_step")
+    check_positive_int(steps, "steps")
+    check_positive_int(samples_per_step, "samples_per_step")
     _check_positive_float(step_size, "step_size")
     _grid(levels)
     if not 0 <= momentum < 1:
@@ -400,7 +393,7 @@ def attack_a1(
     for value, name in ((steps, "steps"), (samples_per_step, "samples_per_step"),
                         (threshold_samples, "threshold_samples"), (check_samples, "check_samples"),
                         (line_search_points, "line_search_points"), (batch, "batch")):
-        _check_positive_int(value, name)
+        check_positive_int(value, name)
     _check_positive_float(step_size, "step_size")
     _grid(levels)
     generator = metric.generator if generator is None else generator
@@ -563,12 +556,12 @@ def mean_pairwise_distance(metric: Metric, images: torch.Tensor, samples: int = 
     (images,) = _checked(metric, images=images)
     if images.shape[0] < 2:
         raise ValueError(f"the normalising set needs at least 2 images, got {images.shape[0]}")
-    _check_positive_int(samples, "samples")
-    _check_positive_int(batch, "batch")
+    check_positive_int(samples, "samples")
+    check_positive_int(batch, "batch")
     generator = metric.generator if generator is None else generator
     pairs = [(i, j) for i in range(images.shape[0]) for j in range(i + 1, images.shape[0])]
     if max_pairs is not None:
-        _check_positive_int(max_pairs, "max_pairs")
+        check_positive_int(max_pairs, "max_pairs")
         if max_pairs < len(pairs):
             order = torch.randperm(len(pairs), generator=generator)[:max_pairs].sort().values
             pairs = [pairs[k] for k in order.tolist()]

@@ -10,7 +10,7 @@ checkpoints.
 
 from .checkpoint import (CHECKPOINT_NAME, check_format, checkpoint_format, generator_state, load_checkpoint,
                          restore_generator, save_checkpoint)
-from .options import CLIP_HIGH, CLIP_LOW, check_positive_int, clip_, make_generator, renamed_keyword
+from .options import CLIP_HIGH, CLIP_LOW, clip_, make_generator
 from .progress import PLAIN_INTERVAL_S, ProgressReport, StepInfo, chain, phase, reporting
 from .schedules import REFERENCE_BASE_RATE, Schedule, learning_rate_schedule, reference_learning_rate
 
@@ -25,7 +25,6 @@ __all__ = [
     "StepInfo",
     "chain",
     "check_format",
-    "check_positive_int",
     "checkpoint_format",
     "clip_",
     "generator_state",
@@ -33,7 +32,6 @@ __all__ = [
     "load_checkpoint",
     "make_generator",
     "reference_learning_rate",
-    "renamed_keyword",
     "phase",
     "reporting",
     "restore_generator",

@@ -20,8 +20,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 """The checkpoint's file name inside a run folder (every command that resumes uses it)."""
 
 FORMAT_VERSION = 1
-LEGACY_FORMATS = {"geodesic": ("elpips-geodesic-1",)}
-"""Format tags written by earlier versions that still load."""
 
 
 def checkpoint_format(solver: str, version: int = FORMAT_VERSION) -> str:
@@ -32,7 +30,7 @@ def checkpoint_format(solver: str, version: int = FORMAT_VERSION) -> str:
 def check_format(state: dict[str, Any], solver: str, path: str | os.PathLike) -> None:
     """Raise ``ValueError`` unless ``state`` (read from ``path``) is a checkpoint of ``solver``."""
     found = state.get("format") if isinstance(state, dict) else None
-    if found != checkpoint_format(solver) and found not in LEGACY_FORMATS.get(solver, ()):
+    if found != checkpoint_format(solver):
         raise ValueError(f"'{path}' is not a {solver} checkpoint (format {found!r})")
 
 

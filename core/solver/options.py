@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 import torch
 
 CLIP_LOW = 1e-5
 CLIP_HIGH = 1.0 - 1e-5
 """Every solver keeps its iterates in ``[1e-5, 1 - 1e-5]``, clipped after every step
 (``docs/algorithm.md#barycenters``)."""
-
-
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum`` (bools and non-integers rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def clip_(images: torch.Tensor) -> torch.Tensor:
@@ -43,14 +33,3 @@ def make_generator(generator: torch.Generator | int | None,
     else:
         raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {generator!r}")
     return made
-
-
-def renamed_keyword(new_value: Any, old_value: Any, new: str, old: str, function: str) -> Any:
-    """The value of a keyword renamed from ``old`` to ``new``: ``old`` still works, with a
-    ``DeprecationWarning``; giving both is an error."""
-    if old_value is None:
-        return new_value
-    if new_value is not None:
-        raise ValueError(f"{function}: give {new}= only ({old}= is its old name)")
-    warnings.warn(f"{function}({old}=...) is deprecated: use {new}=", DeprecationWarning, stacklevel=3)
-    return old_value

@@ -6,7 +6,6 @@ import contextlib
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -28,18 +27,6 @@ class StepInfo:
     learning_rate: float
     loss: float
     seconds: float
-
-    @property
-    def steps(self) -> int:
-        """Deprecated name of :attr:`total_steps`."""
-        warnings.warn("StepInfo.steps is deprecated: use total_steps", DeprecationWarning, stacklevel=2)
-        return self.total_steps
-
-    @property
-    def lr(self) -> float:
-        """Deprecated name of :attr:`learning_rate`."""
-        warnings.warn("StepInfo.lr is deprecated: use learning_rate", DeprecationWarning, stacklevel=2)
-        return self.learning_rate
 
 
 Callback = Callable[[Any], None]

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from elpips.io import ImageLoadError, load_image
+from elpips.validation import check_positive_int
 
 import elpips
 import elpips.io
@@ -204,6 +205,16 @@ def test_any_float_precision_accepted(random_metric, images, dtype):
     torch.testing.assert_close(distance.detach(), expected)
     distance.sum().backward()
     assert x.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "3", None])
+def test_positive_int_rejects(value):
+    with pytest.raises(ValueError, match="count must be an integer >= 1"):
+        check_positive_int(value, "count")
+
+
+def test_positive_int_accepts_the_minimum():
+    assert check_positive_int(0, "steps", minimum=0) == 0 and check_positive_int(7, "count") == 7
 
 
 @pytest.mark.parametrize("n", [2.5, 0, True, "3"])

@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 import elpips
-from elpips.ensemble_stream import StratifiedStream, draw_window, stratified_levels
+from elpips.solver.ensemble_stream import StratifiedStream, draw_window, stratified_levels
 from elpips.transforms import sample_transform
 
 PERMUTATION_INDEX = {tuple(p): i for i, p in enumerate(itertools.permutations(range(3)))}
@@ -238,7 +238,7 @@ def test_stream_refuses_a_partial_ensemble():
     import pytest
 
     import elpips
-    from elpips.ensemble_stream import StratifiedStream
+    from elpips.solver.ensemble_stream import StratifiedStream
 
     metric = elpips.Metric("elpips-vgg+geom", backbone_weights="random", device="cpu")
     with pytest.raises(ValueError, match="ensemble_stream='independent'"):

@@ -9,18 +9,8 @@ import torch
 
 from elpips import barycenters, geodesics
 from elpips.solver import (CHECKPOINT_NAME, CLIP_HIGH, CLIP_LOW, ProgressReport, StepInfo, chain, check_format,
-                           check_positive_int, checkpoint_format, clip_, learning_rate_schedule, load_checkpoint,
-                           make_generator, reference_learning_rate, save_checkpoint)
-
-
-@pytest.mark.parametrize("value", [0, -1, 1.5, True, "3", None])
-def test_positive_int_rejects(value):
-    with pytest.raises(ValueError, match="count must be an integer >= 1"):
-        check_positive_int(value, "count")
-
-
-def test_positive_int_accepts_the_minimum():
-    assert check_positive_int(0, "steps", minimum=0) == 0 and check_positive_int(7, "count") == 7
+                           checkpoint_format, clip_, learning_rate_schedule, load_checkpoint, make_generator,
+                           reference_learning_rate, save_checkpoint)
 
 
 def test_reference_schedule_closed_form():
@@ -85,22 +75,16 @@ def test_checkpoint_round_trip_and_format_tags(tmp_path):
     assert checkpoint_format("barycenter") == "elpips-barycenter/1"
     assert checkpoint_format("geodesic") == "elpips-geodesic/1"
     check_format(loaded, "barycenter", path)
-    check_format({"format": "elpips-geodesic-1"}, "geodesic", path)  # written by earlier versions
     with pytest.raises(ValueError, match="not a geodesic checkpoint"):
         check_format(loaded, "geodesic", path)
     assert generator.initial_seed() == 5
 
 
-def test_step_info_names_are_shared_and_old_names_warn():
+def test_step_info_names_are_shared():
     for info_type in (barycenters.StepInfo, geodesics.StepInfo):
         assert issubclass(info_type, StepInfo)
         names = list(info_type.__dataclass_fields__)
         assert names[:5] == ["step", "total_steps", "learning_rate", "loss", "seconds"]
-    info = StepInfo(2, 10, 0.01, 0.5, 0.1)
-    with pytest.warns(DeprecationWarning):
-        assert info.steps == 10
-    with pytest.warns(DeprecationWarning):
-        assert info.lr == 0.01
 
 
 def test_chain_calls_in_order():
@@ -121,16 +105,10 @@ def test_progress_report_prints_lines_when_stderr_is_not_a_terminal(capsys):
     assert len(lines) == 10 and lines[-1].startswith("run: step 20/20, loss 0.05, ETA")
 
 
-def test_both_solvers_take_lr_and_the_old_geodesic_keyword_warns(random_metric):
+def test_both_solvers_take_lr(random_metric):
     metric = random_metric("l2")
     keys = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    new = geodesics.solve(keys, frames=4, metric=metric, steps=3, lr=0.01, coarse_to_fine=False, generator=1,
-                          eval_samples=1)
-    with pytest.warns(DeprecationWarning, match="lr="):
-        old = geodesics.solve(keys, frames=4, metric=metric, steps=3, schedule=0.01, coarse_to_fine=False,
-                              generator=1, eval_samples=1)
-    assert torch.equal(new.frames, old.frames)
-    with pytest.raises(ValueError, match="lr= only"):
-        geodesics.solve(keys, frames=4, metric=metric, steps=3, lr=0.01, schedule=0.01)
+    geodesics.solve(keys, frames=4, metric=metric, steps=3, lr=0.01, coarse_to_fine=False, generator=1,
+                    eval_samples=1)
     result = barycenters.solve(keys, metric=metric, steps=2, lr=0.01, generator=0, eval_samples=1)
     assert result.settings["lr"] == 0.01

@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .dropout import DropoutMasks
-from .ensemble import EnsembleConfig
-from .transforms import (COLOR_MIN, COLOR_RANGE, MAX_OFFSET, PERMUTATIONS, TransformRecord, _shuffled_cycle,
-                         default_num_scales, scale_level_probabilities)
+from elpips.dropout import DropoutMasks
+from elpips.ensemble import DEFAULT_MAX_OFFSET, EnsembleConfig
+from elpips.transforms import (COLOR_MIN, COLOR_RANGE, PERMUTATIONS, TransformRecord, default_num_scales,
+                               scale_level_probabilities, shuffled_cycle)
+from elpips.validation import check_positive_int
 
 if TYPE_CHECKING:
-    from .metric import EnsembleSample, Metric
+    from elpips.metric import EnsembleSample, Metric
 
 DEFAULT_WINDOW = 24
 """Steps per window: 24 = lcm(8 geometric variants, 6 permutations), so a full window holds every variant 3 times
@@ -76,16 +77,16 @@ def draw_window(window: int, num_scales: int, generator: torch.Generator,
     """``window`` single-image records stratified across the window (see the module docstring), and a dropout
     seed per record."""
     levels = stratified_levels(window, num_scales, generator)
-    swap = _shuffled_cycle(window, 2, generator)
+    swap = shuffled_cycle(window, 2, generator)
     flip = torch.empty(window, dtype=torch.long)
     for value in (0, 1):
         rows = torch.nonzero(swap == value).flatten()
         if len(rows):
-            flip[rows] = _shuffled_cycle(len(rows), 4, generator)
-    permutation = _shuffled_cycle(window, len(PERMUTATIONS), generator)
+            flip[rows] = shuffled_cycle(len(rows), 4, generator)
+    permutation = shuffled_cycle(window, len(PERMUTATIONS), generator)
     channels = 3 if color_mode == "color" else 1
     color = (COLOR_MIN + COLOR_RANGE * _stratified_unit(window, channels, generator)).float().expand(window, 3)
-    offset = torch.randint(0, MAX_OFFSET + 1, (window, 2), generator=generator)
+    offset = torch.randint(0, DEFAULT_MAX_OFFSET + 1, (window, 2), generator=generator)
     scale_offset = torch.floor(torch.rand(window, 2, generator=generator, dtype=torch.float64)
                                * levels[:, None].double()).long()
     seeds = torch.randint(0, 2**62, (window,), generator=generator).tolist()
@@ -107,8 +108,7 @@ class StratifiedStream:
     """
 
     def __init__(self, seed: int, window: int = DEFAULT_WINDOW, color_mode: str = "color") -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {window!r}")
+        check_positive_int(window, "window")
         if color_mode not in ("color", "brightness"):
             raise ValueError(f"color_mode must be 'color' or 'brightness', got {color_mode!r}")
         self.seed = int(seed)
@@ -137,7 +137,7 @@ class StratifiedStream:
     def sample(self, metric: "Metric", step: int, height: int, width: int) -> "EnsembleSample":
         """Step ``step``'s :class:`~elpips.EnsembleSample` for ``metric`` and ``height x width`` images (the
         metric's own empty sample for deterministic metrics)."""
-        from .metric import EnsembleSample
+        from elpips.metric import EnsembleSample
 
         if not metric.is_stochastic:
             return metric.sample(1, height, width)
