@@ -95,7 +95,7 @@ def coarse_to_fine_gain(metric: Metric, keys: torch.Tensor, frames: int, steps: 
     def run(steps: int, **options) -> dict:
         sync(metric.device)
         started, started_cpu = time.perf_counter(), time.process_time()
-        result = solve(keys, frames=frames, metric=metric, steps=steps, generator=torch.Generator().manual_seed(1),
+        result = solve(keys, metric, frames=frames, steps=steps, generator=torch.Generator().manual_seed(1),
                        eval_samples=1, **options)
         sync(metric.device)
         return {"energy": energy(result.frames), "seconds": time.perf_counter() - started,

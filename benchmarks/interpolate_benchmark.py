@@ -51,10 +51,12 @@ def speed(size: int, steps: int, factor: int = 4) -> dict:
     keys = pan_frames(load_image("example:cat"), 2, size)
     window = plan_windows(2)[0]
     times, cpu_times = [], []
-    solve_window(metric, keys, window, factor, 0, SolveSettings(steps=1, eval_samples=1))  # warm-up
+    solve_window(keys, metric, window=window, factor=factor, seed=0,
+                 settings=SolveSettings(steps=1, eval_samples=1))  # warm-up
     for seed in (1, 2):
         started, cpu_started = time.perf_counter(), time.process_time()
-        solve_window(metric, keys, window, factor, seed, SolveSettings(steps=steps, eval_samples=1))
+        solve_window(keys, metric, window=window, factor=factor, seed=seed,
+                     settings=SolveSettings(steps=steps, eval_samples=1))
         times.append(time.perf_counter() - started)
         cpu_times.append(time.process_time() - cpu_started)
     best, cpu = min(times), min(cpu_times)

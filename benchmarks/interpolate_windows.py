@@ -39,7 +39,8 @@ def stitched(metric: Metric, keys: torch.Tensor, factor: int, per_window: int, s
     parts, started = [], time.perf_counter()
     windows = plan_windows(keys.shape[0], per_window)
     for window in windows:
-        result = solve_window(metric, keys[window.first:window.last + 1], window, factor, seed, settings)
+        result = solve_window(keys[window.first:window.last + 1], metric, window=window, factor=factor, seed=seed,
+                              settings=settings)
         parts.append(result.owned_frames(factor, keys.shape[0]))
     return torch.cat(parts), time.perf_counter() - started
 

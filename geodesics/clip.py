@@ -141,27 +141,34 @@ class WindowResult:
         return self.frames[:stop - start]
 
 
-def solve_window(metric: Metric, keyframes: torch.Tensor, window: Window, factor: int, seed: int,
+def solve_window(keyframes: torch.Tensor, metric: Metric, *, window: Window, factor: int, seed: int,
                  settings: SolveSettings, checkpoint: str | os.PathLike | None = None, resume: bool = False,
                  callback: Callable[[GeodesicStepInfo], None] | None = None) -> WindowResult:
     """The geodesic through one window's keyframes.
 
+    The keyframes and the metric are positional, every option is keyword-only (in the order of
+    :func:`~elpips.geodesics.solve`'s). The metric is never changed (see :func:`~elpips.geodesics.solve`).
+
     Args:
         keyframes: ``[window.segments + 1, 3, H, W]`` float in [0, 1].
+        metric: an :class:`elpips.Metric`.
+        window: which window of the clip (its index seeds the window's generators).
         factor: ``K``, intervals per keyframe pair.
         seed: the clip's seed (the window's generators derive from it and ``window.index``).
-        checkpoint, resume: as in :func:`~elpips.geodesics.solve` (a path, and whether to continue it).
+        settings: the solver options of every window.
+        checkpoint, resume, callback: as in :func:`~elpips.geodesics.solve` (a path, whether to continue it, a
+            function called after every step).
     """
     check_factor(factor)
     if keyframes.shape[0] != window.segments + 1:
         raise ValueError(f"window {window.index} needs {window.segments + 1} keyframes, got {keyframes.shape[0]}")
     own_seed = window_seed(seed, window.index)
     started = time.perf_counter()
-    result = solve(keyframes, frames=[factor] * window.segments, metric=metric, steps=settings.steps,
-                   lr=settings.lr, coarse_to_fine=settings.coarse_to_fine, spatial=settings.spatial,
-                   generator=torch.Generator().manual_seed(own_seed), callback=callback, checkpoint=checkpoint,
-                   checkpoint_every=settings.checkpoint_every, resume=resume, chunk_size=settings.chunk_size,
-                   eval_samples=settings.eval_samples,
+    result = solve(keyframes, metric, frames=[factor] * window.segments, steps=settings.steps, lr=settings.lr,
+                   generator=torch.Generator().manual_seed(own_seed), checkpoint=checkpoint,
+                   checkpoint_every=settings.checkpoint_every, resume=resume, callback=callback,
+                   chunk_size=settings.chunk_size, eval_samples=settings.eval_samples,
+                   coarse_to_fine=settings.coarse_to_fine, spatial=settings.spatial,
                    eval_generator=torch.Generator().manual_seed(own_seed + 1))
     fade = evaluate_path(metric, crossfade(keyframes.to(metric.device).float(), factor), settings.eval_samples,
                          torch.Generator().manual_seed(own_seed + 1), chunk_size=settings.chunk_size)
@@ -169,7 +176,7 @@ def solve_window(metric: Metric, keyframes: torch.Tensor, window: Window, factor
                         result.samples, time.perf_counter() - started, result.resumed_from, result.energy_history)
 
 
-def interpolate_windows(metric: Metric, read_keyframes: Callable[[int, int], torch.Tensor],
+def interpolate_windows(read_keyframes: Callable[[int, int], torch.Tensor], metric: Metric, *,
                         windows: Iterable[Window], factor: int, seed: int, settings: SolveSettings,
                         checkpoint_for: Callable[[Window], str | os.PathLike | None] | None = None,
                         resume_for: Callable[[Window], bool] | None = None,
@@ -178,6 +185,7 @@ def interpolate_windows(metric: Metric, read_keyframes: Callable[[int, int], tor
 
     Args:
         read_keyframes: ``(first, stop) -> [stop - first, 3, H, W]``, clip frames ``first .. stop-1``.
+        metric, factor, seed, settings, callback: as in :func:`solve_window`.
         checkpoint_for: the checkpoint path of a window (``None``: none).
         resume_for: whether that window continues its checkpoint.
     """
@@ -185,4 +193,5 @@ def interpolate_windows(metric: Metric, read_keyframes: Callable[[int, int], tor
         keyframes = read_keyframes(window.first, window.last + 1)
         checkpoint = checkpoint_for(window) if checkpoint_for else None
         resume = bool(resume_for(window)) if resume_for else False
-        yield solve_window(metric, keyframes, window, factor, seed, settings, checkpoint, resume, callback)
+        yield solve_window(keyframes, metric, window=window, factor=factor, seed=seed, settings=settings,
+                           checkpoint=checkpoint, resume=resume, callback=callback)

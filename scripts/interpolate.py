@@ -238,8 +238,9 @@ def solve_mine(settings: InterpolateSettings, clip: Clip, run_dir: Path, seed: i
         checkpoint = window_checkpoint(run_dir, window)
         with distributed.local_scope():
             keyframes = clip.frames(window.first, window.last + 1)
-            result = solve_window(metric, keyframes, window, settings.factor, seed, solver, checkpoint,
-                                  resume=checkpoint.is_file(), callback=progress)
+            result = solve_window(keyframes, metric, window=window, factor=settings.factor, seed=seed,
+                                  settings=solver, checkpoint=checkpoint, resume=checkpoint.is_file(),
+                                  callback=progress)
             write_window(run_dir, result, clip, settings.factor, seed, rank, world)
         progress.window_done(result, len(mine))
 
