@@ -69,9 +69,17 @@ def output_count(num_keyframes: int, factor: int) -> int:
     return (num_keyframes - 1) * factor + 1
 
 
-def check_factor(factor: int) -> None:
+def check_factor(factor: int, name: str = "factor") -> None:
+    """``factor`` (``K``) must be an integer >= 2; errors call it ``name``."""
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise ValueError(f"--factor must be an integer >= 2 (K - 1 new frames per pair), got {factor!r}")
+        raise ValueError(f"{name} must be an integer >= 2 (K - 1 new frames per pair), got {factor!r}")
+
+
+def check_keyframes_per_window(keyframes_per_window: int, name: str = "keyframes_per_window") -> None:
+    """Keyframes per window must be an integer >= 2; errors call the value ``name``."""
+    if isinstance(keyframes_per_window, bool) or not isinstance(keyframes_per_window, int) \
+            or keyframes_per_window < 2:
+        raise ValueError(f"{name} must be an integer >= 2 (keyframes per window), got {keyframes_per_window!r}")
 
 
 def plan_windows(num_keyframes: int, keyframes_per_window: int = 2) -> list[Window]:
@@ -79,9 +87,7 @@ def plan_windows(num_keyframes: int, keyframes_per_window: int = 2) -> list[Wind
     keyframe: ``plan_windows(6, 3)`` -> keyframes ``0..2, 2..4, 4..5``."""
     if num_keyframes < 2:
         raise ValueError(f"interpolation needs at least 2 frames, got {num_keyframes}")
-    if isinstance(keyframes_per_window, bool) or not isinstance(keyframes_per_window, int) \
-            or keyframes_per_window < 2:
-        raise ValueError(f"--window must be an integer >= 2 (keyframes per window), got {keyframes_per_window!r}")
+    check_keyframes_per_window(keyframes_per_window)
     step = keyframes_per_window - 1
     return [Window(index, first, min(first + step, num_keyframes - 1))
             for index, first in enumerate(range(0, num_keyframes - 1, step))]

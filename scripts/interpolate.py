@@ -37,7 +37,7 @@ from elpips import distributed
 from elpips.clips import Clip, open_clip
 from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicStepInfo, SolveSettings, Window, WindowResult,
                               output_count, plan_windows, solve_window)
-from elpips.geodesics.clip import check_factor, window_seed
+from elpips.geodesics.clip import check_factor, check_keyframes_per_window, window_seed
 from elpips.io import OutputWriteError, save_image, write_json
 from elpips.sizing import Sizing
 from elpips.solver import reference_learning_rate
@@ -121,8 +121,10 @@ class InterpolateSettings:
     @classmethod
     def parse(cls, args: argparse.Namespace) -> InterpolateSettings:
         """The settings of the command line (``ValueError`` for a bad option, before anything is read)."""
-        check_factor(args.factor)
-        plan_windows(2, args.window)  # checks --window
+        check_factor(args.factor, "--factor")
+        check_keyframes_per_window(args.window, "--window")
+        if args.fps is not None and not args.fps > 0:  # NaN fails too
+            raise ValueError(f"--fps must be > 0, got {args.fps}")
         if args.steps < 0:
             raise ValueError(f"--steps must be >= 0, got {args.steps}")
         if not 0 < args.lr < float("inf"):  # NaN and inf fail too

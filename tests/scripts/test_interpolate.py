@@ -87,7 +87,7 @@ def test_bad_clips_are_clear_errors(clip_files, tmp_path):
     cases = [(tmp_path / "nothing.mp4", "no such file"), (single, "has 1 frame; at least 2 needed"),
              (tmp_path / "empty", "no image files"), (f"{tmp_path}/*.jpeg", "no file matches"),
              (tmp_path / "notes.txt", "not a video"),
-             (clip_files["frames"], "--resize WxH or --fit smallest|largest")]
+             (clip_files["frames"], "Sizing(resize=(height, width)) or Sizing(fit='smallest'|'largest')")]
     for spec, message in cases:
         with pytest.raises(ImageLoadError, match=None) as caught:
             open_clip(spec)
