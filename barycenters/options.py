@@ -7,7 +7,6 @@ from typing import Any, Sequence
 
 import torch
 
-from elpips.devices import resolve_device
 from elpips.solver import CLIP_HIGH, CLIP_LOW
 from elpips.validation import check_images
 
@@ -54,16 +53,6 @@ def check_refs_per_step(refs_per_step: int | str, count: int) -> int:
         raise ValueError(f"refs_per_step must be 'all' or an integer in 1..{count} (the number of images), "
                          f"got {refs_per_step!r}")
     return refs_per_step
-
-
-def check_metric_device(metric: Any, device: str | torch.device | None) -> None:
-    """A given ``device`` must be the metric's own (the solver never moves a caller's metric)."""
-    if device is None or not hasattr(metric, "device"):
-        return
-    wanted, actual = resolve_device(device), torch.device(metric.device)
-    if wanted.type != actual.type or (wanted.index or 0) != (actual.index or 0):
-        raise ValueError(f"device {str(device)!r} requested but the metric is on {actual}: move the metric "
-                         f"(metric.to(device)) or leave device unset")
 
 
 def check_inputs(images: Any, min_size: int) -> None:

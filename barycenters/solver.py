@@ -25,10 +25,10 @@ from elpips.solver import (StepInfo, phase, check_format, checkpoint_format, cli
                            learning_rate_schedule, load_checkpoint, make_generator, reference_learning_rate,
                            reporting, restore_generator, save_checkpoint)
 from elpips.validation import check_positive_int
+from elpips.solver.metrics import resolve_metric
 
 from .evaluate import Evaluation, evaluate_objective
-from .options import (check_inputs, check_metric_device, check_power, check_refs_per_step,
-                      initial_image, normalized_weights)
+from .options import check_inputs, check_power, check_refs_per_step, initial_image, normalized_weights
 from .step import draw_sample, has_solver_layer, shared_step
 
 REFERENCE_STEPS = 100_000
@@ -143,17 +143,6 @@ class _Run:
             "history": list(self.history), "evaluations": [entry.as_dict() for entry in self.evaluations],
             "elapsed_s": self.elapsed, "stream_seed": None if self.stream is None else self.stream.seed,
         }
-
-
-def _resolve_metric(metric: Any, device: str | torch.device | None) -> Any:
-    if isinstance(metric, str):
-        from elpips import Metric
-
-        return Metric(metric, device=device)
-    if not callable(metric):
-        raise ValueError(f"metric must be an elpips.Metric, a metric name or a distance function, got {metric!r}")
-    check_metric_device(metric, device)
-    return metric
 
 
 def _metric_device(metric: Any, device: str | torch.device | None, images: torch.Tensor) -> torch.device:
@@ -315,64 +304,72 @@ def _describe(info: BarycenterStepInfo) -> dict[str, str]:
 
 def solve(
     images: torch.Tensor,
-    weights: Sequence[float] | torch.Tensor | None = None,
     metric: Any = "elpips-vgg",
+    *,
+    weights: Sequence[float] | torch.Tensor | None = None,
     power: float = 2.0,
     steps: int = REFERENCE_STEPS,
     lr: float | Callable[[int], float] | None = None,
     init: str | torch.Tensor = "noise",
-    refs_per_step: int | str = "all",
-    samples_per_step: int = 1,
     generator: torch.Generator | int | None = None,
-    device: str | torch.device | None = None,
-    callback: Callable[[BarycenterStepInfo], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     resume: bool = False,
-    eval_every: int | None = None,
+    callback: Callable[[BarycenterStepInfo], None] | None = None,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+    samples_per_step: int = 1,
+    chunk_size: int = 16,
     eval_samples: int = 32,
+    ensemble_stream: str = "independent",
+    refs_per_step: int | str = "all",
+    eval_every: int | None = None,
     eval_seed: int = 0,
     log_every: int | None = None,
-    chunk_size: int = 16,
-    progress: bool = False,
-    ensemble_stream: str = "independent",
 ) -> BarycenterResult:
     """Minimise ``sum_i w_i * d(x, images[i])^power`` over images ``x`` in ``[1e-5, 1 - 1e-5]``.
 
+    The inputs and the metric are positional, every option is keyword-only (the options both solvers share come
+    in the same order as in :func:`elpips.geodesics.solve`).
+
     Args:
         images: ``[N, 3, H, W]`` float in [0, 1], the inputs ``x_i``.
-        weights: ``N`` non-negative weights (normalised to sum 1); ``None``: equal.
         metric: an :class:`elpips.Metric` (E-LPIPS, LPIPS or ``l2``), a metric name (built with ImageNet weights
-            on ``device``), or any differentiable ``d(x, y) -> [B]`` with the ``Metric`` call signature.
+            on ``device``), or any differentiable ``d(x, y) -> [B]`` with the ``Metric`` call signature. A given
+            metric is never changed: not moved, not re-seeded, its generator never drawn from.
+        weights: ``N`` non-negative weights (normalised to sum 1); ``None``: equal.
         power: ``p >= 1``; 2 is the barycenter (the paper), 1 a perceptual median.
         steps: total Adam steps of the run (a resumed run continues to this count).
         lr: ``None`` the reference schedule ``0.03 / (1 + 0.02 t'^0.75)``; a number a constant rate; a callable
             ``step -> rate``.
         init: ``"noise"`` (the reference), ``"mean"`` (weighted pixel mean) or an image ``[1, 3, H, W]``.
-        refs_per_step: ``"all"`` or ``k``: references compared with ``x`` per step (``k`` drawn uniformly without
-            replacement, terms scaled by ``N / k`` so the step loss is unbiased; ``1`` is the reference's choice).
-        samples_per_step: ensemble draws per step (each distance is their mean).
         generator: CPU generator or int seed for every random choice of the run (noise start, references,
-            ensemble samples); ``None``: a fresh random seed (recorded in ``settings``).
-        device: only for a metric given by name, or to assert the metric's device.
-        callback: called with a :class:`BarycenterStepInfo` after every step (after any checkpoint of that step).
+            ensemble samples); ``None``: a generator with a fresh nondeterministic seed, recorded in the result
+            (``settings["seed"]``). The metric's own generator is never used.
         checkpoint: path of the checkpoint file, written atomically every ``checkpoint_every`` steps and at the end.
         resume: continue from ``checkpoint`` (which must exist and match the settings). With the same settings the
             result is bit-identical to an uninterrupted run.
-        eval_every: steps between seeded evaluations (default ``checkpoint_every``); also at start and end.
-        eval_samples, eval_seed: draws and seed of those evaluations (the same draws every time).
-        log_every: steps between history entries (default ``max(1, steps // 1000)``; on resume, the run's).
-        chunk_size: references per forward pass (bounds memory for large ``N``).
+        callback: called with a :class:`BarycenterStepInfo` after every step (after any checkpoint of that step).
         progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: objective, ETA).
+        device: where a metric given by name is built; with a metric object it must be the metric's device
+            (``ValueError`` otherwise: the metric is never moved).
+        samples_per_step: ensemble draws per step (each distance is their mean).
+        chunk_size: references per forward pass (bounds memory for large ``N``).
+        eval_samples: draws of the seeded evaluations (the same draws every time, from ``eval_seed``).
         ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
             per step from a :class:`~elpips.solver.ensemble_stream.StratifiedStream`: flips, permutations, colour
             factors and scale levels stratified over consecutive steps; needs an ``elpips.Metric`` and
             ``samples_per_step=1``).
+        refs_per_step: ``"all"`` or ``k``: references compared with ``x`` per step (``k`` drawn uniformly without
+            replacement, terms scaled by ``N / k`` so the step loss is unbiased; ``1`` is the reference's choice).
+        eval_every: steps between seeded evaluations (default ``checkpoint_every``); also at start and end.
+        eval_seed: seed of the evaluations' draws.
+        log_every: steps between history entries (default ``max(1, steps // 1000)``; on resume, the run's).
 
     Returns:
         A :class:`BarycenterResult`.
     """
-    metric = _resolve_metric(metric, device)
+    metric = resolve_metric(metric, device)
     problem = _prepare(images, weights, metric, power, steps, lr, init, refs_per_step, samples_per_step, generator,
                        device, checkpoint, checkpoint_every, resume, eval_every, eval_samples, eval_seed, log_every,
                        chunk_size, ensemble_stream)

@@ -50,8 +50,8 @@ RUN_LENGTH = 24
 def geodesic_problem(metric: Metric, size: int, frames: int, warm_steps: int) -> tuple[Gradient, tuple, dict]:
     """cat -> dog at ``size`` px: the gradient of the path energy at the path after ``warm_steps`` steps."""
     keys = centre_crop(downscale(load_images(["example:cat", "example:dog"]), 2), size).contiguous()
-    warm = solve_geodesic(keys, frames=frames, metric=metric, steps=warm_steps, coarse_to_fine=False,
-                          generator=torch.Generator().manual_seed(1000), eval_samples=1).frames
+    warm = solve_geodesic(keys, metric, frames=frames, steps=warm_steps,
+                          generator=torch.Generator().manual_seed(1000), eval_samples=1, coarse_to_fine=False).frames
     free = free_mask((frames - 1,))
 
     def gradient(sample) -> torch.Tensor:
@@ -66,7 +66,7 @@ def barycenter_problem(metric: Metric, size: int, count: int, warm_steps: int) -
     """``count`` noisy copies of a cat crop: the gradient of the objective at the iterate after ``warm_steps``."""
     original = centre_crop(downscale(load_image("example:cat"), 2), size).contiguous()
     images = noisy_copies(original, count, 0.07, generator=torch.Generator().manual_seed(7))
-    warm = solve_barycenter(images, metric=metric, steps=warm_steps, generator=1000, eval_samples=1).image
+    warm = solve_barycenter(images, metric, steps=warm_steps, generator=1000, eval_samples=1).image
     coefficients = torch.full((count,), 1.0 / count)
 
     def gradient(sample) -> torch.Tensor:
@@ -125,13 +125,13 @@ def objective_reached(metric: Metric, problem: str, data: dict, seeds: list[int]
         row = {"seed": seed}
         for mode in ("independent", "stratified"):
             if problem == "geodesic":
-                result = solve_geodesic(data["keys"], frames=frames, metric=metric, steps=steps,
+                result = solve_geodesic(data["keys"], metric, frames=frames, steps=steps,
                                         generator=torch.Generator().manual_seed(seed), eval_samples=1,
                                         ensemble_stream=mode)
                 value = evaluate_path(metric, result.frames, eval_samples, torch.Generator().manual_seed(123)).energy
             else:
                 images = data["images"]
-                result = solve_barycenter(images, metric=metric, steps=steps, generator=seed, eval_samples=1,
+                result = solve_barycenter(images, metric, steps=steps, generator=seed, eval_samples=1,
                                           ensemble_stream=mode)
                 value = evaluate_objective(metric, result.image, images, torch.full((images.shape[0],),
                                                                                      1.0 / images.shape[0]),

@@ -87,7 +87,7 @@ def coarse_to_fine_gain(metric: Metric, keys: torch.Tensor, frames: int, steps: 
 
     def run(steps: int, **options) -> dict:
         def solve_and_evaluate() -> tuple:
-            result = solve(keys, frames=frames, metric=metric, steps=steps,
+            result = solve(keys, metric, frames=frames, steps=steps,
                            generator=torch.Generator().manual_seed(1), eval_samples=1, **options)
             return result, energy(result.frames)
 

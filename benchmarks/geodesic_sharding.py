@@ -36,9 +36,9 @@ def _run(size: int, frames: int, steps: int, shard: bool) -> dict:
     torch.set_num_threads(1)
     metric = Metric("elpips-vgg", backbone_weights="random", device="cpu", seed=0)
     times: list[float] = []
-    result = solve(_keyframes(size), frames=frames, metric=metric, steps=steps, coarse_to_fine=False, lr=0.01,
-                   generator=torch.Generator().manual_seed(1), eval_samples=2, chunk_size=frames,
-                   callback=lambda info: times.append(info.seconds), shard=shard)
+    result = solve(_keyframes(size), metric, frames=frames, steps=steps, lr=0.01,
+                   generator=torch.Generator().manual_seed(1), callback=lambda info: times.append(info.seconds),
+                   chunk_size=frames, eval_samples=2, coarse_to_fine=False, shard=shard)
     rank, world = rank_and_world()
     return {"rank": rank, "processes": world, "step_s_median": sorted(times[1:])[len(times[1:]) // 2],
             "energy_history": result.energy_history,

@@ -52,10 +52,11 @@ def speed(size: int, steps: int, factor: int = 4) -> dict:
     keys = pan_frames(load_image("example:cat"), 2, size)
     window = plan_windows(2)[0]
     times, cpu_times = [], []
-    solve_window(metric, keys, window, factor, 0, SolveSettings(steps=1, eval_samples=1))  # warm-up
+    solve_window(keys, metric, window=window, factor=factor, seed=0,
+                 settings=SolveSettings(steps=1, eval_samples=1))  # warm-up
     for seed in (1, 2):
-        timed = timed_call(lambda: solve_window(metric, keys, window, factor, seed,
-                                                SolveSettings(steps=steps, eval_samples=1)))
+        timed = timed_call(lambda: solve_window(keys, metric, window=window, factor=factor, seed=seed,
+                                                settings=SolveSettings(steps=steps, eval_samples=1)))
         times.append(timed.wall_s)
         cpu_times.append(timed.cpu_s)
     best, cpu = min(times), min(cpu_times)

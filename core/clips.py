@@ -234,7 +234,7 @@ def open_clip(spec: str | os.PathLike, sizing: Sizing | None = None, fps: float 
         raise ImageLoadError(f"{text}: has {count} frame{'s' if count != 1 else ''}; at least {min_frames} needed")
     if fps is not None:
         if not fps > 0:
-            raise ValueError(f"--fps must be > 0, got {fps}")
+            raise ValueError(f"fps must be > 0, got {fps}")
         rate = float(fps)
     target = sizing.target(sizes)
     if min(target) < min_size:

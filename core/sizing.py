@@ -4,8 +4,9 @@ stretched or centre-cropped to keep the aspect ratio, resampled with antialiased
     >>> sizing = Sizing(fit="smallest", center_crop=True)
     >>> images, record = conform_images([a, b], ["a.png", "b.png"], sizing)   # [2, 3, H, W], what was done
 
-Without a sizing (``Sizing()``) images must already agree in size; the error names the command-line options that
-would make them agree (:data:`SIZE_OPTIONS_HINT`).
+Without a sizing (``Sizing()``) images must already agree in size; the error names the :class:`Sizing` arguments
+that would make them agree (:data:`SIZE_OPTIONS_HINT`). Errors name the Python arguments (``resize``, ``fit``,
+``center_crop``); the commands check their flags themselves or reword these (``elpips.scripts.common``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from .io import ImageLoadError, load_image, max_pixels
 
 FIT_CHOICES = ("smallest", "largest")
 RESAMPLER = "bicubic, antialiased (torch.nn.functional.interpolate, antialias=True), clipped to [0, 1]"
-SIZE_OPTIONS_HINT = ("pass --resize WxH or --fit smallest|largest to bring them to one size "
-                     "(add --center-crop to keep the aspect ratio)")
+SIZE_OPTIONS_HINT = ("give a Sizing(resize=(height, width)) or Sizing(fit='smallest'|'largest') to bring them to "
+                     "one size (add center_crop=True to keep the aspect ratio)")
 
 
 class SizeMismatchError(ImageLoadError):
@@ -48,17 +49,17 @@ class Sizing:
 
     def __post_init__(self) -> None:
         if self.resize is not None and self.fit is not None:
-            raise ValueError("--resize and --fit exclude each other: give one of them")
+            raise ValueError("resize and fit exclude each other: give one of them")
         if self.fit is not None and self.fit not in FIT_CHOICES:
-            raise ValueError(f"--fit must be one of {', '.join(FIT_CHOICES)}, got {self.fit!r}")
+            raise ValueError(f"fit must be one of {', '.join(FIT_CHOICES)}, got {self.fit!r}")
         if self.resize is not None and min(self.resize) < 1:
-            raise ValueError(f"--resize needs a positive width and height, got {self.resize}")
+            raise ValueError(f"resize needs a positive height and width, got {self.resize}")
         if self.resize is not None and self.resize[0] * self.resize[1] > max_pixels():
             height, width = self.resize
             raise ValueError(f"resize to {width}x{height} = {height * width:,} pixels is over the limit of "
                              f"{max_pixels():,} pixels (max_pixels)")
         if self.center_crop and not self.active:
-            raise ValueError("--center-crop needs --resize WxH or --fit smallest|largest")
+            raise ValueError("center_crop=True needs resize=(height, width) or fit='smallest'|'largest'")
 
     @property
     def active(self) -> bool:
@@ -82,15 +83,15 @@ class Sizing:
                 "center_crop": self.center_crop, "resampler": RESAMPLER if self.active else None}
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"128x96"`` (width x height) -> ``(96, 128)`` (height, width)."""
+def parse_size(text: str, name: str = "resize") -> tuple[int, int]:
+    """``"128x96"`` (width x height) -> ``(96, 128)`` (height, width); errors call the value ``name``."""
     parts = text.lower().replace("×", "x").split("x")
     try:
         width, height = (int(part) for part in parts)
     except ValueError:
-        raise ValueError(f"--resize must be WIDTHxHEIGHT in pixels (e.g. 128x96), got {text!r}") from None
+        raise ValueError(f"{name} must be WIDTHxHEIGHT in pixels (e.g. 128x96), got {text!r}") from None
     if width < 1 or height < 1:
-        raise ValueError(f"--resize needs a positive width and height, got {text!r}")
+        raise ValueError(f"{name} needs a positive width and height, got {text!r}")
     return height, width
 
 

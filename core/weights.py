@@ -82,7 +82,7 @@ def _load_imagenet_state(backbone: str) -> tuple[dict, WeightsInfo]:
         except WeightsUnavailableError:
             raise WeightsUnavailableError(
                 f"the cached ImageNet weights '{path}' are corrupt or incomplete: delete the file to download it "
-                f"again, or pass backbone_weights=PATH (--backbone-weights PATH)") from None
+                f"again, or pass backbone_weights=PATH") from None
         return state, WeightsInfo("imagenet", f"torchvision {weights} ({path})", True, "imagenet")
     try:
         state = torch.hub.load_state_dict_from_url(weights.url, progress=True, map_location="cpu",
@@ -91,7 +91,7 @@ def _load_imagenet_state(backbone: str) -> tuple[dict, WeightsInfo]:
         raise WeightsUnavailableError(
             f"The ImageNet weights of {backbone} are not cached and could not be downloaded "
             f"({_first_line(error)}): put '{path.name}' into '{path.parent}' (or set TORCH_HOME), or pass "
-            f"backbone_weights=PATH (--backbone-weights PATH) with a torchvision state dict."
+            f"backbone_weights=PATH with a torchvision state dict."
         ) from None
     return state, WeightsInfo("imagenet", f"torchvision {weights} ({path})", True, "imagenet")
 

@@ -2,7 +2,7 @@
 whose interior frames minimise ``sum_k d(x_k, x_{k+1})^2`` under E-LPIPS, LPIPS or L2.
 
     >>> from elpips.geodesics import solve
-    >>> result = solve([a, b], frames=10, metric=elpips.Metric("elpips-vgg"), steps=500)
+    >>> result = solve([a, b], elpips.Metric("elpips-vgg"), frames=10, steps=500)
     >>> result.frames.shape                       # [10, 3, H, W], a and b unchanged at both ends
 
 Modules: :mod:`.solver` (the phases of a solve), :mod:`.energy` (one shared-sample step of the path energy),
@@ -13,7 +13,7 @@ over the ranks (:mod:`.sharded`). Option checks, schedules, checkpoints and prog
 shared with the barycenter solver.
 """
 
-from .clip import (SolveSettings, Window, WindowResult, crossfade, interpolate_windows, output_count,
+from .clip import (SolveSettings, Window, WindowResult, crossfade, output_count,
                    plan_windows, solve_window)
 from .energy import path_step
 from .evaluate import PathEvaluation, evaluate_path
@@ -43,7 +43,6 @@ __all__ = [
     "evaluate_path",
     "free_mask",
     "geodesic_learning_rate",
-    "interpolate_windows",
     "keyframe_indices",
     "level_starts",
     "linear_path",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -69,9 +69,17 @@ def output_count(num_keyframes: int, factor: int) -> int:
     return (num_keyframes - 1) * factor + 1
 
 
-def check_factor(factor: int) -> None:
+def check_factor(factor: int, name: str = "factor") -> None:
+    """``factor`` (``K``) must be an integer >= 2; errors call it ``name``."""
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise ValueError(f"--factor must be an integer >= 2 (K - 1 new frames per pair), got {factor!r}")
+        raise ValueError(f"{name} must be an integer >= 2 (K - 1 new frames per pair), got {factor!r}")
+
+
+def check_keyframes_per_window(keyframes_per_window: int, name: str = "keyframes_per_window") -> None:
+    """Keyframes per window must be an integer >= 2; errors call the value ``name``."""
+    if isinstance(keyframes_per_window, bool) or not isinstance(keyframes_per_window, int) \
+            or keyframes_per_window < 2:
+        raise ValueError(f"{name} must be an integer >= 2 (keyframes per window), got {keyframes_per_window!r}")
 
 
 def plan_windows(num_keyframes: int, keyframes_per_window: int = 2) -> list[Window]:
@@ -79,9 +87,7 @@ def plan_windows(num_keyframes: int, keyframes_per_window: int = 2) -> list[Wind
     keyframe: ``plan_windows(6, 3)`` -> keyframes ``0..2, 2..4, 4..5``."""
     if num_keyframes < 2:
         raise ValueError(f"interpolation needs at least 2 frames, got {num_keyframes}")
-    if isinstance(keyframes_per_window, bool) or not isinstance(keyframes_per_window, int) \
-            or keyframes_per_window < 2:
-        raise ValueError(f"--window must be an integer >= 2 (keyframes per window), got {keyframes_per_window!r}")
+    check_keyframes_per_window(keyframes_per_window)
     step = keyframes_per_window - 1
     return [Window(index, first, min(first + step, num_keyframes - 1))
             for index, first in enumerate(range(0, num_keyframes - 1, step))]
@@ -141,48 +147,37 @@ class WindowResult:
         return self.frames[:stop - start]
 
 
-def solve_window(metric: Metric, keyframes: torch.Tensor, window: Window, factor: int, seed: int,
+def solve_window(keyframes: torch.Tensor, metric: Metric, *, window: Window, factor: int, seed: int,
                  settings: SolveSettings, checkpoint: str | os.PathLike | None = None, resume: bool = False,
                  callback: Callable[[GeodesicStepInfo], None] | None = None) -> WindowResult:
     """The geodesic through one window's keyframes.
 
+    The keyframes and the metric are positional, every option is keyword-only (in the order of
+    :func:`~elpips.geodesics.solve`'s). The metric is never changed (see :func:`~elpips.geodesics.solve`).
+
     Args:
         keyframes: ``[window.segments + 1, 3, H, W]`` float in [0, 1].
+        metric: an :class:`elpips.Metric`.
+        window: which window of the clip (its index seeds the window's generators).
         factor: ``K``, intervals per keyframe pair.
         seed: the clip's seed (the window's generators derive from it and ``window.index``).
-        checkpoint, resume: as in :func:`~elpips.geodesics.solve` (a path, and whether to continue it).
+        settings: the solver options of every window.
+        checkpoint, resume, callback: as in :func:`~elpips.geodesics.solve` (a path, whether to continue it, a
+            function called after every step).
     """
     check_factor(factor)
     if keyframes.shape[0] != window.segments + 1:
         raise ValueError(f"window {window.index} needs {window.segments + 1} keyframes, got {keyframes.shape[0]}")
     own_seed = window_seed(seed, window.index)
     started = time.perf_counter()
-    result = solve(keyframes, frames=[factor] * window.segments, metric=metric, steps=settings.steps,
-                   lr=settings.lr, coarse_to_fine=settings.coarse_to_fine, spatial=settings.spatial,
-                   generator=torch.Generator().manual_seed(own_seed), callback=callback, checkpoint=checkpoint,
-                   checkpoint_every=settings.checkpoint_every, resume=resume, chunk_size=settings.chunk_size,
-                   eval_samples=settings.eval_samples,
+    result = solve(keyframes, metric, frames=[factor] * window.segments, steps=settings.steps, lr=settings.lr,
+                   generator=torch.Generator().manual_seed(own_seed), checkpoint=checkpoint,
+                   checkpoint_every=settings.checkpoint_every, resume=resume, callback=callback,
+                   chunk_size=settings.chunk_size, eval_samples=settings.eval_samples,
+                   coarse_to_fine=settings.coarse_to_fine, spatial=settings.spatial,
                    eval_generator=torch.Generator().manual_seed(own_seed + 1))
     fade = evaluate_path(metric, crossfade(keyframes.to(metric.device).float(), factor), settings.eval_samples,
                          torch.Generator().manual_seed(own_seed + 1), chunk_size=settings.chunk_size)
     return WindowResult(window, result.frames, result.distances, result.half_widths, result.energy, fade.energy,
                         result.samples, time.perf_counter() - started, result.resumed_from, result.energy_history)
 
-
-def interpolate_windows(metric: Metric, read_keyframes: Callable[[int, int], torch.Tensor],
-                        windows: Iterable[Window], factor: int, seed: int, settings: SolveSettings,
-                        checkpoint_for: Callable[[Window], str | os.PathLike | None] | None = None,
-                        resume_for: Callable[[Window], bool] | None = None,
-                        callback: Callable[[GeodesicStepInfo], None] | None = None) -> Iterator[WindowResult]:
-    """Solve ``windows`` one after another, yielding each result (only one window is held at a time).
-
-    Args:
-        read_keyframes: ``(first, stop) -> [stop - first, 3, H, W]``, clip frames ``first .. stop-1``.
-        checkpoint_for: the checkpoint path of a window (``None``: none).
-        resume_for: whether that window continues its checkpoint.
-    """
-    for window in windows:
-        keyframes = read_keyframes(window.first, window.last + 1)
-        checkpoint = checkpoint_for(window) if checkpoint_for else None
-        resume = bool(resume_for(window)) if resume_for else False
-        yield solve_window(metric, keyframes, window, factor, seed, settings, checkpoint, resume, callback)

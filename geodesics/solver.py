@@ -27,6 +27,7 @@ from elpips.solver.ensemble_stream import StratifiedStream, check_stream_mode
 from elpips.solver import (StepInfo, phase, check_format, checkpoint_format, clip_, generator_state,
                            learning_rate_schedule, load_checkpoint, make_generator, reporting,
                            restore_generator, save_checkpoint)
+from elpips.solver.metrics import resolve_metric
 from elpips.validation import check_images, check_positive_int
 
 from .evaluate import evaluate_path
@@ -77,6 +78,8 @@ class GeodesicResult:
         levels: the coarse-to-fine stages.
         step_seconds: mean wall time of one step (over the steps run in this call).
         resumed_from: step the run resumed from (0 for a fresh run).
+        seed: the seed of the run's sampling generator (``generator.initial_seed()``; on resume, the
+            checkpointed run's).
     """
 
     frames: torch.Tensor
@@ -90,6 +93,7 @@ class GeodesicResult:
     levels: list[Level] = field(default_factory=list)
     step_seconds: float = 0.0
     resumed_from: int = 0
+    seed: int | None = None
 
     def segment_distances(self) -> list[torch.Tensor]:
         """``distances`` split by keyframe segment."""
@@ -164,7 +168,7 @@ def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any,
                          f"{metric.name}, got {keys.shape[-2]}x{keys.shape[-1]}")
     initial = check_init(init, keys, intervals)
     levels = plan_levels(intervals, steps, coarse_to_fine, spatial, coarse_fraction)
-    generator = make_generator(generator, default=metric.generator)
+    generator = make_generator(generator)  # never the metric's own: a solve does not draw from it
     sharded = shard and is_distributed()
     if sharded:  # every rank must draw the very same ensemble samples
         restore_generator(generator, broadcast_object(generator_state(generator)))
@@ -273,6 +277,7 @@ def _finish(plan: _Plan, run: _Run, eval_samples: int, eval_generator: torch.Gen
         distances=evaluation.distances, half_widths=evaluation.half_widths, energy=evaluation.energy,
         samples=evaluation.samples, energy_history=run.history, levels=plan.levels,
         step_seconds=run.run_seconds / ran if ran else 0.0, resumed_from=run.first_step,
+        seed=plan.generator.initial_seed(),
     )
 
 
@@ -283,76 +288,78 @@ def _describe(info: GeodesicStepInfo) -> dict[str, Any]:
 
 def solve(
     keyframes: torch.Tensor | Sequence[torch.Tensor],
+    metric: Metric | str = "elpips-vgg",
+    *,
     frames: int | Sequence[int] = 10,
-    metric: Metric | None = None,
     steps: int = 500,
-    init: str | torch.Tensor = "linear",
     lr: Schedule | float | None = None,
-    coarse_to_fine: bool = True,
-    spatial: bool = False,
+    init: str | torch.Tensor = "linear",
     generator: torch.Generator | int | None = None,
-    device: str | torch.device | None = None,
-    callback: Callable[[GeodesicStepInfo], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 50,
     resume: bool = False,
-    chunk_size: int = 8,
-    samples_per_step: int = 1,
-    eval_samples: int = 32,
-    eval_generator: torch.Generator | None = None,
-    coarse_fraction: float = 0.5,
-    shard: bool = False,
+    callback: Callable[[GeodesicStepInfo], None] | None = None,
     progress: bool = False,
-    schedule: Schedule | float | None = None,
+    device: str | torch.device | None = None,
+    samples_per_step: int = 1,
+    chunk_size: int = 8,
+    eval_samples: int = 32,
     ensemble_stream: str = "independent",
+    coarse_to_fine: bool = True,
+    spatial: bool = False,
+    coarse_fraction: float = 0.5,
+    eval_generator: torch.Generator | None = None,
+    shard: bool = False,
 ) -> GeodesicResult:
     """A discrete geodesic through ``keyframes``: the path whose interior frames minimise
     ``E = sum_k d(x_k, x_{k+1})^2`` (a perceptual spline through more than two keyframes).
 
+    The keyframes and the metric are positional, every option is keyword-only (the options both solvers share
+    come in the same order as in :func:`elpips.barycenters.solve`).
+
     Args:
         keyframes: ``[S+1, 3, H, W]`` float in [0, 1] (``S+1 >= 2``), or a sequence of ``[1, 3, H, W]`` /
             ``[3, H, W]`` images. They are never changed.
+        metric: an :class:`elpips.Metric` (E-LPIPS, LPIPS or ``l2``) or a metric name (built with ImageNet
+            weights on ``device``). A given metric is never changed: not moved, not re-seeded, its generator
+            never drawn from.
         frames: total frames on the path, keyframes included (10: A, 8 interior, B), or intervals per keyframe
             segment (see :func:`~elpips.geodesics.path.segment_intervals`).
-        metric: the distance (default: ``Metric("elpips-vgg")``); E-LPIPS, LPIPS or ``l2``.
         steps: Adam steps in total, all stages together.
-        init: ``"linear"`` (the piecewise-linear blend) or a ``[K+1, 3, H, W]`` path in [0, 1] (keyframe rows
-            are replaced by the keyframes).
         lr: learning rate per global step: a callable, a constant, or ``None`` for
             :func:`~elpips.geodesics.options.geodesic_learning_rate` (``0.005 / (1 + 0.02 t'^0.75)``).
-        coarse_to_fine: start with few interior frames and subdivide (see :func:`plan_levels`).
-        spatial: solve the coarse stages at half resolution (needs ``min(H, W) / 2 >= metric.min_size``).
-        generator: CPU generator or int seed for the ensemble sampling (default: the metric's own).
-        device: move the metric there (default: where the metric is).
-        callback: called with a :class:`GeodesicStepInfo` after every step (and after any checkpoint write).
+        init: ``"linear"`` (the piecewise-linear blend) or a ``[K+1, 3, H, W]`` path in [0, 1] (keyframe rows
+            are replaced by the keyframes).
+        generator: CPU generator or int seed for the ensemble sampling; ``None``: a generator with a fresh
+            nondeterministic seed, recorded in the result (``seed``). The metric's own generator is never used.
         checkpoint: file for the solver state (written atomically every ``checkpoint_every`` steps and at the end).
         resume: continue from ``checkpoint`` (it must exist and match these settings); bit-exact with the
             same generator seed.
-        chunk_size: interior frames that carry a graph at once (bounds memory).
+        callback: called with a :class:`GeodesicStepInfo` after every step (and after any checkpoint write).
+        progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: energy, stage, ETA).
+        device: where a metric given by name is built; with a metric object it must be the metric's device
+            (``ValueError`` otherwise: the metric is never moved).
         samples_per_step: ensemble samples per step (each frame is tiled this many times).
+        chunk_size: interior frames that carry a graph at once (bounds memory).
         eval_samples: samples for the final per-pair distances (1 for deterministic metrics).
-        eval_generator: generator for those samples (default: ``generator``, after the last step); pass a
-            freshly seeded one to evaluate other paths under the very same samples.
+        ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
+            per step from a :class:`~elpips.solver.ensemble_stream.StratifiedStream`: flips, permutations, colour
+            factors and scale levels stratified over consecutive steps; needs ``samples_per_step=1``).
+        coarse_to_fine: start with few interior frames and subdivide (see :func:`plan_levels`).
+        spatial: solve the coarse stages at half resolution (needs ``min(H, W) / 2 >= metric.min_size``).
         coarse_fraction: share of ``steps`` spent in the coarse stages.
+        eval_generator: generator for the final distances' samples (default: ``generator``, after the last
+            step); pass a freshly seeded one to evaluate other paths under the very same samples.
         shard: inside a ``torch.distributed`` process group, split the frames over the ranks (see
             :mod:`elpips.geodesics.sharded`); every rank must call ``solve`` with the same arguments. The
             generators start from rank 0's states; only rank 0 writes the checkpoint (keep it on a filesystem
             every rank can read for ``resume``); the result is the same on every rank. Checkpoints do not depend
             on the number of ranks.
-        progress: report progress on stderr (:class:`~elpips.solver.ProgressReport`: energy, stage, ETA).
-        schedule: not accepted (a ``TypeError``): the learning rate is ``lr``.
-        ensemble_stream: ``"independent"`` (a fresh ensemble sample every step) or ``"stratified"`` (one sample
-            per step from a :class:`~elpips.solver.ensemble_stream.StratifiedStream`: flips, permutations, colour
-            factors and scale levels stratified over consecutive steps; needs ``samples_per_step=1``).
 
     Returns:
         A :class:`GeodesicResult`; ``frames`` is ``[K+1, 3, H, W]`` on the CPU.
     """
-    if schedule is not None:
-        raise TypeError("elpips.geodesics.solve() got an unexpected keyword argument 'schedule' (use lr=)")
-    metric = Metric() if metric is None else metric
-    if device is not None:
-        metric.to(device)
+    metric = resolve_metric(metric, device)
     plan = _prepare(keyframes, frames, metric, steps, init, lr, coarse_to_fine, spatial, generator, eval_generator,
                     checkpoint_every, chunk_size, samples_per_step, eval_samples, coarse_fraction, shard,
                     ensemble_stream)

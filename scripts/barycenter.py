@@ -166,10 +166,11 @@ def run(args: argparse.Namespace) -> int:
             if info.step in marks:
                 save_image(out / "snapshots" / f"step_{info.step:06d}.png", info.image)
 
-        result = solve(inputs, weights, metric=metric, power=args.power, steps=args.steps, init=init,
-                       refs_per_step=args.refs_per_step, samples_per_step=args.samples_per_step, generator=seed,
-                       callback=on_step, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-                       resume=args.resume and checkpoint.is_file(), eval_samples=args.eval_samples, progress=True)
+        result = solve(inputs, metric, weights=weights, power=args.power, steps=args.steps, init=init,
+                       generator=seed, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
+                       resume=args.resume and checkpoint.is_file(), callback=on_step, progress=True,
+                       samples_per_step=args.samples_per_step, eval_samples=args.eval_samples,
+                       refs_per_step=args.refs_per_step)
         write_results(args, out, metric, inputs, l2_mean, original, result)
         log = write_log(args, out, metric, source, seed, result, l2_mean, inputs, original is not None, started)
     objective = log["objective"]

@@ -28,7 +28,7 @@ from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
 
 from .cli import command_module
-from .common import pixel_limit_from
+from .common import error_message, pixel_limit_from
 from .jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
                    summary_table, write_marker)
 from .run_folder import RunFolder
@@ -143,7 +143,8 @@ def _execute(job: Job, folder: Path, device: torch.device, rank: int, world: int
         except KeyboardInterrupt:
             raise
         except BaseException as failure:  # noqa: BLE001 - a failed job must not stop the others (SystemExit too)
-            error = str(failure) if isinstance(failure, (ValueError, OSError)) else f"{type(failure).__name__}: {failure}"
+            error = error_message(failure) if isinstance(failure, (ValueError, OSError)) \
+                else f"{type(failure).__name__}: {error_message(failure)}"
             traceback.print_exc(file=stderr)
     write_text(folder / "stdout.txt", captured.getvalue())
     seconds = round(time.perf_counter() - clock, 3)

@@ -18,7 +18,7 @@ from elpips import __version__
 from elpips.io import ImageLoadError, OutputWriteError
 from elpips.weights import WeightsUnavailableError
 
-from .common import pixel_limit_from
+from .common import error_message, pixel_limit_from
 
 COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "distance": ("distance", "distance between two images"),
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         with pixel_limit_from(args):
             return int(args.handler(args) or 0)
     except (ImageLoadError, OutputWriteError, WeightsUnavailableError, ValueError, FileNotFoundError) as error:
-        print(f"elpips {args.command}: error: {error}", file=sys.stderr)
+        print(f"elpips {args.command}: error: {error_message(error)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as error:  # a write outside a run folder (export, batch outputs): the file and the cause
         where = f" ('{error.filename}')" if error.filename else ""

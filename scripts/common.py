@@ -350,11 +350,34 @@ def add_sizing_options(parser: argparse.ArgumentParser) -> None:
 
 
 def sizing_from(args: argparse.Namespace):
-    """The :class:`~elpips.sizing.Sizing` the options ask for (``ValueError`` for a bad ``--resize``)."""
+    """The :class:`~elpips.sizing.Sizing` the options ask for (``ValueError`` naming the flag for a bad
+    ``--resize`` or a ``--center-crop`` alone; argparse keeps ``--fit`` to its choices and apart from ``--resize``)."""
     from elpips.sizing import Sizing, parse_size
 
-    return Sizing(resize=parse_size(args.resize) if args.resize else None, fit=args.fit,
+    if args.center_crop and not (args.resize or args.fit):
+        raise ValueError("--center-crop needs --resize WxH or --fit smallest|largest")
+    return Sizing(resize=parse_size(args.resize, "--resize") if args.resize else None, fit=args.fit,
                   center_crop=args.center_crop)
+
+
+def _flag_wording() -> dict[str, str]:
+    from elpips.sizing import SIZE_OPTIONS_HINT
+
+    return {
+        SIZE_OPTIONS_HINT: "pass --resize WxH or --fit smallest|largest to bring them to one size "
+                           "(add --center-crop to keep the aspect ratio)",
+        "backbone_weights=PATH": "--backbone-weights PATH",
+    }
+
+
+def error_message(error: BaseException) -> str:
+    """``error``'s message as a command prints it. Library errors name Python arguments; the commands check their
+    own flag values first where they can, and the library phrases they cannot pre-empt (inputs of different sizes,
+    missing weights) are reworded here, in this one table, to name the flags."""
+    message = str(error)
+    for library, command_line in _flag_wording().items():
+        message = message.replace(library, command_line)
+    return message
 
 
 def parse_categories(values: list[str] | None) -> list[str] | None:

@@ -113,13 +113,13 @@ def solve_one(args: argparse.Namespace, metric: Metric, keys: torch.Tensor, run_
     sharded = is_distributed()
     base = args.lr
     started = time.perf_counter()
-    result = solve(keys, frames=args.frames, metric=metric, steps=args.steps,
+    result = solve(keys, metric, frames=args.frames, steps=args.steps,
                    lr=lambda step: reference_learning_rate(step, base),
-                   coarse_to_fine=args.coarse_to_fine, spatial=args.spatial,
                    generator=torch.Generator().manual_seed(seed), checkpoint=checkpoint,
-                   checkpoint_every=args.checkpoint_every, resume=resume, chunk_size=args.chunk,
-                   eval_samples=args.samples, eval_generator=torch.Generator().manual_seed(seed + 1),
-                   shard=sharded, progress=True)  # one progress report per run: rank 0's
+                   checkpoint_every=args.checkpoint_every, resume=resume,
+                   progress=True,  # one progress report per run: rank 0's
+                   chunk_size=args.chunk, eval_samples=args.samples, coarse_to_fine=args.coarse_to_fine,
+                   spatial=args.spatial, eval_generator=torch.Generator().manual_seed(seed + 1), shard=sharded)
     solve_seconds = time.perf_counter() - started
     # the linear blend under the same seeded samples as the solved path's distances: a paired comparison
     linear_frames = linear_path(keys, result.intervals)

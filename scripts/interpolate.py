@@ -37,7 +37,7 @@ from elpips import distributed
 from elpips.clips import Clip, open_clip
 from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicStepInfo, SolveSettings, Window, WindowResult,
                               output_count, plan_windows, solve_window)
-from elpips.geodesics.clip import check_factor, window_seed
+from elpips.geodesics.clip import check_factor, check_keyframes_per_window, window_seed
 from elpips.io import OutputWriteError, save_image, write_json
 from elpips.sizing import Sizing
 from elpips.solver import reference_learning_rate
@@ -121,8 +121,10 @@ class InterpolateSettings:
     @classmethod
     def parse(cls, args: argparse.Namespace) -> InterpolateSettings:
         """The settings of the command line (``ValueError`` for a bad option, before anything is read)."""
-        check_factor(args.factor)
-        plan_windows(2, args.window)  # checks --window
+        check_factor(args.factor, "--factor")
+        check_keyframes_per_window(args.window, "--window")
+        if args.fps is not None and not args.fps > 0:  # NaN fails too
+            raise ValueError(f"--fps must be > 0, got {args.fps}")
         if args.steps < 0:
             raise ValueError(f"--steps must be >= 0, got {args.steps}")
         if not 0 < args.lr < float("inf"):  # NaN and inf fail too
@@ -238,8 +240,9 @@ def solve_mine(settings: InterpolateSettings, clip: Clip, run_dir: Path, seed: i
         checkpoint = window_checkpoint(run_dir, window)
         with distributed.local_scope():
             keyframes = clip.frames(window.first, window.last + 1)
-            result = solve_window(metric, keyframes, window, settings.factor, seed, solver, checkpoint,
-                                  resume=checkpoint.is_file(), callback=progress)
+            result = solve_window(keyframes, metric, window=window, factor=settings.factor, seed=seed,
+                                  settings=solver, checkpoint=checkpoint, resume=checkpoint.is_file(),
+                                  callback=progress)
             write_window(run_dir, result, clip, settings.factor, seed, rank, world)
         progress.window_done(result, len(mine))
 

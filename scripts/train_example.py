@@ -152,6 +152,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--noise-sigma must be in [0, 1], got {args.noise_sigma}")
     if not 0 < args.blur_sigma <= 10:
         raise ValueError(f"--blur-sigma must be in (0, 10], got {args.blur_sigma}")
+    if args.depth < 2:
+        raise ValueError(f"--depth must be >= 2 (the CNN needs at least 2 convolutions), got {args.depth}")
     if args.crop < 16:
         raise ValueError(f"--crop must be at least 16 pixels (the smallest the metrics accept), got {args.crop}")
 

@@ -12,7 +12,7 @@ class ResidualCNN(nn.Module):
     def __init__(self, width: int = 32, depth: int = 4) -> None:
         super().__init__()
         if depth < 2:
-            raise ValueError(f"the CNN needs at least 2 convolutions, got --depth {depth}")
+            raise ValueError(f"depth must be >= 2 (the CNN needs at least 2 convolutions), got {depth}")
         channels = [3] + [width] * (depth - 1) + [3]
         layers: list[nn.Module] = []
         for index, (inputs, outputs) in enumerate(zip(channels[:-1], channels[1:])):

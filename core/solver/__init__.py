@@ -1,8 +1,10 @@
 """The layer both solvers stand on: option checks, learning-rate schedules, checkpoints, progress.
 
 The barycenter and geodesic solvers (:mod:`elpips.barycenters`, :mod:`elpips.geodesics`) share one convention
-through this package: the same argument names (``lr=``, ``steps``, ``generator``, ``checkpoint``,
-``checkpoint_every``, ``resume``, ``callback``, ``progress``), the same :class:`StepInfo` field names, checkpoint
+through this package: the inputs and the metric positional, then keyword-only options with the same names in
+the same order (``steps``, ``lr=``, ``init``, ``generator``, ``checkpoint``, ``checkpoint_every``, ``resume``,
+``callback``, ``progress``, ``device``, ...; ``generator=None`` is a fresh seed, never the metric's generator,
+and a solve never moves or changes its metric: :mod:`.metrics`), the same :class:`StepInfo` field names, checkpoint
 format tags ``"elpips-<solver>/<version>"`` written atomically under one file name in run folders, one clip range
 for the iterates and one progress report. Nothing here knows the metric's internals or writes anything but
 checkpoints.

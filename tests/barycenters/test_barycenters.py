@@ -25,7 +25,7 @@ def test_l2_power2_reaches_weighted_mean_from_noise(random_metric):
     weights = [1.0, 2.0, 3.0, 4.0]
     target = weighted_mean(images, weights)
     assert (target - images.mean(dim=0)).abs().max() > 0.05  # the weights matter for this check
-    result = solve(images, weights, metric=random_metric("l2"), power=2, steps=250, init="noise", generator=0,
+    result = solve(images, random_metric("l2"), weights=weights, power=2, steps=250, init="noise", generator=0,
                    eval_samples=1)
     assert (result.image[0] - target).abs().max() <= 1e-3
     assert result.evaluations[-1].objective < result.evaluations[0].objective
@@ -39,7 +39,7 @@ def test_l2_power1_pixel_reaches_weighted_median(random_metric):
     images[:, 1, 2, 3] = torch.tensor(values)
     # |x - x_i| is a cone at the solution: Adam hovers within about one learning rate of it, so a fast-decaying
     # schedule (a callable lr) settles it in a few hundred steps.
-    result = solve(images, weights, metric=random_metric("l2"), power=1, steps=300, lr=lambda t: 0.03 * 0.98**t,
+    result = solve(images, random_metric("l2"), weights=weights, power=1, steps=300, lr=lambda t: 0.03 * 0.98**t,
                    generator=0, eval_samples=1)
     pixel = float(result.image[0, 1, 2, 3])
     assert abs(pixel - 0.3) <= 1e-3
@@ -51,14 +51,14 @@ def test_l2_power1_pixel_reaches_weighted_median(random_metric):
 def test_plain_distance_function_reaches_weighted_mean():
     images = 0.2 + 0.6 * torch.rand(3, 3, 6, 6, generator=torch.Generator().manual_seed(4))
     weights = [0.5, 0.2, 0.3]
-    result = solve(images, weights, metric=rms, steps=250, generator=1, eval_samples=1, device="cpu")
+    result = solve(images, rms, weights=weights, steps=250, generator=1, eval_samples=1, device="cpu")
     assert (result.image[0] - weighted_mean(images, weights)).abs().max() <= 1e-3
 
 
 def test_mean_init_with_zero_steps_is_the_weighted_mean(random_metric):
     images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
     weights = [3.0, 1.0, 1.0]
-    result = solve(images, weights, metric=random_metric("l2"), steps=0, init="mean", generator=0)
+    result = solve(images, random_metric("l2"), weights=weights, steps=0, init="mean", generator=0)
     expected = weighted_mean(images, weights).clamp(CLIP_LOW, CLIP_HIGH)
     torch.testing.assert_close(result.image[0], expected, rtol=0, atol=1e-6)
     assert [entry.step for entry in result.evaluations] == [0]
@@ -82,7 +82,7 @@ def test_subset_steps_are_unbiased_estimates_of_the_objective(random_metric):
     images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(8))
     weights = [0.1, 0.2, 0.3, 0.4]
     losses, chosen = [], torch.zeros(4)
-    result = solve(images, weights, metric=random_metric("l2"), steps=300, lr=1e-12, init="mean",
+    result = solve(images, random_metric("l2"), weights=weights, steps=300, lr=1e-12, init="mean",
                    refs_per_step=2, generator=0, eval_samples=1,
                    callback=lambda info: (losses.append(info.loss), chosen.index_add_(0, info.indices,
                                                                                       torch.ones(2))))
@@ -135,7 +135,7 @@ def test_elpips_seeded_objective_decreases(random_metric, images):
 
 # -- checkpoints -------------------------------------------------------------------------------------------------
 def _resume_run(metric, inputs, path, **kwargs):
-    return solve(inputs, [0.5, 0.3, 0.2], metric=metric, steps=6, refs_per_step=2, samples_per_step=2,
+    return solve(inputs, metric, weights=[0.5, 0.3, 0.2], steps=6, refs_per_step=2, samples_per_step=2,
                  generator=21, checkpoint=path, checkpoint_every=2, eval_samples=4, log_every=1, **kwargs)
 
 

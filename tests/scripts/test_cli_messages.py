@@ -38,3 +38,27 @@ def test_help_shows_percent_once(capsys):
         cli.main(["distance", "--help"])
     out = capsys.readouterr().out
     assert "95%" in out and "95%%" not in out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train-example", "--depth", "1", "--metric", "l2", "--out", "{tmp}/run"],
+     "elpips train-example: error: --depth must be >= 2 (the CNN needs at least 2 convolutions), got 1"),
+    (["interpolate", "{tmp}/missing.mp4", "--fps", "0", "--metric", "l2", "--out", "{tmp}/run"],
+     "elpips interpolate: error: --fps must be > 0, got 0.0"),
+])
+def test_the_commands_name_their_flags_where_the_library_names_arguments(argv, expected, tmp_path, capsys):
+    assert cli.main([argument.format(tmp=tmp_path) for argument in argv]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == expected
+    assert not (tmp_path / "run").exists()
+
+
+def test_library_phrases_are_reworded_for_the_command_line():
+    from elpips.scripts.common import error_message
+    from elpips.sizing import SIZE_OPTIONS_HINT
+    from elpips.weights import WeightsUnavailableError
+
+    sizes = ValueError(f"images must have the same size: a is 1x1, b is 2x2 (height x width); {SIZE_OPTIONS_HINT}")
+    assert error_message(sizes).endswith("; pass --resize WxH or --fit smallest|largest to bring them to one size "
+                                         "(add --center-crop to keep the aspect ratio)")
+    weights = WeightsUnavailableError("not cached: put 'x.pth' into 'y', or pass backbone_weights=PATH")
+    assert error_message(weights) == "not cached: put 'x.pth' into 'y', or pass --backbone-weights PATH"

@@ -87,7 +87,7 @@ def test_bad_clips_are_clear_errors(clip_files, tmp_path):
     cases = [(tmp_path / "nothing.mp4", "no such file"), (single, "has 1 frame; at least 2 needed"),
              (tmp_path / "empty", "no image files"), (f"{tmp_path}/*.jpeg", "no file matches"),
              (tmp_path / "notes.txt", "not a video"),
-             (clip_files["frames"], "--resize WxH or --fit smallest|largest")]
+             (clip_files["frames"], "Sizing(resize=(height, width)) or Sizing(fit='smallest'|'largest')")]
     for spec, message in cases:
         with pytest.raises(ImageLoadError, match=None) as caught:
             open_clip(spec)
@@ -113,7 +113,7 @@ def test_l2_window_is_the_crossfade_and_keeps_its_keyframes():
     """Under L2 the geodesic is the linear blend (closed form); Adam only jitters it by about one step."""
     keys = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     window = plan_windows(3, 3)[0]
-    result = solve_window(Metric("l2", device="cpu"), keys, window, 4, seed=0,
+    result = solve_window(keys, Metric("l2", device="cpu"), window=window, factor=4, seed=0,
                           settings=SolveSettings(steps=6, eval_samples=1))
     closed_form = torch.stack([(1 - j / 4) * keys[s] + (j / 4) * keys[s + 1] for s in range(2) for j in range(4)]
                               + [keys[2]])
@@ -198,9 +198,9 @@ def test_resume_after_a_kill_skips_finished_windows(clip_files, tmp_path, monkey
     solved = []
     solve = interpolate_command.solve_window
 
-    def counting(metric, keyframes, window, *rest, **options):
-        solved.append((window.index, options.get("resume")))
-        return solve(metric, keyframes, window, *rest, **options)
+    def counting(keyframes, metric, **options):
+        solved.append((options["window"].index, options.get("resume")))
+        return solve(keyframes, metric, **options)
 
     monkeypatch.setattr(interpolate_command, "solve_window", counting)
     assert main(["interpolate", *arguments, "--out", str(cut)]) == 2  # a second run must say --resume
@@ -221,9 +221,9 @@ def test_ensemble_options_reach_the_solver_and_every_record(clip_files, tmp_path
     used = []
     solve = interpolate_command.solve_window
 
-    def recording(metric, *rest, **options):
+    def recording(keyframes, metric, **options):
         used.append(metric.ensemble)
-        return solve(metric, *rest, **options)
+        return solve(keyframes, metric, **options)
 
     monkeypatch.setattr(interpolate_command, "solve_window", recording)
     out = tmp_path / "run"

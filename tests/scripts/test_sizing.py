@@ -59,15 +59,16 @@ def test_conform_images_targets_and_record():
     assert images.shape == (2, 3, 40, 36)
     images, _ = conform_images([small, large], ["s", "l"], Sizing(resize=parse_size("16x12")))
     assert images.shape == (2, 3, 12, 16)
-    with pytest.raises(SizeMismatchError, match="--resize WxH or --fit smallest|largest"):
+    api_hint = r"Sizing\(resize=\(height, width\)\) or Sizing\(fit='smallest'\|'largest'\)"
+    with pytest.raises(SizeMismatchError, match=api_hint):
         conform_images([small, large], ["s", "l"], Sizing())
 
 
 @pytest.mark.parametrize("build, message", [
     (lambda: parse_size("12"), "WIDTHxHEIGHT"),
     (lambda: parse_size("0x4"), "positive"),
-    (lambda: Sizing(center_crop=True), "--center-crop needs"),
-    (lambda: Sizing(fit="middle"), "--fit must be one of"),
+    (lambda: Sizing(center_crop=True), "center_crop=True needs"),
+    (lambda: Sizing(fit="middle"), "fit must be one of"),
     (lambda: Sizing(resize=(4, 4), fit="smallest"), "exclude each other"),
 ])
 def test_bad_sizing_options(build, message):

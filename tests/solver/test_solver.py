@@ -45,7 +45,7 @@ def test_custom_schedule_rates_are_checked(rate):
 
 def test_solver_refuses_an_infinite_rate(random_metric, images):
     with pytest.raises(ValueError, match="lr gave the learning rate inf at step 0"):
-        barycenters.solve(images(2, 16, 16), [0.5, 0.5], metric=random_metric("l2"), steps=2,
+        barycenters.solve(images(2, 16, 16), random_metric("l2"), weights=[0.5, 0.5], steps=2,
                           lr=lambda step: float("inf"), generator=0)
 
 
