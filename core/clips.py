@@ -227,9 +227,12 @@ def open_clip(spec: str | os.PathLike, sizing: Sizing | None = None, fps: float 
     else:
         raise ImageLoadError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}), an animated GIF or a folder of "
                              "frames")
-    if kind != "frames" and sizes[0][0] * sizes[0][1] > image_io.max_pixels():
-        raise ImageLoadError(f"{text}: frames of {sizes[0][0]}x{sizes[0][1]} pixels are over the limit of "
-                             f"{image_io.max_pixels():,} pixels (max_pixels)")
+    limit = image_io.max_pixels()
+    for index, (height, width) in enumerate(sizes):  # before anything is decoded or written
+        if height * width > limit:
+            where = str(files[index]) if kind == "frames" else text
+            raise ImageLoadError(f"{where}: frames of {height}x{width} pixels are over the limit of {limit:,} pixels "
+                                 "(max_pixels)")
     if count < min_frames:
         raise ImageLoadError(f"{text}: has {count} frame{'s' if count != 1 else ''}; at least {min_frames} needed")
     if fps is not None:
