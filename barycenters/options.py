@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-
 from elpips.solver import CLIP_HIGH, CLIP_LOW
 from elpips.validation import check_images
 

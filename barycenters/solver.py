@@ -14,18 +14,30 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
-
 from elpips.record import differences, metric_identity, tensor_digest
+from elpips.solver import (
+    StepInfo,
+    check_format,
+    checkpoint_format,
+    clip_,
+    generator_state,
+    learning_rate_schedule,
+    load_checkpoint,
+    make_generator,
+    phase,
+    reference_learning_rate,
+    reporting,
+    restore_generator,
+    save_checkpoint,
+)
 from elpips.solver.ensemble_stream import StratifiedStream, check_stream_mode
-from elpips.solver import (StepInfo, phase, check_format, checkpoint_format, clip_, generator_state,
-                           learning_rate_schedule, load_checkpoint, make_generator, reference_learning_rate,
-                           reporting, restore_generator, save_checkpoint)
-from elpips.validation import check_positive_int
 from elpips.solver.metrics import resolve_metric
+from elpips.validation import check_positive_int
 
 from .evaluate import Evaluation, evaluate_objective
 from .options import check_inputs, check_power, check_refs_per_step, initial_image, normalized_weights

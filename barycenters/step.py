@@ -10,7 +10,8 @@ memory is bounded by the chunk size, not by ``k``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -75,7 +76,7 @@ def shared_step(
             reference_features = metric.features(grouped, sample)
         chunk_distances = metric.distance_between(leaves, reference_features).mean(dim=1)  # [c]
         loss = (coefficients[part] * chunk_distances.pow(power)).sum()
-        for total, grad in zip(feature_grads, torch.autograd.grad(loss, leaves)):
+        for total, grad in zip(feature_grads, torch.autograd.grad(loss, leaves), strict=False):
             total.add_(grad)
         distances.append(chunk_distances.detach())
     torch.autograd.backward(x_features, feature_grads)

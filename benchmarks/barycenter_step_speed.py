@@ -19,9 +19,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import elpips
+import torch
 from elpips.barycenters import draw_sample, shared_step
 from elpips.io import write_json, write_text
 

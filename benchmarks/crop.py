@@ -17,11 +17,10 @@ import itertools
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-
 from elpips import EnsembleConfig, Metric
 from elpips.estimate import Z_95
 from elpips.io import write_json, write_text

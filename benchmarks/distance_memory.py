@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
 from elpips.io import write_json, write_text
+from PIL import Image
 
 from .environment import environment
 from .memory import run_child

@@ -25,21 +25,20 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-
 from elpips import Metric
 from elpips.barycenters import solve as solve_barycenter
 from elpips.barycenters.evaluate import evaluate_objective
 from elpips.barycenters.perturb import noisy_copies
 from elpips.barycenters.step import shared_step
-from elpips.solver.ensemble_stream import DEFAULT_WINDOW, StratifiedStream
 from elpips.geodesics import evaluate_path, free_mask, path_step
 from elpips.geodesics import solve as solve_geodesic
 from elpips.geodesics.path import downscale
 from elpips.io import load_image, load_images, write_json, write_text
+from elpips.solver.ensemble_stream import DEFAULT_WINDOW, StratifiedStream
 
 from .measurements import centre_crop
 

@@ -8,9 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import torch
-
 import elpips
+import torch
 
 
 def cpu_model() -> str:

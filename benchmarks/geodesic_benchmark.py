@@ -15,7 +15,6 @@ import statistics
 from pathlib import Path
 
 import torch
-
 from elpips import Metric
 from elpips.geodesics import evaluate_path, free_mask, linear_path, path_step, solve
 from elpips.geodesics.path import downscale
@@ -36,7 +35,7 @@ def per_pair_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, variab
     frames, rows = [], iter(variable.split(1))
     for k in range(path.shape[0]):
         frames.append(next(rows) if free[k] else path[k:k + 1])
-    for a, b in zip(frames[:-1], frames[1:]):
+    for a, b in zip(frames[:-1], frames[1:], strict=False):
         metric.distance_between(metric.features(a, sample), metric.features(b, sample)).square().sum().backward()
 
 

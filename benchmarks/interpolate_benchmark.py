@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from elpips import Metric
 from elpips.clips import pan_frames
 from elpips.geodesics import SolveSettings, plan_windows, solve_window

@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import torch
-
 import elpips
+import torch
 from elpips.experiments.denoiser import ResidualCNN
 from elpips.io import write_json
 

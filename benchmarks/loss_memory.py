@@ -30,9 +30,8 @@ from .timing import time_once
 
 def measure(metric_name: str, size: int, batch: int, checkpointing: bool, repeats: int) -> dict:
     """One configuration, in this process."""
-    import torch
-
     import elpips
+    import torch
 
     metric = elpips.Metric(metric_name, backbone_weights="random", device="cpu", seed=0, reduction="mean",
                            checkpoint_activations=checkpointing, num_scales=1)

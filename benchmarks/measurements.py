@@ -24,15 +24,14 @@ make one side cheaper by luck; the variance measurement uses the metric's defaul
 from __future__ import annotations
 
 import statistics
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from elpips import Metric
-from elpips.io import load_image
 from elpips.ensemble import DEFAULT_MAX_OFFSET
+from elpips.io import load_image
+from torch import nn
 
 from .timing import paired_ratio, paired_timings, summarize
 
@@ -220,7 +219,7 @@ def _inline_path_step(metric: Metric, path: torch.Tensor, variable: torch.Tensor
     with torch.no_grad():
         ends = metric.features(path[[0, -1]].unsqueeze(1).expand(-1, samples, -1, -1, -1), sample)
     inner = metric.features(variable.unsqueeze(1).expand(-1, samples, -1, -1, -1), sample)
-    sequence = [torch.cat([end[:1], tap, end[1:]]) for end, tap in zip(ends, inner)]
+    sequence = [torch.cat([end[:1], tap, end[1:]]) for end, tap in zip(ends, inner, strict=False)]
     distances = metric.distance_between([tap[:-1] for tap in sequence], [tap[1:] for tap in sequence])
     distances.square().mean(dim=1).sum().backward()
 
@@ -286,7 +285,7 @@ def measure_geodesic_scaling(metric: Metric, configurations: list[tuple[int, int
              for size, frames in configurations}
     times = paired_timings(sides, repeats, warmup, metric.device, tick)
     rows = []
-    for (size, frames), (name, values) in zip(configurations, times.items()):
+    for (size, frames), (name, values) in zip(configurations, times.items(), strict=False):
         median = statistics.median(values)
         rows.append({"size": size, "frames": frames, "median_s": median, "per_frame_s": median / frames,
                      "times_s": [round(t, 6) for t in values]})

@@ -8,7 +8,7 @@ The categories are approximate: an element-wise ``mul`` may be a dropout mask be
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile

@@ -7,14 +7,13 @@ Written for CUDA (``elpips bench --device cuda``); autocast also runs on CPU (bf
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-
 from elpips import Metric
 
-from .timing import paired_ratio, paired_timings, summarize
 from .measurements import example_images, image_batch
+from .timing import paired_ratio, paired_timings, summarize
 
 MAX_RELATIVE_ERROR = 1e-2
 MODES = ("bfloat16", "float16", "channels_last")

@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-
 from elpips import Metric
 from elpips.spatial import distance_map
 

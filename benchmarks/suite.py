@@ -7,23 +7,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
-
 from elpips import resolve_device
 from elpips.io import write_json, write_text
 
 from . import measurements as benchmarks
 from .crop import measure_crop_mode
 from .environment import environment, load_average
-from .step_memory import measure_memory
-from .precision import measure_precision
 from .op_profile import profile_single
+from .precision import measure_precision
 from .report import render_markdown
 from .spatial import measure_spatial, measure_spatial_memory
+from .step_memory import measure_memory
 from .timing import Stopwatch
 
 SCHEMA = "elpips-bench/1"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -103,7 +103,7 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     """Median over rounds of ``numerator[r] / denominator[r]`` (same-round pairs)."""
     if len(numerator) != len(denominator) or not numerator:
         raise ValueError("paired_ratio needs two equally long, non-empty lists of timings")
-    return statistics.median(a / b for a, b in zip(numerator, denominator))
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=False))
 
 
 def summarize(times: list[float]) -> dict[str, float | list[float]]:

@@ -5,15 +5,15 @@
     >>> d = metric(x, y, n=8)                          # x, y: float [N, 3, H, W] in [0, 1] -> [N]
 """
 
+from . import spatial  # noqa: E402  (elpips.spatial.distance_map / compare_maps)
 from .configs import CONFIGS, LADDER, METRIC_NAMES, MetricConfig, get_config
-from .ensemble import EnsembleConfig
 from .devices import resolve_device
+from .ensemble import EnsembleConfig
 from .estimate import Estimate
 from .metric import EnsembleSample, Features, Metric
 from .transforms import TransformRecord, apply_transform, default_num_scales, sample_transform
 from .validation import check_images
 from .weights import WeightsInfo, WeightsUnavailableError
-from . import spatial  # noqa: E402  (elpips.spatial.distance_map / compare_maps)
 
 __version__ = "0.1.0"
 

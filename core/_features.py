@@ -5,17 +5,18 @@ network's range, memory layout, dropout hook, normalisation)."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ._inputs import check_scaled_size
 from .backbones import SqueezeNetFeatures, VGG16Features
 from .backbones.common import parameters_to_buffers
 from .configs import MetricConfig
 from .distance import normalize_channels, scale_input
 from .dropout import DropoutMasks
-from ._inputs import check_scaled_size
 from .transforms import TransformRecord, apply_transform, default_num_scales, sample_transform
 from .weights import WeightsInfo, load_backbone_weights, load_linear_weights
 
@@ -45,7 +46,7 @@ def new_backbone(config: MetricConfig) -> nn.Module | None:
     return None
 
 
-def build_network(metric: "Metric", backbone_weights: str | os.PathLike,
+def build_network(metric: Metric, backbone_weights: str | os.PathLike,
                   linear_weights: str | os.PathLike | None) -> None:
     """Set ``metric.backbone`` (``None`` for ``l2``) with its weights loaded and frozen as buffers (never in an
     optimiser, torchvision's state-dict keys), ``metric.weights_info`` and the linear weights."""
@@ -58,7 +59,7 @@ def build_network(metric: "Metric", backbone_weights: str | os.PathLike,
         register_linear_weights(metric, linear_weights)
 
 
-def register_linear_weights(metric: "Metric", linear_weights: str | os.PathLike | None) -> None:
+def register_linear_weights(metric: Metric, linear_weights: str | os.PathLike | None) -> None:
     """Load the linear weights (``None``: the metric's own; ``"kettunen"``: the authors' retrained LPIPS weights)
     and register them on ``metric`` as buffers ``lin0, lin1, ...`` (``[C_l]`` each), checked against the taps."""
     config = metric.config
@@ -78,7 +79,7 @@ def register_linear_weights(metric: "Metric", linear_weights: str | os.PathLike 
         metric.register_buffer(f"lin{index}", weight)
 
 
-def dropout_enabled(metric: "Metric", dropout: bool | None) -> bool:
+def dropout_enabled(metric: Metric, dropout: bool | None) -> bool:
     """Whether a sample has dropout: the ensemble's setting, or ``dropout`` where given (``ValueError`` for
     ``dropout=True`` on an ensemble with dropout off)."""
     enabled = metric.ensemble.dropout if dropout is None else dropout
@@ -87,7 +88,7 @@ def dropout_enabled(metric: "Metric", dropout: bool | None) -> bool:
     return bool(enabled)
 
 
-def dropout_masks(metric: "Metric", generator: torch.Generator, dropout: bool | None) -> DropoutMasks | None:
+def dropout_masks(metric: Metric, generator: torch.Generator, dropout: bool | None) -> DropoutMasks | None:
     """A sample's dropout masks (one seed drawn from ``generator``), or ``None`` without dropout (nothing drawn)."""
     if not dropout_enabled(metric, dropout):
         return None
@@ -95,7 +96,7 @@ def dropout_masks(metric: "Metric", generator: torch.Generator, dropout: bool | 
     return DropoutMasks(seed, metric.dropout_keep)
 
 
-def draw_transform(metric: "Metric", batch: int, height: int, width: int,
+def draw_transform(metric: Metric, batch: int, height: int, width: int,
                    generator: torch.Generator) -> TransformRecord | None:
     """The transform record of one ensemble sample for ``batch`` images of ``height x width`` (checked against
     the network's minimum size), or ``None`` for an ensemble without transformations (nothing drawn)."""
@@ -153,8 +154,8 @@ def lay_out_backbone(backbone: nn.Module, layout: torch.memory_format) -> None:
             backbone.to(memory_format=layout)
 
 
-def network_input(metric: "Metric", x: torch.Tensor,
-                  sample: "EnsembleSample | None") -> tuple[torch.Tensor, DropoutHook | None, int, int]:
+def network_input(metric: Metric, x: torch.Tensor,
+                  sample: EnsembleSample | None) -> tuple[torch.Tensor, DropoutHook | None, int, int]:
     """``x`` ``[G, N, 3, H, W]`` -> ``(flat, dropout, G, N)``: the transformed, scaled ``[G*N, 3, h, w]`` batch
     in the network's layout and its dropout hook (``None`` without dropout), all groups under ``sample``."""
     groups, batch = x.shape[:2]
@@ -176,7 +177,7 @@ def network_input(metric: "Metric", x: torch.Tensor,
     return ToLayout.apply(flat, layout), dropout, groups, batch
 
 
-def network_features(metric: "Metric", images: torch.Tensor, sample: "EnsembleSample | None") -> Features:
+def network_features(metric: Metric, images: torch.Tensor, sample: EnsembleSample | None) -> Features:
     """:meth:`Metric.features`: one tensor per tap, ``[(G,) N, C, h, w]``, from ``images`` ``[(G,) N, 3, H, W]``
     (the images themselves, one entry, for ``l2``)."""
     if metric.backbone is None:

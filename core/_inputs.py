@@ -4,7 +4,8 @@ one message, whichever call receives the argument. Every check raises ``ValueErr
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Literal, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -100,7 +101,7 @@ def resolve_ensemble(config: MetricConfig, ensemble: EnsembleConfig | None, num_
     return ensemble
 
 
-def check_scaled_size(metric: "Metric", height: int, width: int, scale_level: int,
+def check_scaled_size(metric: Metric, height: int, width: int, scale_level: int,
                       ensemble: EnsembleConfig) -> None:
     """``ValueError`` when scale level ``scale_level`` (and, in crop mode, the offset crop) leaves images
     smaller than the network's minimum size."""
@@ -116,7 +117,7 @@ def check_scaled_size(metric: "Metric", height: int, width: int, scale_level: in
         )
 
 
-def check_fixed_transform(metric: "Metric", transform: TransformRecord, n: int, height: int, width: int) -> None:
+def check_fixed_transform(metric: Metric, transform: TransformRecord, n: int, height: int, width: int) -> None:
     """A fixed ``transform`` is one sample (``n`` must be 1) and must leave ``height x width`` images at least the
     network's minimum size."""
     if n != 1:
@@ -124,14 +125,14 @@ def check_fixed_transform(metric: "Metric", transform: TransformRecord, n: int, 
     check_scaled_size(metric, height, width, transform.scale_level, transform.ensemble)
 
 
-def input_dtype(metric: "Metric", images: torch.Tensor) -> torch.dtype:
+def input_dtype(metric: Metric, images: torch.Tensor) -> torch.dtype:
     """Network metrics compute in :attr:`Metric.dtype`; ``l2`` keeps float32/float64 inputs as they are."""
     if metric.backbone is None and images.dtype in (torch.float32, torch.float64):
         return images.dtype
     return metric.dtype
 
 
-def checked_images(metric: "Metric", images: torch.Tensor, name: str) -> torch.Tensor:
+def checked_images(metric: Metric, images: torch.Tensor, name: str) -> torch.Tensor:
     """Checked ``[N, 3, H, W]`` inputs on the metric's device and in its precision (float16, bfloat16 and float64
     inputs are converted; gradients flow back in the input's dtype). Under autocast the network still runs in
     the autocast precision."""
@@ -139,7 +140,7 @@ def checked_images(metric: "Metric", images: torch.Tensor, name: str) -> torch.T
     return images.to(device=metric.device, dtype=input_dtype(metric, images))
 
 
-def stack_candidates(metric: "Metric", reference: torch.Tensor,
+def stack_candidates(metric: Metric, reference: torch.Tensor,
                      candidates: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """Checked ``[M, N, 3, H, W]`` from ``M`` candidates ``[N, 3, H, W]`` (a sequence, or one 5-D tensor), each
     of ``reference``'s shape (``reference`` already checked), on the metric's device and in its precision."""

@@ -33,12 +33,12 @@ def pass_ranges(total: int, per_pass: int) -> list[tuple[int, int]]:
     return [(start, min(total, start + per_pass)) for start in range(0, total, per_pass)]
 
 
-def memory_budget(metric: "Metric") -> int:
+def memory_budget(metric: Metric) -> int:
     """The bytes one network pass may use: the metric's ``memory_budget``, else the device's default."""
     return default_memory_budget(metric.device) if metric.memory_budget is None else metric.memory_budget
 
 
-def pass_capacity(metric: "Metric", height: int, width: int, dtype: torch.dtype) -> int:
+def pass_capacity(metric: Metric, height: int, width: int, dtype: torch.dtype) -> int:
     """:meth:`Metric.images_per_pass`: images of ``height x width`` (plus the ensemble's offset padding, none in
     crop mode) that one network pass may take within :func:`memory_budget`, at least 1."""
     pad = 0 if metric.ensemble.crop else metric.ensemble.padding
@@ -47,8 +47,8 @@ def pass_capacity(metric: "Metric", height: int, width: int, dtype: torch.dtype)
                            element_size)
 
 
-def pass_sample(metric: "Metric", sample: "EnsembleSample", start: int, stop: int,
-                generator: torch.Generator) -> "EnsembleSample":
+def pass_sample(metric: Metric, sample: EnsembleSample, start: int, stop: int,
+                generator: torch.Generator) -> EnsembleSample:
     """The part of ``sample`` for rows ``start..stop-1``: the first pass keeps the sample's own dropout
     masks, later passes draw fresh ones (masks are drawn per pass shape), or none where the sample has none."""
     rows = None if sample.transform is None else sample.transform.rows(start, stop)
@@ -58,14 +58,14 @@ def pass_sample(metric: "Metric", sample: "EnsembleSample", start: int, stop: in
 
 
 # -- activation checkpointing ----------------------------------------------------------------------------------
-def checkpointing(metric: "Metric", *inputs: torch.Tensor) -> bool:
+def checkpointing(metric: Metric, *inputs: torch.Tensor) -> bool:
     """Whether this evaluation recomputes activations in the backward pass (see ``checkpoint_activations``)."""
     return (metric.checkpoint_activations and metric.backbone is not None and torch.is_grad_enabled()
             and any(tensor.requires_grad for tensor in inputs))
 
 
-def checkpointed_distances(metric: "Metric", variables: torch.Tensor, reference: torch.Tensor,
-                           sample: "EnsembleSample | None") -> torch.Tensor:
+def checkpointed_distances(metric: Metric, variables: torch.Tensor, reference: torch.Tensor,
+                           sample: EnsembleSample | None) -> torch.Tensor:
     """Distances ``[G, N]`` from each group of ``variables`` ``[G, N, 3, H, W]`` to ``reference``
     ``[N, 3, H, W]``, equal to ``distance_between(features(variables), features(reference))``.
 
@@ -79,9 +79,9 @@ def checkpointed_distances(metric: "Metric", variables: torch.Tensor, reference:
     return _checkpointed_group_distances(metric, variables, metric.features(reference, sample), sample)
 
 
-def _checkpointed_group_distances(metric: "Metric", groups_images: torch.Tensor,
+def _checkpointed_group_distances(metric: Metric, groups_images: torch.Tensor,
                                   reference_features: Features | None,
-                                  sample: "EnsembleSample | None") -> torch.Tensor:
+                                  sample: EnsembleSample | None) -> torch.Tensor:
     """See :func:`checkpointed_distances`; ``groups_images`` ``[G, N, 3, H, W]``, without ``reference_features``
     the last group is the reference. Returns ``[G, N]`` (``[G - 1, N]`` with the reference among the groups)."""
     flat, dropout, groups, batch = network_input(metric, groups_images, sample)
@@ -106,8 +106,8 @@ def _checkpointed_group_distances(metric: "Metric", groups_images: torch.Tensor,
 
 
 # -- one pass ----------------------------------------------------------------------------------------------------
-def pair_distances(metric: "Metric", x: torch.Tensor, y: torch.Tensor,
-                   sample: "EnsembleSample | None") -> torch.Tensor:
+def pair_distances(metric: Metric, x: torch.Tensor, y: torch.Tensor,
+                   sample: EnsembleSample | None) -> torch.Tensor:
     """``[N]`` distances of ``x`` and ``y`` ``[N, 3, H, W]`` under one ``sample`` (checkpointed when asked for
     and needed)."""
     if checkpointing(metric, x, y):
@@ -117,8 +117,8 @@ def pair_distances(metric: "Metric", x: torch.Tensor, y: torch.Tensor,
     return metric.distance_between(metric.features(x, sample), metric.features(y, sample))
 
 
-def compare_pass(metric: "Metric", reference: torch.Tensor, candidates: torch.Tensor,
-                 sample: "EnsembleSample | None") -> torch.Tensor:
+def compare_pass(metric: Metric, reference: torch.Tensor, candidates: torch.Tensor,
+                 sample: EnsembleSample | None) -> torch.Tensor:
     """``[M, B]`` distances of ``candidates`` ``[M, B, 3, H, W]`` to ``reference`` ``[B, 3, H, W]`` in one pass."""
     if checkpointing(metric, reference, candidates):
         return checkpointed_distances(metric, candidates, reference, sample)
@@ -126,7 +126,7 @@ def compare_pass(metric: "Metric", reference: torch.Tensor, candidates: torch.Te
 
 
 # -- many passes ---------------------------------------------------------------------------------------------------
-def sample_distances(metric: "Metric", x: torch.Tensor, y: torch.Tensor, n: int,
+def sample_distances(metric: Metric, x: torch.Tensor, y: torch.Tensor, n: int,
                      generator: torch.Generator | None, dropout: bool | None) -> torch.Tensor:
     """:meth:`Metric.sample_distances`: ``[n, N]`` for ``x``, ``y`` ``[N, 3, H, W]``, in passes of at most
     ``images_per_pass // 2`` pairs, or tile by tile for a pair over the budget."""
@@ -151,7 +151,7 @@ def sample_distances(metric: "Metric", x: torch.Tensor, y: torch.Tensor, n: int,
     return torch.cat(distances).reshape(n, batch)
 
 
-def compare_samples(metric: "Metric", reference: torch.Tensor, candidates: torch.Tensor, n: int,
+def compare_samples(metric: Metric, reference: torch.Tensor, candidates: torch.Tensor, n: int,
                     generator: torch.Generator | None) -> torch.Tensor:
     """:meth:`Metric.compare_samples`: ``[n, M, N]`` for ``reference`` ``[N, 3, H, W]`` and ``candidates``
     ``[M, N, 3, H, W]``. Passes over ranges of sample rows; within a range, the reference's features are computed
@@ -184,7 +184,7 @@ def compare_samples(metric: "Metric", reference: torch.Tensor, candidates: torch
 
 
 # -- tiles ---------------------------------------------------------------------------------------------------------
-def tiles_needed(metric: "Metric", *inputs: torch.Tensor) -> bool:
+def tiles_needed(metric: Metric, *inputs: torch.Tensor) -> bool:
     """Whether one pair is over the memory budget, so that it is evaluated tile by tile (no-grad calls only:
     a differentiable call runs whole and its memory is the caller's choice)."""
     if metric.backbone is None or metric.images_per_pass(*inputs[0].shape[-2:], inputs[0].dtype) >= 2:
@@ -192,7 +192,7 @@ def tiles_needed(metric: "Metric", *inputs: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs))
 
 
-def tiled_pair_distance(metric: "Metric", x: torch.Tensor, y: torch.Tensor, transform: TransformRecord | None,
+def tiled_pair_distance(metric: Metric, x: torch.Tensor, y: torch.Tensor, transform: TransformRecord | None,
                         masks: DropoutMasks | None) -> torch.Tensor:
     """The 0-dim distance of one pair ``[1, 3, H, W]`` under one transform, evaluated tile by tile."""
     flat, _, _, _ = network_input(metric, torch.stack([x, y]), metric.sample_for(transform, dropout=False))
@@ -203,7 +203,7 @@ def tiled_pair_distance(metric: "Metric", x: torch.Tensor, y: torch.Tensor, tran
                           block_masks, core).to(x.dtype)
 
 
-def _tiled_rows(metric: "Metric", total: int, height: int, width: int, generator: torch.Generator | None,
+def _tiled_rows(metric: Metric, total: int, height: int, width: int, generator: torch.Generator | None,
                 dropout: bool | None) -> list[tuple[int, TransformRecord | None, DropoutMasks | None]]:
     """``(row, transform, masks)`` for each of ``total`` rows of one stratified sample (each row its own
     mask seed), or ``(row, None, None)`` for a deterministic metric."""
@@ -218,7 +218,7 @@ def _tiled_rows(metric: "Metric", total: int, height: int, width: int, generator
     return rows
 
 
-def _tiled_sample_distances(metric: "Metric", x: torch.Tensor, y: torch.Tensor, n: int,
+def _tiled_sample_distances(metric: Metric, x: torch.Tensor, y: torch.Tensor, n: int,
                             generator: torch.Generator | None, dropout: bool | None) -> torch.Tensor:
     """:func:`sample_distances` for pairs over the memory budget: one pair and sample at a time, tiled;
     ``[n, N]``."""
@@ -230,7 +230,7 @@ def _tiled_sample_distances(metric: "Metric", x: torch.Tensor, y: torch.Tensor, 
     return torch.stack(distances).reshape(samples, batch).expand(n, batch)
 
 
-def _tiled_compare_samples(metric: "Metric", reference: torch.Tensor, candidates: torch.Tensor, n: int,
+def _tiled_compare_samples(metric: Metric, reference: torch.Tensor, candidates: torch.Tensor, n: int,
                            generator: torch.Generator | None) -> torch.Tensor:
     """:func:`compare_samples` for images over the memory budget: every candidate against the reference, one
     sample row at a time, tiled, all candidates under the row's transform and masks; ``[n, M, N]``."""

@@ -16,9 +16,9 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import imageio.v3 as iio
 import numpy as np

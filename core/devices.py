@@ -6,7 +6,6 @@ import warnings
 
 import torch
 
-
 SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 

@@ -141,7 +141,7 @@ def weighted_distance(features_a: list[torch.Tensor], features_b: list[torch.Ten
                       fused: bool = True) -> torch.Tensor:
     """Sum over taps of :func:`tap_distance`; leading dims broadcast (``[G, N]`` vs ``[N]`` etc.)."""
     total = tap_distance(features_a[0], features_b[0], weights[0], fused)
-    for a, b, w in zip(features_a[1:], features_b[1:], weights[1:]):
+    for a, b, w in zip(features_a[1:], features_b[1:], weights[1:], strict=False):
         total = total + tap_distance(a, b, w, fused)
     return total
 
@@ -200,7 +200,7 @@ class _AdjacentTapDistances(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_sequence = torch.zeros_like(ctx.sequence_template, device=grad.device)
         sizes = [piece.shape[0] for piece in pieces]
-        for kind, piece, piece_grad in zip(ctx.kinds, pieces, grad.split(sizes)):
+        for kind, piece, piece_grad in zip(ctx.kinds, pieces, grad.split(sizes), strict=False):
             grad_diff = _weighted_square_mean_backward(piece, weight, piece_grad)
             if kind == "left":
                 grad_left = -grad_diff if ctx.needs_input_grad[1] else None
@@ -222,7 +222,7 @@ def weighted_adjacent_distances(sequence: list[torch.Tensor], left: list[torch.T
                                 fused: bool = True) -> torch.Tensor:
     """Sum over taps of :func:`adjacent_tap_distances`: ``[P, N]``."""
     total = None
-    for index, (tap, weight) in enumerate(zip(sequence, weights)):
+    for index, (tap, weight) in enumerate(zip(sequence, weights, strict=False)):
         distances = adjacent_tap_distances(tap, None if left is None else left[index],
                                            None if right is None else right[index], weight, fused)
         total = distances if total is None else total + distances

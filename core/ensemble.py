@@ -13,8 +13,9 @@ configuration has one spelling and two equal configurations mean the same metric
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from .validation import check_positive_int
 
@@ -110,12 +111,12 @@ class EnsembleConfig:
 
     # -- construction ----------------------------------------------------------------------------------------------
     @classmethod
-    def none(cls) -> "EnsembleConfig":
+    def none(cls) -> EnsembleConfig:
         """Every piece off: no transformation, no dropout (a deterministic evaluation)."""
         return cls(**{switch: False for switch in SWITCHES})
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "EnsembleConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> EnsembleConfig:
         """The inverse of :meth:`as_dict` (unknown keys are an error)."""
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -123,7 +124,7 @@ class EnsembleConfig:
             raise ValueError(f"unknown ensemble option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**dict(values))
 
-    def updated(self, strict: bool = True, **changes: Any) -> "EnsembleConfig":
+    def updated(self, strict: bool = True, **changes: Any) -> EnsembleConfig:
         """A copy with ``changes`` applied.
 
         Switching a piece off also drops its parameter (``updated(color=False)`` on the full ensemble works);
@@ -167,7 +168,7 @@ class EnsembleConfig:
         """Pixels the offset step moves the image by at most (0 with the offset off)."""
         return self.max_offset if self.offset else 0
 
-    def differences(self, base: "EnsembleConfig") -> list[str]:
+    def differences(self, base: EnsembleConfig) -> list[str]:
         """Short phrases for what differs from ``base`` (e.g. ``["no flip", "max offset 3"]``)."""
         phrases = []
         for switch in SWITCHES:

@@ -15,9 +15,10 @@ import operator
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ContextManager, Iterator
+from typing import Any, ContextManager
 
 import imageio.v3 as iio
 import numpy as np
@@ -232,7 +233,7 @@ def load_images(specs: list[str], min_size: int = 1) -> torch.Tensor:
         raise ImageLoadError("no images given")
     images = [load_image(spec, min_size) for spec in specs]
     first = images[0].shape[-2:]
-    for spec, image in zip(specs, images):
+    for spec, image in zip(specs, images, strict=False):
         if image.shape[-2:] != first:
             raise ImageLoadError(
                 f"images must have the same size: {specs[0]} is {first[0]}x{first[1]}, "

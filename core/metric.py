@@ -17,19 +17,38 @@ network input, normalised taps) and ``_passes`` (passes within the memory budget
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import _passes
-from ._features import CHANNELS_LAST_DEVICES  # noqa: F401  (kept importable from here)
-from ._features import (Features, build_network, draw_transform, dropout_masks, lay_out_backbone, network_features,
-                        network_layout)
-from ._inputs import REDUCTIONS, SEED_LIMIT, resolve_ensemble  # noqa: F401  (kept importable from here)
-from ._inputs import (Reduction, check_fixed_transform, check_memory_budget, check_reduction, check_sample_count,
-                      checked_images, reduce, seeded_generator, stack_candidates)
+from ._features import (
+    CHANNELS_LAST_DEVICES,  # noqa: F401  (kept importable from here)
+    Features,
+    build_network,
+    draw_transform,
+    dropout_masks,
+    lay_out_backbone,
+    network_features,
+    network_layout,
+)
+from ._inputs import (  # noqa: F401  (kept importable from here)
+    REDUCTIONS,
+    SEED_LIMIT,
+    Reduction,
+    check_fixed_transform,
+    check_memory_budget,
+    check_reduction,
+    check_sample_count,
+    checked_images,
+    reduce,
+    resolve_ensemble,
+    seeded_generator,
+    stack_candidates,
+)
 from .configs import get_config
 from .devices import resolve_device
 from .distance import rms_distance, weighted_adjacent_distances, weighted_distance
@@ -40,6 +59,7 @@ from .record import PRECISION, tensor_digest
 from .spatial import compare_maps, distance_map
 from .transforms import TransformRecord
 from .validation import check_same_shape
+
 
 @dataclass
 class EnsembleSample:

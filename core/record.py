@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -76,7 +77,7 @@ def _compare(before: Any, after: Any, name: str, skipped: set[str]) -> list[str]
         return _differences(before, after, f"{name}.", skipped)
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after) and \
             any(isinstance(item, (dict, list)) for item in before):
-        return [line for index, (old, new) in enumerate(zip(before, after))
+        return [line for index, (old, new) in enumerate(zip(before, after, strict=False))
                 for line in _compare(old, new, f"{name}[{index}]", skipped)]
     return [] if before == after else [f"{name} was {_short(before)}, now {_short(after)}"]
 

@@ -12,8 +12,8 @@ that would make them agree (:data:`SIZE_OPTIONS_HINT`). Errors name the Python a
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +123,7 @@ def resample(images: torch.Tensor, height: int, width: int, center_crop: bool = 
 
 def check_same_size(sizes: Sequence[tuple[int, int]], names: Sequence[str]) -> None:
     """:class:`SizeMismatchError` naming the first two inputs that differ (and the options that would help)."""
-    for name, size in zip(names, sizes):
+    for name, size in zip(names, sizes, strict=False):
         if tuple(size) != tuple(sizes[0]):
             raise SizeMismatchError(
                 f"images must have the same size: {names[0]} is {sizes[0][0]}x{sizes[0][1]}, {name} is "

@@ -20,8 +20,9 @@ wrappers.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +32,15 @@ from ._inputs import check_fixed_transform, check_sample_count, checked_images, 
 from .dropout import DropoutMasks
 from .ensemble import DEFAULT_MAX_OFFSET
 from .estimate import Z_95
-from .transforms import (FLIP_BOTH, FLIP_LEFT_RIGHT, FLIP_UP_DOWN, TransformRecord, identity_transform, scaled_size,
-                         transformed_size)
+from .transforms import (
+    FLIP_BOTH,
+    FLIP_LEFT_RIGHT,
+    FLIP_UP_DOWN,
+    TransformRecord,
+    identity_transform,
+    scaled_size,
+    transformed_size,
+)
 from .validation import check_same_shape
 
 if TYPE_CHECKING:
@@ -206,7 +214,7 @@ class SampleDropout:
         return grouped.reshape(inputs.shape)
 
 
-def sample_maps(metric: "Metric", reference: torch.Tensor, candidates: torch.Tensor,
+def sample_maps(metric: Metric, reference: torch.Tensor, candidates: torch.Tensor,
                 sample=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Maps and distances of one network pass: ``candidates`` ``[M, B, 3, H, W]`` against ``reference``
     ``[B, 3, H, W]`` under ``sample`` (an :class:`~elpips.EnsembleSample` for ``B`` images; ``None`` for LPIPS).
@@ -220,7 +228,7 @@ def sample_maps(metric: "Metric", reference: torch.Tensor, candidates: torch.Ten
     frame = transformed_size(height, width, sample.transform) if ensemble else (height, width)
     upsample = upsample_mass_preserving if ensemble else upsample_bilinear
     total_map = total_distance = None
-    for tap, weight in zip(features, metric.linear_weights):
+    for tap, weight in zip(features, metric.linear_weights, strict=False):
         tap_map = tap_difference_map(tap[:-1], tap[-1], weight)  # [M, B, 1, h, w]
         distance = tap_map.mean(dim=(-3, -2, -1))
         frame_map = upsample(tap_map, frame)
@@ -231,13 +239,13 @@ def sample_maps(metric: "Metric", reference: torch.Tensor, candidates: torch.Ten
     return total_map, total_distance
 
 
-def default_chunk_samples(metric: "Metric", images: int, height: int, width: int, dtype: torch.dtype) -> int:
+def default_chunk_samples(metric: Metric, images: int, height: int, width: int, dtype: torch.dtype) -> int:
     """Samples per network pass: as many as the metric's memory budget allows for ``images`` images per sample
     (:meth:`~elpips.Metric.images_per_pass`), at least one."""
     return max(1, metric.images_per_pass(height, width, dtype) // images)
 
 
-def _draw_samples(metric: "Metric", count: int, batch: int, height: int, width: int,
+def _draw_samples(metric: Metric, count: int, batch: int, height: int, width: int,
                   generator: torch.Generator | None, transform: TransformRecord | None,
                   dropout: bool | None) -> tuple[TransformRecord, list[int] | None]:
     """The transform record of ``count`` samples of ``batch`` images (one stratified batch, as
@@ -257,7 +265,7 @@ def _draw_samples(metric: "Metric", count: int, batch: int, height: int, width: 
     return record, torch.randint(0, 2**62, (count,), generator=generator).tolist()
 
 
-def compare_maps(metric: "Metric", reference: torch.Tensor, candidates, n: int = 1,
+def compare_maps(metric: Metric, reference: torch.Tensor, candidates, n: int = 1,
                  generator: torch.Generator | None = None, chunk_size: int | None = None,
                  transform: TransformRecord | None = None, dropout: bool | None = None) -> SpatialMaps:
     """Maps from ``reference`` to each candidate, every ensemble sample shared by all candidates.
@@ -304,7 +312,7 @@ def compare_maps(metric: "Metric", reference: torch.Tensor, candidates, n: int =
     return SpatialMaps(mean, _half_width(squares, mean.detach(), n), torch.cat(distances), n)
 
 
-def _chunk_maps(metric: "Metric", reference: torch.Tensor, stacked: torch.Tensor, record: TransformRecord,
+def _chunk_maps(metric: Metric, reference: torch.Tensor, stacked: torch.Tensor, record: TransformRecord,
                 seeds: list[int] | None, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples ``start..stop-1``: maps ``[k, M, N, 1, H, W]`` and distances ``[k, M, N]``."""
     from .metric import EnsembleSample
@@ -329,7 +337,7 @@ def _half_width(squares: torch.Tensor, mean: torch.Tensor, n: int) -> torch.Tens
     return Z_95 * (variance / n).sqrt()
 
 
-def distance_map(metric: "Metric", x: torch.Tensor, y: torch.Tensor, n: int = 1,
+def distance_map(metric: Metric, x: torch.Tensor, y: torch.Tensor, n: int = 1,
                  generator: torch.Generator | None = None, chunk_size: int | None = None,
                  transform: TransformRecord | None = None, dropout: bool | None = None) -> SpatialMaps:
     """:func:`compare_maps` of one pair batch: ``map`` ``[N, 1, H, W]``, ``distances`` ``[n, N]``."""

@@ -102,7 +102,7 @@ def network_strides(backbone: torch.nn.Module) -> tuple[dict[int, int], list[int
 
     (small_layers, small_taps), (large_layers, large_taps) = grid_widths(64), grid_widths(64 + ALIGN)
     layers = {layer: ALIGN // (large_layers[layer] - small_layers[layer]) for layer in small_layers}
-    taps = [ALIGN // (large - small) for small, large in zip(small_taps, large_taps)]
+    taps = [ALIGN // (large - small) for small, large in zip(small_taps, large_taps, strict=False)]
     backbone._tiling_strides = (layers, taps)
     return layers, taps
 
@@ -152,7 +152,7 @@ def tiled_distance(backbone: torch.nn.Module, network_input: torch.Tensor, linea
                 difference = (normalized[0] - normalized[1]).square().sum(dim=(-2, -1)).double()
                 sums[index] += difference @ linear_weights[index].double()
                 counts[index] += (rows.stop - rows.start) * (columns.stop - columns.start)
-    return sum(total / count for total, count in zip(sums, counts))
+    return sum(total / count for total, count in zip(sums, counts, strict=False))
 
 
 def _core_slice(core_start: int, core_stop: int, region_start: int, length: int, stride: int,

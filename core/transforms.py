@@ -75,7 +75,7 @@ class TransformRecord:
         }
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TransformRecord":
+    def from_dict(cls, values: dict) -> TransformRecord:
         """The inverse of :meth:`as_dict`."""
         return cls(
             scale_level=int(values["scale_level"]), scale_offset=tuple(values["scale_offset"]),
@@ -86,7 +86,7 @@ class TransformRecord:
             ensemble=EnsembleConfig.from_dict(values.get("ensemble", {})),
         )
 
-    def rows(self, start: int, stop: int) -> "TransformRecord":
+    def rows(self, start: int, stop: int) -> TransformRecord:
         """The record of images ``start..stop-1`` of the batch (per-image fields sliced, shared ones kept).
 
         Used to evaluate one stratified sample in several network passes: the slices together are exactly
@@ -104,7 +104,7 @@ class TransformRecord:
             ensemble=self.ensemble,
         )
 
-    def repeat(self, times: int) -> "TransformRecord":
+    def repeat(self, times: int) -> TransformRecord:
         """The record for ``times`` stacked copies of the batch (per-image fields tiled, shared ones kept)."""
         return TransformRecord(
             scale_level=self.scale_level,

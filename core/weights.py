@@ -246,7 +246,6 @@ def save_linear_weights(path: str | os.PathLike, weights: list[torch.Tensor]) ->
         raise ValueError(f"linear weights are written as .npz files, got '{target}'")
     arrays = {f"lin{index}": weight.detach().to("cpu", torch.float32).reshape(-1).numpy()
               for index, weight in enumerate(weights)}
-    with atomic_path(target) as temporary:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
+    with atomic_path(target) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
     return target

@@ -13,14 +13,21 @@ over the ranks (:mod:`.sharded`). Option checks, schedules, checkpoints and prog
 shared with the barycenter solver.
 """
 
-from .clip import (SolveSettings, Window, WindowResult, crossfade, output_count,
-                   plan_windows, solve_window)
+from .clip import SolveSettings, Window, WindowResult, crossfade, output_count, plan_windows, solve_window
 from .energy import path_step
 from .evaluate import PathEvaluation, evaluate_path
 from .levels import Level, level_starts, plan_levels, time_ladder
 from .options import DEFAULT_BASE_RATE, geodesic_learning_rate
-from .path import (downscale, free_mask, keyframe_indices, linear_path, resample_path, segment_intervals,
-                   subdivide, upscale_path)
+from .path import (
+                   downscale,
+                   free_mask,
+                   keyframe_indices,
+                   linear_path,
+                   resample_path,
+                   segment_intervals,
+                   subdivide,
+                   upscale_path,
+)
 from .sharded import PathShard, path_shard, sharded_path_step
 from .solver import GeodesicResult, GeodesicStepInfo, solve
 

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
-
 from elpips import Metric
-
 from elpips.solver import Schedule
 
 from .evaluate import evaluate_path

@@ -18,7 +18,6 @@ Cost per step with one chunk: ``K+1`` forward and ``K-1`` backward passes (versu
 from __future__ import annotations
 
 import torch
-
 from elpips import EnsembleSample, Features, Metric
 
 

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-
 from elpips import Metric
 from elpips.estimate import Z_95
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -63,7 +63,7 @@ def plan_levels(intervals: Sequence[int], steps: int, coarse_to_fine: bool = Tru
     shares = [coarse_steps // coarse + (1 if s >= coarse - coarse_steps % coarse else 0)
               for s in range(coarse)] if coarse else []
     shares.append(steps - coarse_steps)
-    levels = [Level(counts, scale, share) for counts, scale, share in zip(ladder, scales, shares)]
+    levels = [Level(counts, scale, share) for counts, scale, share in zip(ladder, scales, shares, strict=False)]
     return [level for level in levels[:-1] if level.steps > 0] + [levels[-1]]
 
 

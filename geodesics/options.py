@@ -3,10 +3,9 @@ schedule, and what a checkpoint must agree on to be resumed."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-
 from elpips import Metric
 from elpips.record import metric_identity, tensor_digest
 from elpips.solver import reference_learning_rate

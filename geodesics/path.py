@@ -7,13 +7,11 @@ arithmetic: no metric, no files.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-
 from elpips.solver import CLIP_HIGH, CLIP_LOW
-
 
 
 def segment_intervals(frames: int | Sequence[int], num_keyframes: int) -> tuple[int, ...]:

@@ -22,10 +22,14 @@ import copy
 from dataclasses import dataclass
 
 import torch
-
 from elpips import EnsembleSample, Metric
-from elpips.distributed import (all_reduce_sum, contiguous_block, exchange_backwards, exchange_with_neighbours,
-                                rank_and_world)
+from elpips.distributed import (
+    all_reduce_sum,
+    contiguous_block,
+    exchange_backwards,
+    exchange_with_neighbours,
+    rank_and_world,
+)
 
 from .energy import path_step
 from .levels import Level

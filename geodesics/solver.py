@@ -15,24 +15,35 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
-
 from elpips import Metric
 from elpips.distributed import broadcast_object, is_distributed, is_main_process
 from elpips.record import differences
+from elpips.solver import (
+    StepInfo,
+    check_format,
+    checkpoint_format,
+    clip_,
+    generator_state,
+    learning_rate_schedule,
+    load_checkpoint,
+    make_generator,
+    phase,
+    reporting,
+    restore_generator,
+    save_checkpoint,
+)
 from elpips.solver.ensemble_stream import StratifiedStream, check_stream_mode
-from elpips.solver import (StepInfo, phase, check_format, checkpoint_format, clip_, generator_state,
-                           learning_rate_schedule, load_checkpoint, make_generator, reporting,
-                           restore_generator, save_checkpoint)
 from elpips.solver.metrics import resolve_metric
 from elpips.validation import check_images, check_positive_int
 
 from .evaluate import evaluate_path
 from .levels import Level, carry_path, initial_path, level_starts, plan_levels
-from .options import check_init, solve_record, geodesic_learning_rate, stack_keyframes
+from .options import check_init, geodesic_learning_rate, solve_record, stack_keyframes
 from .path import keyframe_indices, segment_intervals
 from .sharded import ShardedStage, path_shard
 from .stage import Stage

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import torch
-
 from elpips import EnsembleSample, Metric
 
 from .energy import path_step

@@ -19,18 +19,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from elpips import LADDER, check_images, get_config
+from elpips.experiments.robustness import (
+    EIGHT_BIT,
+    attack_a1,
+    attack_a2,
+    evaluate_a1,
+    evaluate_a2,
+    mean_pairwise_distance,
+)
 from elpips.io import ImageLoadError, load_image, load_images, save_image, write_json
-from elpips.experiments.robustness import (EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2,
-                                          mean_pairwise_distance)
 from elpips.solver import phase
 
 from .attack_ablation import check_options as check_ablation_options
 from .attack_ablation import run_ablation
-from .common import (add_metric_options, calibration_label, check_ensemble_options, cropped, default_run_dir,
-                     make_metric, metric_label, parse_crop, positive_float, positive_int, progress_bar,
-                     run_record, weights_report)
+from .common import (
+    add_metric_options,
+    calibration_label,
+    check_ensemble_options,
+    cropped,
+    default_run_dir,
+    make_metric,
+    metric_label,
+    parse_crop,
+    positive_float,
+    positive_int,
+    progress_bar,
+    run_record,
+    weights_report,
+)
 from .run_folder import RunFolder
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -289,7 +306,7 @@ def attack_all(args: argparse.Namespace, out: Path, metrics: list, inputs: torch
     source = inputs[:1]
     differences = difference_maps(source, attacked_images)
     rows, labels = [], []
-    for entry, image, difference in zip(entries, attacked_images, differences):
+    for entry, image, difference in zip(entries, attacked_images, differences, strict=False):
         extra = [inputs[2], inputs[1]] if args.kind == "a1" else []
         rows.append([inputs[0], *extra, image[0], difference])
         labels.append(_row_label(args.kind, entry))

@@ -18,15 +18,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-
 from elpips.configs import LADDER, LADDER_LABELS
 from elpips.experiments.ablation import AblationSettings, RungResult, attack_rung
 from elpips.experiments.robustness import EIGHT_BIT
 from elpips.io import load_image, save_image, write_json, write_text
 from elpips.record import tensor_digest
 
-from .common import (default_run_dir, ensemble_changes, make_metric, metric_label, progress_bar, run_record,
-                     weights_report)
+from .common import (
+    default_run_dir,
+    ensemble_changes,
+    make_metric,
+    metric_label,
+    progress_bar,
+    run_record,
+    weights_report,
+)
 from .render.figures import ablation_figure
 from .run_folder import RunFolder
 

@@ -14,21 +14,37 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from elpips.barycenters import (REFERENCE_STEPS, BarycenterStepInfo, evaluate_objective, noisy_copies,
-                                 shifted_copies, solve)
+from elpips.barycenters import (
+    REFERENCE_STEPS,
+    BarycenterStepInfo,
+    evaluate_objective,
+    noisy_copies,
+    shifted_copies,
+    solve,
+)
 from elpips.barycenters.options import check_power, check_refs_per_step, normalized_weights
 from elpips.io import load_image, save_image, write_json
 from elpips.sizing import conform_images, load_sized_images, resample
 from elpips.solver import CHECKPOINT_NAME, phase
 from elpips.validation import check_images
 
-from .common import (add_metric_options, add_sizing_options, calibration_label, cropped, default_run_dir,
-                     make_metric, metric_label, nonnegative_int, parse_crop, positive_int, run_record, sizing_from,
-                     weights_report)
+from .common import (
+    add_metric_options,
+    add_sizing_options,
+    calibration_label,
+    cropped,
+    default_run_dir,
+    make_metric,
+    metric_label,
+    nonnegative_int,
+    parse_crop,
+    positive_int,
+    run_record,
+    sizing_from,
+    weights_report,
+)
 from .render.figures import contact_sheet
 from .run_folder import RunFolder
-
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -23,14 +23,24 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
-
 from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
 
 from .cli import command_module
 from .common import error_message, pixel_limit_from
-from .jobs import (COMMANDS, DONE, FAILED, RESERVED_OPTIONS, SUMMARY, Job, job_dir, pending_jobs, read_jobs,
-                   summary_table, write_marker)
+from .jobs import (
+    COMMANDS,
+    DONE,
+    FAILED,
+    RESERVED_OPTIONS,
+    SUMMARY,
+    Job,
+    job_dir,
+    pending_jobs,
+    read_jobs,
+    summary_table,
+    write_marker,
+)
 from .run_folder import RunFolder
 
 DEFAULT_TIMEOUT_HOURS = 168.0

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from typing import Iterator
-
-import torch
+from collections.abc import Iterator
 
 import elpips
+import torch
 from elpips.devices import resolve_device
 from elpips.dropout import DropoutMasks
 from elpips.io import write_json
@@ -125,7 +124,7 @@ def check_solver_steps(device: torch.device, size: int = 32, frames: int = 4) ->
         results[label] = (distances, variable.grad, to_references, x.grad)
     expected = [tensor.double() for tensor in results["reference"]]
     names = ("path_distance_error", "path_gradient_error", "barycenter_distance_error", "barycenter_gradient_error")
-    errors = {name: _relative(got, want) for name, got, want in zip(names, results["device"], expected)}
+    errors = {name: _relative(got, want) for name, got, want in zip(names, results["device"], expected, strict=False)}
     passed = all(errors[name] < (DISTANCE_TOLERANCE if "distance" in name else GRADIENT_TOLERANCE) for name in names)
     return {**errors, "passed": passed}
 

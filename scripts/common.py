@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import elpips
 import elpips.io
@@ -289,7 +290,7 @@ def parse_crop(text: str | None, height: int, width: int) -> tuple[int, int, int
     return top, left, crop_h, crop_w
 
 
-def cropped(images: "torch.Tensor", crop: tuple[int, int, int, int] | None) -> "torch.Tensor":
+def cropped(images: torch.Tensor, crop: tuple[int, int, int, int] | None) -> torch.Tensor:
     """``images[..., top:top + height, left:left + width]`` (all of them for ``crop=None``)."""
     if crop is None:
         return images
@@ -304,7 +305,7 @@ def progress_bar(description: str, total: int, unit: str = "sample", enabled: bo
     return ProgressReport(description, total, unit=unit, enabled=enabled)
 
 
-def default_run_dir(kind: str, root: str = "outputs") -> "Path":
+def default_run_dir(kind: str, root: str = "outputs") -> Path:
     """``outputs/<kind>-YYYYmmdd-HHMMSS`` (relative to the working directory)."""
     import time
     from pathlib import Path

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import torch
-
-from elpips.estimate import summarize
 from elpips import get_config
+from elpips.estimate import summarize
 from elpips.io import ensure_output_dir, load_images, to_uint8
 from elpips.spatial import SpatialMaps, compare_maps
 
@@ -96,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                   "half_width_95": float(paired.half_width)}
     if args.json:
         rows = [{"candidate": name, "distance": d, "half_width_95": h}
-                for name, d, h in zip(args.candidates, means, half_widths)]
+                for name, d, h in zip(args.candidates, means, half_widths, strict=False)]
         print(json.dumps({"reference": args.reference, "candidates": rows, "closest": args.candidates[best],
                           "margin": margin, "samples": estimate.samples, "maps": map_files,
                           **weights_report(metric)}, indent=2))

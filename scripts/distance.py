@@ -6,16 +6,21 @@ import argparse
 import json
 
 import torch
-
-from elpips.estimate import Estimate, summarize
 from elpips import get_config
+from elpips.estimate import Estimate, summarize
 from elpips.io import load_images, to_uint8
 from elpips.solver import phase
-
 from elpips.spatial import SpatialMaps, distance_map
 
-from .common import (add_metric_options, add_sampling_options, make_metric, metric_label, positive_int,
-                     progress_bar, weights_report)
+from .common import (
+    add_metric_options,
+    add_sampling_options,
+    make_metric,
+    metric_label,
+    positive_int,
+    progress_bar,
+    weights_report,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

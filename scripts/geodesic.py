@@ -9,20 +9,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from elpips import METRIC_NAMES, Metric, get_config
-from elpips.distributed import (broadcast_object, is_distributed, is_main_process, launched_by_torchrun,
-                                process_group)
-from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicResult, evaluate_path, linear_path, path_shard,
-                              segment_intervals, solve)
+from elpips.distributed import broadcast_object, is_distributed, is_main_process, launched_by_torchrun, process_group
+from elpips.geodesics import (
+    DEFAULT_BASE_RATE,
+    GeodesicResult,
+    evaluate_path,
+    linear_path,
+    path_shard,
+    segment_intervals,
+    solve,
+)
 from elpips.io import write_json
 from elpips.sizing import load_sized_images
 from elpips.solver import CHECKPOINT_NAME, phase, reference_learning_rate
 from elpips.spatial import distance_map
 
-from .common import (add_export_options, add_metric_options, add_sizing_options, calibration_label,
-                     check_ensemble_options, default_run_dir, make_metric, positive_int, run_record, settings_from,
-                     sizing_from, weights_report)
+from .common import (
+    add_export_options,
+    add_metric_options,
+    add_sizing_options,
+    calibration_label,
+    check_ensemble_options,
+    default_run_dir,
+    make_metric,
+    positive_int,
+    run_record,
+    settings_from,
+    sizing_from,
+    weights_report,
+)
 from .distance import check_map_metric
 from .render.frames import FRAMES_DIR, ExportSettings, frame_names, frames_to_uint8
 from .render.heatmaps import color_limit, write_segment_maps
@@ -214,7 +230,7 @@ def write_early_logs(run_dir: Path, main_log: dict, arrays: list[tuple[dict, np.
     """Every path's ``log.json`` before its exports, listing the frames to come: if an export fails (a full
     disk), ``elpips export`` re-renders from the frames that were saved, and ``--resume`` finishes the run."""
     directories = [run_dir] + [run_dir / entry["dir"] for entry in main_log["compare"]]
-    for directory, (log, frames) in zip(directories, arrays):
+    for directory, (log, frames) in zip(directories, arrays, strict=False):
         write_json(directory / LOG, {**log, "files": {"frames": [f"{FRAMES_DIR}/{name}"
                                                                  for name in frame_names(len(frames))]}})
 
@@ -226,7 +242,7 @@ def solve_and_export(args: argparse.Namespace, run_dir: Path, keys: torch.Tensor
     main_log["sizing"] = sizing
     main_log["compare"] = [{"metric": name, "dir": f"compare/{name}"} for name in compared]
     runs = [(main_log, main_frames)]
-    for entry, metric in zip(main_log["compare"], metrics[1:]):
+    for entry, metric in zip(main_log["compare"], metrics[1:], strict=False):
         runs.append(solve_one(args, metric, keys, run_dir / entry["dir"], seed))
     if not is_main_process():
         return 0

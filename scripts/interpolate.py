@@ -26,24 +26,41 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-
-from elpips import Metric, get_config
-from elpips import distributed
+from elpips import Metric, distributed, get_config
 from elpips.clips import Clip, open_clip
-from elpips.geodesics import (DEFAULT_BASE_RATE, GeodesicStepInfo, SolveSettings, Window, WindowResult,
-                              output_count, plan_windows, solve_window)
+from elpips.geodesics import (
+    DEFAULT_BASE_RATE,
+    GeodesicStepInfo,
+    SolveSettings,
+    Window,
+    WindowResult,
+    output_count,
+    plan_windows,
+    solve_window,
+)
 from elpips.geodesics.clip import check_factor, check_keyframes_per_window, window_seed
 from elpips.io import OutputWriteError, save_image, write_json
 from elpips.sizing import Sizing
 from elpips.solver import reference_learning_rate
 
-from .common import (add_metric_options, add_sizing_options, default_run_dir, make_metric, metric_label,
-                     positive_int, progress_bar, run_record, sizing_from, weights_report)
+from .common import (
+    add_metric_options,
+    add_sizing_options,
+    default_run_dir,
+    make_metric,
+    metric_label,
+    positive_int,
+    progress_bar,
+    run_record,
+    sizing_from,
+    weights_report,
+)
 from .render.clip import ClipExport, render_clip
 from .render.frames import FRAMES_DIR, default_scale
 from .render.viewer import write_index

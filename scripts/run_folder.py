@@ -29,8 +29,9 @@ import shlex
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from elpips.distributed import barrier, broadcast_object, is_main_process, raise_on_every_rank
 from elpips.io import OutputWriteError, write_json
@@ -155,7 +156,7 @@ class RunFolder:
                              f"with the run's settings, or start a new run in another {self.folder_option})")
         return {**recorded, **{key: current[key] for key in (*self.may_change, ENVIRONMENT) if key in current}}
 
-    def agree(self, prepare: Callable[["RunFolder"], T]) -> T:
+    def agree(self, prepare: Callable[[RunFolder], T]) -> T:
         """``prepare(self)`` (the checks and the record) on rank 0 only; every rank gets its result, or raises
         its ``ValueError``. The folder's path (a timestamp by default) is rank 0's everywhere."""
         outcome: tuple[Any, str | None] = (None, None)
@@ -171,7 +172,7 @@ class RunFolder:
 
     # -- ownership ---------------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def claim(self, settings: dict[str, Any] | None = None) -> Iterator["RunFolder"]:
+    def claim(self, settings: dict[str, Any] | None = None) -> Iterator[RunFolder]:
         """Create the folder, take its lock, remove temporary files of earlier kills and record ``settings``
         (a new run); release the lock when the block ends, however it ends. OS errors in the block become one
         :class:`~elpips.io.OutputWriteError`; Ctrl-C prints the resume command.

@@ -22,14 +22,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from elpips import Metric
 from elpips.experiments.denoiser import ResidualCNN
 from elpips.io import load_image, save_image, write_json
+from torch import nn
 
-from .common import (add_metric_options, calibration_label, check_ensemble_options, default_run_dir, make_metric,
-                     positive_int, progress_bar, run_record, weights_report)
+from .common import (
+    add_metric_options,
+    calibration_label,
+    check_ensemble_options,
+    default_run_dir,
+    make_metric,
+    positive_int,
+    progress_bar,
+    run_record,
+    weights_report,
+)
 from .render.figures import column, labelled, row, tile
 from .run_folder import RunFolder
 
@@ -179,7 +187,7 @@ def samples_sheet(degraded: torch.Tensor, output: torch.Tensor, clean: torch.Ten
     for index in picks:  # spread over the images
         tiles = [tile(image[index], scale) for image in (degraded, output, clean)]
         if not rows:
-            tiles = [labelled(t, text) for t, text in zip(tiles, (degraded_label, "output", "clean"))]
+            tiles = [labelled(t, text) for t, text in zip(tiles, (degraded_label, "output", "clean"), strict=False)]
         rows.append(row(tiles))
     return column(rows)
 

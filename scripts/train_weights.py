@@ -18,20 +18,33 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from elpips import distributed
 from elpips.experiments.reductions import tap_channels
 from elpips.experiments.triplet_reader import BappsTriplets
-from elpips.experiments.weight_training import (RECIPES, StepReport, TrainingSettings, check_training,
-                                                train_weights, validation_scores, validation_set,
-                                                weight_correlations)
+from elpips.experiments.weight_training import (
+    RECIPES,
+    StepReport,
+    TrainingSettings,
+    check_training,
+    train_weights,
+    validation_scores,
+    validation_set,
+    weight_correlations,
+)
 from elpips.io import ensure_output_dir, write_json
 from elpips.record import tensor_digest
 from elpips.solver import CHECKPOINT_NAME, ProgressReport, phase
 from elpips.weights import load_linear_weights, save_linear_weights
 
-from .common import add_metric_options, make_metric, metric_label, parse_categories, positive_int, run_record, \
-    weights_report
+from .common import (
+    add_metric_options,
+    make_metric,
+    metric_label,
+    parse_categories,
+    positive_int,
+    run_record,
+    weights_report,
+)
 from .run_folder import RunFolder
 
 

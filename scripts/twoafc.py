@@ -11,11 +11,18 @@ import io
 import json
 
 from elpips import distributed
-from elpips.io import write_json
 from elpips.experiments.twoafc import agreed_seed, choose_categories, evaluate_2afc, my_triplet_count
+from elpips.io import write_json
 
-from .common import (add_metric_options, make_metric, metric_label, parse_categories, positive_int, progress_bar,
-                     weights_report)
+from .common import (
+    add_metric_options,
+    make_metric,
+    metric_label,
+    parse_categories,
+    positive_int,
+    progress_bar,
+    weights_report,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

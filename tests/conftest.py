@@ -6,14 +6,12 @@ import functools
 import subprocess
 from pathlib import Path
 
+import elpips
 import pytest
 import torch
 
-import elpips
 
-
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_metric(name: str, seed: int) -> elpips.Metric:
     return elpips.Metric(name, backbone_weights="random", device="cpu", seed=seed)
 

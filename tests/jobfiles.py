@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import torch
-
 from elpips.io import save_image
 
 

@@ -15,7 +15,6 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from elpips import Metric
 from elpips.io import load_image
 from elpips.weights import save_linear_weights
@@ -76,7 +75,7 @@ def teacher_weights(channels: list[int], seed: int) -> list[torch.Tensor]:
     (``u`` uniform in [0, 1))."""
     generator = torch.Generator().manual_seed(seed)
     factors = 10 ** (3 * torch.rand(len(channels), generator=generator) - 2)
-    return [factor * torch.rand(count, generator=generator) ** 2 for factor, count in zip(factors, channels)]
+    return [factor * torch.rand(count, generator=generator) ** 2 for factor, count in zip(factors, channels, strict=False)]
 
 
 def _random_triplets(count: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -92,7 +91,7 @@ def _random_triplets(count: int, size: int, generator: torch.Generator) -> list[
         p0 = distort(ref, kinds[0], float(torch.rand(1, generator=generator)), generator)
         triplet = [ref, p0, _matched_distortion(ref, p0, kinds[1], generator)]
         triplets.append([torch.from_numpy(_to_uint8(image)).permute(2, 0, 1).float() / 255 for image in triplet])
-    return [torch.stack(group) for group in zip(*triplets)]
+    return [torch.stack(group) for group in zip(*triplets, strict=False)]
 
 
 def _prefers_p1(metric: Metric, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, samples: int,

@@ -18,7 +18,7 @@ The layers and what each may import:
   inside a function (when it runs).
 
 Exceptions, each with its reason in :data:`EXCEPTIONS`: ``elpips.__main__`` (``python -m elpips``) imports the
-command line, and the aliases ``elpips.robustness`` and ``elpips.twoafc`` import their ``elpips.experiments`` modules.
+command line.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ LAYERS = {
 MAY_IMPORT = {
     "core": set(),
     "solver": {"core"},
-    "experiments": {"core"},
+    "experiments": {"core", "solver"},
     "barycenters": {"core", "solver"},
     "geodesics": {"core", "solver"},
-    "benchmarks": {"core", "experiments", "barycenters", "geodesics"},
+    "benchmarks": {"core", "solver", "experiments", "barycenters", "geodesics"},
     "scripts": {"core", "solver", "experiments", "barycenters", "geodesics"},
 }
 """Layer -> the other layers its modules may import (its own layer always)."""
@@ -65,10 +65,6 @@ LAZY_ONLY = {("scripts", "benchmarks"): {"elpips.scripts.bench"}}
 EXCEPTIONS = {
     ("elpips.__main__", "elpips.scripts.cli"):
         "`python -m elpips` is the command line's entry point; `import elpips` never loads it",
-    ("elpips.robustness", "elpips.experiments.robustness"):
-        "alias kept at its old import path (docs/architecture.md); loaded only when imported by that name",
-    ("elpips.twoafc", "elpips.experiments.twoafc"):
-        "alias kept at its old import path (docs/architecture.md); loaded only when imported by that name",
 }
 """(module, imported module) -> why this import across the layers is allowed."""
 
@@ -188,7 +184,7 @@ def test_every_exception_is_still_needed():
 
 def test_the_scan_sees_imports_in_every_form():
     imports = {(item.module, item.target): item for item in all_imports()}
-    assert ("elpips.robustness", "elpips.experiments.robustness") in imports  # from .experiments import robustness
+    assert ("elpips.experiments.ablation", "elpips.experiments.robustness") in imports  # from .robustness import
     assert ("elpips", "elpips.spatial") in imports  # from . import spatial
     assert ("elpips.benchmarks.crop", "elpips.estimate") in imports  # from elpips.estimate import Z_95
     assert imports[("elpips.scripts.bench", "elpips.benchmarks.suite")].in_function

@@ -11,6 +11,7 @@ Takes and returns tensors; no I/O (the command line writes the figure, JSON and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import torch
 
 from ..metric import Metric

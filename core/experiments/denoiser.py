@@ -15,7 +15,7 @@ class ResidualCNN(nn.Module):
             raise ValueError(f"depth must be >= 2 (the CNN needs at least 2 convolutions), got {depth}")
         channels = [3] + [width] * (depth - 1) + [3]
         layers: list[nn.Module] = []
-        for index, (inputs, outputs) in enumerate(zip(channels[:-1], channels[1:])):
+        for index, (inputs, outputs) in enumerate(zip(channels[:-1], channels[1:], strict=False)):
             layers.append(nn.Conv2d(inputs, outputs, 3, padding=1, padding_mode="reflect"))
             if index < depth - 1:
                 layers.append(nn.ReLU())

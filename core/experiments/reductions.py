@@ -14,10 +14,10 @@ which chunk. Inside a ``torch.distributed`` group each rank computes its round-r
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
-
 from elpips import distributed
 from elpips.distance import normalize_channels, scale_input
 from elpips.metric import EnsembleSample, Features, Metric
@@ -53,7 +53,7 @@ def pair_reductions(reference: Features, candidates: Features) -> torch.Tensor:
     Returns:
         ``[B, 2, sum_l C_l]`` float32 (row 0 for p0, row 1 for p1), taps concatenated in order.
     """
-    parts = [(candidate - tap).square().mean(dim=(-2, -1)) for tap, candidate in zip(reference, candidates)]
+    parts = [(candidate - tap).square().mean(dim=(-2, -1)) for tap, candidate in zip(reference, candidates, strict=False)]
     return torch.cat(parts, dim=-1).transpose(0, 1)  # [2, B, sum C] -> [B, 2, sum C]
 
 

@@ -17,11 +17,10 @@ All functions take and return float ``[N, 3, H, W]`` tensors in ``[0, 1]`` on th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-
 from elpips.estimate import Estimate, summarize
 from elpips.metric import Metric
 from elpips.validation import check_images, check_positive_int, check_same_shape

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
-
 from elpips.io import load_image
+
 from .twoafc import DatasetError, Triplet, choose_categories, list_triplets, load_judge
 
 
@@ -49,7 +49,7 @@ class BappsTriplets:
 
     @classmethod
     def from_folder(cls, data_dir: str | os.PathLike, split: str, categories: Sequence[str] | None = None,
-                    limit: int | None = None, min_size: int = 1) -> "BappsTriplets":
+                    limit: int | None = None, min_size: int = 1) -> BappsTriplets:
         """Every triplet of ``categories`` (all of the split's when ``None``) of ``DATA/2afc/<split>``, the first
         ``limit`` of each if given; :class:`~elpips.experiments.twoafc.DatasetError` names what is missing."""
         triplets, labels = [], []
@@ -74,7 +74,7 @@ class BappsTriplets:
                 raise DatasetError(f"{triplet.ref}: {images[0].shape[-2]}x{images[0].shape[-1]} pixels, but other "
                                    f"triplets of its batch are {refs[0].shape[-2]}x{refs[0].shape[-1]} (training "
                                    f"batches need images of one size)")
-            for target, image in zip((refs, p0s, p1s), images):
+            for target, image in zip((refs, p0s, p1s), images, strict=False):
                 target.append(image)
             judges.append(load_judge(triplet.judge))
         return TripletBatch(torch.cat(refs), torch.cat(p0s), torch.cat(p1s),

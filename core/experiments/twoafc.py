@@ -20,13 +20,12 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
-
 from elpips import distributed
 from elpips.io import ImageLoadError, load_image
 from elpips.metric import Metric
@@ -187,7 +186,7 @@ def _batches(triplets: Sequence[Triplet], batch_size: int, min_size: int):
 
 
 def _stack(items):
-    ref, p0, p1, judge = zip(*items)
+    ref, p0, p1, judge = zip(*items, strict=False)
     return torch.cat(ref), torch.cat(p0), torch.cat(p1), torch.tensor(judge, dtype=torch.float64)
 
 

@@ -39,19 +39,18 @@ import hashlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 
 import torch
-from torch import nn
-
 from elpips import distributed
 from elpips.metric import Metric
 from elpips.record import differences
 from elpips.solver import check_format, checkpoint_format, load_checkpoint, save_checkpoint
-from .twoafc import twoafc_scores
+from torch import nn
 
 from .reductions import TripletSource, sharded_reductions, tap_channels
+from .twoafc import twoafc_scores
 
 CHECKPOINT_FORMAT = checkpoint_format("train-weights")
 RANKING_EPSILON = 0.1
@@ -114,7 +113,7 @@ class TrainingSettings:
                              f"got {self.ranking_initialization!r}")
 
     @classmethod
-    def from_recipe(cls, recipe: str = "lpips", **overrides) -> "TrainingSettings":
+    def from_recipe(cls, recipe: str = "lpips", **overrides) -> TrainingSettings:
         """The settings of ``recipe`` (``RECIPES``) with ``overrides`` (``None`` values are ignored)."""
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
@@ -220,7 +219,7 @@ def weight_correlations(learned: list[torch.Tensor], reference: list[torch.Tenso
         norm = float(a.norm() * b.norm())
         return float(a @ b) / norm if norm > 0 else None
 
-    return {"per_tap": [pearson(a, b) for a, b in zip(learned, reference)],
+    return {"per_tap": [pearson(a, b) for a, b in zip(learned, reference, strict=False)],
             "all": pearson(torch.cat(learned), torch.cat(reference))}
 
 

@@ -10,8 +10,15 @@ for the iterates and one progress report. Nothing here knows the metric's intern
 checkpoints.
 """
 
-from .checkpoint import (CHECKPOINT_NAME, check_format, checkpoint_format, generator_state, load_checkpoint,
-                         restore_generator, save_checkpoint)
+from .checkpoint import (
+                         CHECKPOINT_NAME,
+                         check_format,
+                         checkpoint_format,
+                         generator_state,
+                         load_checkpoint,
+                         restore_generator,
+                         save_checkpoint,
+)
 from .options import CLIP_HIGH, CLIP_LOW, clip_, make_generator
 from .progress import PLAIN_INTERVAL_S, ProgressReport, StepInfo, chain, phase, reporting
 from .schedules import REFERENCE_BASE_RATE, Schedule, learning_rate_schedule, reference_learning_rate

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from elpips.io import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"

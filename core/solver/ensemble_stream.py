@@ -26,11 +26,17 @@ import hashlib
 from typing import TYPE_CHECKING
 
 import torch
-
 from elpips.dropout import DropoutMasks
 from elpips.ensemble import DEFAULT_MAX_OFFSET, EnsembleConfig
-from elpips.transforms import (COLOR_MIN, COLOR_RANGE, PERMUTATIONS, TransformRecord, default_num_scales,
-                               scale_level_probabilities, shuffled_cycle)
+from elpips.transforms import (
+    COLOR_MIN,
+    COLOR_RANGE,
+    PERMUTATIONS,
+    TransformRecord,
+    default_num_scales,
+    scale_level_probabilities,
+    shuffled_cycle,
+)
 from elpips.validation import check_positive_int
 
 if TYPE_CHECKING:
@@ -134,7 +140,7 @@ class StratifiedStream:
         """The dropout-mask seed of step ``step``."""
         return self._window(step // self.window, num_scales)[1][step % self.window]
 
-    def sample(self, metric: "Metric", step: int, height: int, width: int) -> "EnsembleSample":
+    def sample(self, metric: Metric, step: int, height: int, width: int) -> EnsembleSample:
         """Step ``step``'s :class:`~elpips.EnsembleSample` for ``metric`` and ``height x width`` images (the
         metric's own empty sample for deterministic metrics)."""
         from elpips.metric import EnsembleSample

@@ -6,8 +6,9 @@ import contextlib
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 @dataclass
@@ -125,7 +126,7 @@ class ProgressReport:
     def close(self) -> None:
         self.bar.close()
 
-    def __enter__(self) -> "ProgressReport":
+    def __enter__(self) -> ProgressReport:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Schedule = Callable[[int], float]
 """``schedule(step) -> learning rate`` for the 0-based global step."""

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-
 from elpips.io import atomic_path, load_image, save_image, to_uint8
 
-from .frames import MARK_COLOR, SCANLINE, SCANLINE_MARKED, even_sized, marked_frame, scanline_image
 from .figures import labelled, row
+from .frames import MARK_COLOR, SCANLINE, SCANLINE_MARKED, even_sized, marked_frame, scanline_image
 
 VIDEO = "interpolated.mp4"
 COMPARISON_VIDEO = "comparison.mp4"
@@ -123,7 +122,7 @@ def render_clip(run_dir: Path, frame_paths: list[Path], settings: ClipExport) ->
         if videos:
             video = VideoStream(run_dir / VIDEO, width, height, settings.fps, stack)
             side = VideoStream(run_dir / COMPARISON_VIDEO, 2 * width + 4, height + 16, settings.fps, stack)
-        for frame, fade in zip(read_frames(frame_paths), crossfade_frames(frame_paths, settings.factor)):
+        for frame, fade in zip(read_frames(frame_paths), crossfade_frames(frame_paths, settings.factor), strict=False):
             rows.append(frame[settings.row].copy())
             fade_rows.append(fade[settings.row].copy())
             if videos:

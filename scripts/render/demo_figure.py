@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 
 from elpips.io import load_image, save_image
+
 from ..common import calibration_label
 from .figures import column, labelled, row, tile
 
 
-def demo_row(run: Path, scale: int) -> "np.ndarray":  # noqa: F821
+def demo_row(run: Path, scale: int) -> np.ndarray:  # noqa: F821
     """One labelled row from a run folder of ``elpips barycenter --perturb``."""
     log = json.loads((run / "log.json").read_text())
     kind = log["inputs"]["perturb"]

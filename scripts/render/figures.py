@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
-
 from elpips.io import to_uint8
+from PIL import Image, ImageDraw, ImageFont
 
 BACKGROUND = 255
 LABEL_HEIGHT = 16
@@ -102,8 +101,8 @@ def ablation_figure(source: torch.Tensor, target: torch.Tensor, attacked: Sequen
     if len(attacked) != len(captions) or len(attacked) != len(details):
         raise ValueError("ablation_figure needs one caption and one detail line per attacked image")
     scale = scale or max(1, min(4, AUTO_WIDTH // source.shape[-1]))
-    panels = [("source", ""), ("target", "")] + list(zip(captions, details))
+    panels = [("source", ""), ("target", "")] + list(zip(captions, details, strict=False))
     images = [source, target, *attacked]
     tiles = [labelled(labelled(tile(image, scale), detail), f"({chr(ord('a') + index)}) {caption}")
-             for index, (image, (caption, detail)) in enumerate(zip(images, panels))]
+             for index, (image, (caption, detail)) in enumerate(zip(images, panels, strict=False))]
     return labelled(row(tiles), title)

@@ -9,15 +9,14 @@ directory are fixed: ``frames/frame_000.png ...``, ``scanline.png``, ``scanline_
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
-
 from elpips.io import atomic_path, save_image, to_uint8
+from PIL import Image, ImageDraw, ImageFont
 
 FRAMES_DIR = "frames"
 SCANLINE = "scanline.png"
@@ -44,7 +43,7 @@ class ExportSettings:
     fps: float = 8.0
     pingpong: bool = True
 
-    def resolved(self, height: int, width: int) -> "ExportSettings":
+    def resolved(self, height: int, width: int) -> ExportSettings:
         """A copy with ``row`` and ``scale`` filled in and checked for an ``H x W`` image."""
         row = height // 2 if self.row is None else int(self.row)
         if not 0 <= row < height:
@@ -114,7 +113,7 @@ def frame_names(count: int) -> list[str]:
 def save_frames(directory: str | os.PathLike, frames: np.ndarray) -> list[Path]:
     """``directory/frame_000.png ...`` (stale ``frame_*.png`` beyond ``F`` are removed)."""
     directory = Path(directory)
-    paths = [save_image(directory / name, frame) for name, frame in zip(frame_names(len(frames)), frames)]
+    paths = [save_image(directory / name, frame) for name, frame in zip(frame_names(len(frames)), frames, strict=False)]
     keep = {path.name for path in paths}
     for stale in directory.glob("frame_*.png"):
         if stale.name not in keep:

@@ -11,13 +11,12 @@ order of values is readable in greyscale and with colour-vision deficiencies.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-
 from elpips.io import atomic_path, save_image
+from PIL import Image, ImageDraw, ImageFont
 
 from .figures import BACKGROUND, GAP, column, labelled, row
 
@@ -209,8 +208,7 @@ def write_segment_maps(run_dir: str | os.PathLike, values: np.ndarray) -> dict:
         if stale.name not in names:
             stale.unlink()
     save_image(folder / "colorbar.png", colorbar(max(64, values.shape[1]), vmax))
-    with atomic_path(folder / "values.npy") as temporary:
-        with open(temporary, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(values, dtype=np.float32))
+    with atomic_path(folder / "values.npy") as temporary, open(temporary, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(values, dtype=np.float32))
     return {"segments": [f"{MAPS_DIR}/{name}" for name in names], "colorbar": f"{MAPS_DIR}/colorbar.png",
             "values": f"{MAPS_DIR}/values.npy"}

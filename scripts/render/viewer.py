@@ -68,7 +68,7 @@ def _distance_table(result: dict) -> str:
     distances = result.get("distances", [])
     half_widths = result.get("half_widths", [0.0] * len(distances))
     rows = "".join(f"<tr><td>{k} → {k + 1}</td><td>{d:.5g}</td><td>± {h:.2g}</td></tr>"
-                   for k, (d, h) in enumerate(zip(distances, half_widths)))
+                   for k, (d, h) in enumerate(zip(distances, half_widths, strict=False)))
     return f"<table><tr><th>pair</th><th>distance</th><th>95% CI</th></tr>{rows}</table>"
 
 
@@ -149,7 +149,7 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
                      "title=\"click to enlarge\"><figcaption>Scaled to the page width: click to enlarge, click "
                      "again to fit.</figcaption></figure>"
                      f"<ul>{links}</ul></section>")
-    parts.append(f"<p><a href=\"log.json\">log.json</a></p>")
+    parts.append("<p><a href=\"log.json\">log.json</a></p>")
     parts.append(f"<script id=\"frame-list\" type=\"application/json\">{json.dumps(files['frames'])}</script>")
     parts.append(f"<script>{_SCRIPT}</script></body></html>\n")
     return "\n".join(parts)

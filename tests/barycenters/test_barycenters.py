@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from elpips.barycenters import (CLIP_HIGH, CLIP_LOW, draw_sample, evaluate_objective, noisy_copies, shared_step,
-                                shift_image, shifted_copies, solve)
+from elpips.barycenters import (
+    CLIP_HIGH,
+    CLIP_LOW,
+    draw_sample,
+    evaluate_objective,
+    noisy_copies,
+    shared_step,
+    shift_image,
+    shifted_copies,
+    solve,
+)
 
 
 def weighted_mean(images: torch.Tensor, weights: list[float]) -> torch.Tensor:
@@ -129,7 +137,7 @@ def test_elpips_seeded_objective_decreases(random_metric, images):
     x0 = (0.5 + 0.2 * noise).clamp(CLIP_LOW, CLIP_HIGH)
     again = evaluate_objective(metric, x0, inputs, torch.full((3,), 1 / 3), 2.0, samples=8)
     assert again.objective == pytest.approx(start.objective, rel=1e-5)
-    assert 0.0 <= result.image.min() and result.image.max() <= 1.0
+    assert result.image.min() >= 0.0 and result.image.max() <= 1.0
     assert result.image.min() >= CLIP_LOW and result.image.max() <= CLIP_HIGH
 
 
@@ -233,7 +241,7 @@ def test_shifted_copies_use_their_reported_shifts():
     copies, shifts = shifted_copies(image, count=10, max_shift=2, generator=torch.Generator().manual_seed(2))
     assert copies.shape == (10, 3, 12, 12) and shifts.shape == (10, 2)
     assert int(shifts.abs().max()) <= 2 and len({tuple(s) for s in shifts.tolist()}) > 1
-    for copy, (dy, dx) in zip(copies, shifts.tolist()):
+    for copy, (dy, dx) in zip(copies, shifts.tolist(), strict=False):
         assert torch.equal(copy[None], shift_image(image, dy, dx))
 
 

@@ -10,8 +10,8 @@ from contextlib import redirect_stdout
 
 import pytest
 import torch
-
-from elpips.benchmarks import measurements as benchmarks, step_memory as bench_memory
+from elpips.benchmarks import measurements as benchmarks
+from elpips.benchmarks import step_memory as bench_memory
 from elpips.benchmarks.precision import measure_precision
 from elpips.benchmarks.suite import BenchPlan, make_plan, run_suite, write_results
 from elpips.scripts.cli import main

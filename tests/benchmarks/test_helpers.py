@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from elpips.benchmarks.memory import measure_in_child, run_child
 from elpips.benchmarks.timing import Stopwatch, time_once, timed_call
 

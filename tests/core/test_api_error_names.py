@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import urllib.error
 
+import elpips
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-
-import elpips
 from elpips.clips import open_clip
 from elpips.experiments.denoiser import ResidualCNN
 from elpips.geodesics import plan_windows

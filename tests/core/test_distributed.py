@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from elpips import distributed
 from elpips.experiments.twoafc import evaluate_2afc
 from ranks import free_port, set_rank_environment

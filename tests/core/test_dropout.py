@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from scipy import stats
-
 from elpips.dropout import DropoutMasks, dropped_positions
+from scipy import stats
 
 
 @pytest.mark.parametrize("gap_devices", [("cpu",), ()])  # (): the bernoulli_ path GPUs take

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import math
 
+import elpips
 import numpy as np
 import pytest
+import reference_impl
 import torch
-
-import elpips
 from elpips import EnsembleConfig
 from elpips.configs import LADDER
 from elpips.transforms import FLIP_NONE, PERMUTATIONS, transformed_size
-
-import reference_impl
 
 FULL = EnsembleConfig()
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import elpips
 import lpips
 import numpy as np
 import pytest
-import torch
-
-import elpips
-from elpips.transforms import TransformRecord
-
 import reference_impl
+import torch
+from elpips.transforms import TransformRecord
 
 LPIPS_SLICES = {
     "vgg": [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)],

@@ -6,10 +6,9 @@ same metric run in the default memory layout.
 
 from __future__ import annotations
 
+import elpips
 import pytest
 import torch
-
-import elpips
 from elpips.distance import NORMALIZE_EPS, normalize_channels, tap_distance
 from elpips.dropout import DropoutMasks
 
@@ -64,7 +63,7 @@ def test_tap_distance_matches_autograd_with_broadcasting(a_shape, b_shape):
     upstream = torch.randn(ours.shape, generator=generator, dtype=torch.float64)
     ours_grads = torch.autograd.grad((ours * upstream).sum(), (a, b))
     expected_grads = torch.autograd.grad((expected * upstream).sum(), (a, b))
-    for got, want in zip(ours_grads, expected_grads):
+    for got, want in zip(ours_grads, expected_grads, strict=False):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)
     assert torch.autograd.gradcheck(lambda p, q: tap_distance(p, q, weight), (a, b), eps=1e-6, atol=1e-6)
@@ -192,7 +191,7 @@ def test_adjacent_tap_distances_match_slices_of_the_sequence(groups, with_left, 
     upstream = torch.randn(ours.shape, generator=generator, dtype=torch.float64)
     ours_grads = torch.autograd.grad((ours * upstream).sum(), inputs)
     expected_grads = torch.autograd.grad((expected * upstream).sum(), inputs)
-    for got, want in zip(ours_grads, expected_grads):
+    for got, want in zip(ours_grads, expected_grads, strict=False):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)
     assert ours_grads[0].stride() == sequence.stride()  # the gradient keeps the taps' layout
 

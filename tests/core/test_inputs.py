@@ -10,16 +10,14 @@ import struct
 import warnings
 import zlib
 
+import elpips
+import elpips.io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from elpips.io import ImageLoadError, load_image
 from elpips.validation import check_positive_int
-
-import elpips
-import elpips.io
+from PIL import Image
 
 
 def _pattern(height: int = 24, width: int = 40) -> np.ndarray:

@@ -6,15 +6,14 @@ import json
 import os
 from datetime import timedelta
 
+import elpips
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-import elpips
 from elpips.scripts.cli import main
 from ranks import free_port
+from torch import nn
 
 
 def tiny_model(seed: int = 0) -> nn.Module:

@@ -3,12 +3,11 @@ a budget, and the results are those of one pass (exactly, where the dropout mask
 
 from __future__ import annotations
 
-import pytest
-import torch
-
 import elpips
 import elpips._features
 import elpips.memory
+import pytest
+import torch
 from elpips.memory import BYTES_PER_PIXEL_FLOAT32, default_memory_budget, images_per_pass, parse_memory_size
 
 

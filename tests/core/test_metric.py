@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import elpips
 import pytest
 import torch
-
-import elpips
 
 ALL = list(elpips.METRIC_NAMES)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import elpips
-
 
 def test_public_import_paths():
     import elpips.barycenters

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import elpips
 import numpy as np
 import torch
-
-import elpips
 from elpips.record import differences, metric_identity, tensor_digest
 
 

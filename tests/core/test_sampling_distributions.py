@@ -6,15 +6,14 @@ from __future__ import annotations
 import itertools
 import math
 
+import elpips
 import numpy as np
 import pytest
 import torch
-from scipy import stats
-
-import elpips
 from elpips.dropout import dropped_positions
 from elpips.estimate import summarize
 from elpips.transforms import PERMUTATIONS, scale_level_probabilities
+from scipy import stats
 
 SMALL_BATCHES = [1, 2, 3, 5, 7, 8]
 DRAWS = 3000

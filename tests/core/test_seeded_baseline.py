@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import elpips
 import pytest
 import torch
-
-import elpips
 
 BASELINE = json.loads((Path(__file__).parent / "data" / "seeded_baseline.json").read_text())
 

@@ -4,17 +4,14 @@ gradients and chunking."""
 
 from __future__ import annotations
 
+import elpips
 import numpy as np
 import pytest
+import reference_impl
 import torch
 import torch.nn.functional as F
-
-import elpips
-from elpips.spatial import (compare_maps, distance_map, map_to_input_frame, upsample_mass_preserving,
-                            upsampling_mass)
-from elpips.transforms import PERMUTATIONS, TransformRecord, apply_transform, transformed_size
-
-import reference_impl
+from elpips.spatial import compare_maps, distance_map, map_to_input_frame, upsample_mass_preserving, upsampling_mass
+from elpips.transforms import PERMUTATIONS, TransformRecord, transformed_size
 from test_equivalence import lpips_peer
 
 
@@ -118,12 +115,12 @@ def test_fixed_sample_map_equals_independent_float64_recomputation(random_metric
         taps_y = network(reference_impl.network_input(reference_impl.transform_batch(y, record)), state)
     frame = transformed_size(height, width, record)
     frame_map = np.zeros((4, *frame))
-    for a, b, weight in zip(taps_x, taps_y, metric.linear_weights):
+    for a, b, weight in zip(taps_x, taps_y, metric.linear_weights, strict=False):
         a, b = a.numpy(), b.numpy()
         a = a / (np.sqrt((a**2).sum(axis=1, keepdims=True)) + 1e-10)
         b = b / (np.sqrt((b**2).sum(axis=1, keepdims=True)) + 1e-10)
         tap_map = np.einsum("nchw,c->nhw", (a - b) ** 2, weight.double().numpy())
-        rows, cols = (interpolation_matrix(s, t) for s, t in zip(tap_map.shape[1:], frame))
+        rows, cols = (interpolation_matrix(s, t) for s, t in zip(tap_map.shape[1:], frame, strict=False))
         rows = rows / rows.sum(axis=0) * frame[0] / tap_map.shape[1]
         cols = cols / cols.sum(axis=0) * frame[1] / tap_map.shape[2]
         frame_map += np.einsum("ih,nhw,jw->nij", rows, tap_map, cols)

@@ -3,14 +3,13 @@ that agree wherever tiles overlap, and a halo that covers every tap's receptive 
 
 from __future__ import annotations
 
-import pytest
-import torch
-from scipy import stats
-
 import elpips
 import elpips._passes
 import elpips.memory
+import pytest
+import torch
 from elpips.tiling import ALIGN, HALO, BlockDropoutMasks, core_size, network_strides, tiled_distance
+from scipy import stats
 
 SMALL_BUDGET = 64 * 1024**2
 """The smallest budget: at 150 px one image is over it, so pairs go tile by tile (64-px cores)."""
@@ -72,7 +71,7 @@ def test_halo_covers_every_receptive_field(name, random_metric):
     with torch.no_grad():
         before = metric.backbone(base)
         after = metric.backbone(changed)
-    for tap_before, tap_after, stride in zip(before, after, tap_strides):
+    for tap_before, tap_after, stride in zip(before, after, tap_strides, strict=False):
         moved = (tap_before - tap_after).abs().amax(dim=(0, 1)) > 0
         rows, columns = moved.nonzero(as_tuple=True)
         assert len(rows) > 0

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import itertools
 
+import elpips
 import numpy as np
 import pytest
-import torch
-from scipy import stats
-
-import elpips
-from elpips.transforms import (FLIP_NONE, PERMUTATIONS, identity_transform, scale_level_probabilities,
-                               transformed_size)
-
 import reference_impl
+import torch
+from elpips.transforms import FLIP_NONE, PERMUTATIONS, identity_transform, scale_level_probabilities, transformed_size
+from scipy import stats
 
 
 def test_scale_levels_follow_inverse_square():

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import urllib.error
 
+import elpips
 import pytest
 import torch
-
-import elpips
 from elpips.backbones import SqueezeNetFeatures, VGG16Features
 from elpips.weights import expected_checkpoint_path, load_backbone_weights
 
@@ -121,7 +120,6 @@ def test_linear_weights_override_and_errors(tmp_path, images):
 ])
 def test_linear_weights_must_be_finite_and_non_negative(tmp_path, value, fragment):
     import numpy as np
-
     from elpips.weights import load_linear_weights
 
     weights = {f"lin{i}": np.full(c, 0.5, dtype=np.float32) for i, c in enumerate([64, 128, 256, 512, 512])}

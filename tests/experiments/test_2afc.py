@@ -11,9 +11,15 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-
+from elpips.experiments.twoafc import (
+    DatasetError,
+    evaluate_2afc,
+    list_categories,
+    list_triplets,
+    load_judge,
+    twoafc_scores,
+)
 from elpips.scripts.cli import main
-from elpips.experiments.twoafc import DatasetError, evaluate_2afc, list_categories, list_triplets, load_judge, twoafc_scores
 
 SIZE = 32
 JUDGEMENTS = {"agree": 0.0, "disagree": 1.0, "split": 0.5}  # category -> h (fraction preferring p1)

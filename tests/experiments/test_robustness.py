@@ -9,9 +9,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from elpips.experiments.robustness import (EIGHT_BIT, attack_a1, attack_a2, evaluate_a1, evaluate_a2, l2_norm,
-                               mean_pairwise_distance, project_l2_box, quantize_toward, quantize_within_budget, rms)
+from elpips.experiments.robustness import (
+    EIGHT_BIT,
+    attack_a1,
+    attack_a2,
+    evaluate_a1,
+    evaluate_a2,
+    l2_norm,
+    mean_pairwise_distance,
+    project_l2_box,
+    quantize_toward,
+    quantize_within_budget,
+    rms,
+)
 
 SIZE = 32
 

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from elpips import Metric, distributed
 from elpips.experiments.reductions import triplet_reductions
 from elpips.experiments.triplet_reader import BappsTriplets
@@ -112,7 +111,7 @@ def test_learned_weights_agree_with_the_teacher(synthetic, tmp_path, capsys):
     learned_weights = _weights(out)
     assert all((w >= 0).all() for w in learned_weights)
     metric = Metric(TEACHER, backbone_weights="random", linear_weights=out, device="cpu")  # the format loads
-    assert all(np.array_equal(a.numpy(), b) for a, b in zip(metric.linear_weights, learned_weights))
+    assert all(np.array_equal(a.numpy(), b) for a, b in zip(metric.linear_weights, learned_weights, strict=False))
 
 
 def test_elpips_weights_reach_the_teachers_own_agreement(tmp_path):
@@ -172,7 +171,7 @@ def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_weights_cli.Progress, "step", original)
     assert _train(synthetic, parts, *options[2:], "--resume", "--run-dir", str(run_dir), metric="elpips-squeeze") == 0
 
-    for a, b in zip(_weights(whole), _weights(parts)):
+    for a, b in zip(_weights(whole), _weights(parts), strict=False):
         assert np.array_equal(a, b)
     logs = [json.loads((tmp_path / f"{name}-run" / "log.json").read_text()) for name in ("whole", "parts")]
     assert [r["validation"] for r in logs[0]["history"]] == [r["validation"] for r in logs[1]["history"]]
@@ -310,7 +309,7 @@ def test_two_ranks_equal_one_process(synthetic, tmp_path):
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert [r.get("code") for r in results] == [0, 0], results
     assert main(["train-weights", "--data", str(synthetic), "--out", str(tmp_path / "one.npz"), *options]) == 0
-    for a, b in zip(_weights(tmp_path / "ranks.npz"), _weights(tmp_path / "one.npz")):
+    for a, b in zip(_weights(tmp_path / "ranks.npz"), _weights(tmp_path / "one.npz"), strict=False):
         assert np.array_equal(a, b)  # every rank takes the one-process step on the same reductions
     logs = [json.loads((tmp_path / f"{name}-run" / "log.json").read_text()) for name in ("ranks", "one")]
     assert logs[0]["processes"] == 2 and logs[1]["processes"] == 1

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from elpips.geodesics import (evaluate_path, free_mask, keyframe_indices, linear_path, path_step, plan_levels,
-                              resample_path, segment_intervals, solve, subdivide, time_ladder, upscale_path)
+from elpips.geodesics import (
+    evaluate_path,
+    free_mask,
+    keyframe_indices,
+    linear_path,
+    path_step,
+    plan_levels,
+    resample_path,
+    segment_intervals,
+    solve,
+    subdivide,
+    time_ladder,
+    upscale_path,
+)
 from elpips.geodesics.path import downscale
 from elpips.solver import reference_learning_rate
 from elpips.transforms import TransformRecord
@@ -129,7 +140,7 @@ def test_shared_feature_step_equals_the_per_pair_gradient_sum(random_metric, ima
     pair_variable = path[free].clone().requires_grad_(True)
     frames = [keys[:1], *pair_variable.split(1), keys[1:]]
     per_pair = [metric.distance_between(metric.features(a, sample), metric.features(b, sample))[0]
-                for a, b in zip(frames[:-1], frames[1:])]
+                for a, b in zip(frames[:-1], frames[1:], strict=False)]
     torch.stack(per_pair).square().sum().backward()
     assert torch.allclose(distances[:, 0], torch.stack(per_pair).detach(), rtol=1e-5, atol=1e-9)
     assert float(pair_variable.grad.abs().max()) > 0

@@ -10,7 +10,6 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from elpips import Metric
 from elpips.distributed import process_group
 from elpips.geodesics import free_mask, linear_path, path_step, solve

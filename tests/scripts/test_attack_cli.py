@@ -10,7 +10,6 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-
 from elpips.io import load_image
 from elpips.scripts.cli import main
 
@@ -78,7 +77,7 @@ def test_a1_json_on_stdout(files, capsys):
     entry = results["results"][0]
     assert entry["metric"] == "lpips-squeeze" and results["anchor"] == files["anchor"]
     assert entry["distance"] <= entry["anchor_distance"] and entry["margin"] <= 0  # deterministic metric
-    assert 0 < entry["relative_pull"] and entry["relative_remaining"] < 1
+    assert entry["relative_pull"] > 0 and entry["relative_remaining"] < 1
     assert (Path(files["out"]) / "attacked-lpips-squeeze.png").is_file()
 
 

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from elpips.barycenters import shift_image
 from elpips.io import load_image, load_images, save_image
 from elpips.scripts.cli import main

@@ -8,9 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-
-from elpips.scripts.jobs import JobsFileError, options_to_argv, parse_job, read_jobs
 from elpips.scripts.cli import main
+from elpips.scripts.jobs import JobsFileError, options_to_argv, parse_job, read_jobs
 from jobfiles import distance_job, write_images, write_jobs
 
 RANDOM = ["--backbone-weights", "random"]
@@ -194,7 +193,6 @@ def test_a_job_keeps_its_own_pixel_limit(tmp_path, capsys):
 
 def test_every_resumable_command_resumes_a_folder_holding_its_run(tmp_path):
     import torch
-
     from elpips.scripts.batch import RESUMABLE, job_argv
     from elpips.scripts.run_folder import RunFolder
 

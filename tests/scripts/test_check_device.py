@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import torch
-
 from elpips.scripts import check_device as device_check
 from elpips.scripts.cli import main
 

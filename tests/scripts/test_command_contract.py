@@ -11,14 +11,13 @@ and no case here fails :func:`test_every_metric_command_has_a_case`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+import elpips
 import imageio.v3 as iio
 import numpy as np
 import pytest
-
-import elpips
 from elpips.scripts.cli import COMMAND_MODULES, build_parser, main
 
 SIZE = 32

@@ -10,11 +10,10 @@ import shlex
 import socket
 from pathlib import Path
 
+import elpips.scripts.attack_ablation as ablation_command
 import imageio.v3 as iio
 import numpy as np
 import pytest
-
-import elpips.scripts.attack_ablation as ablation_command
 from elpips.configs import LADDER
 from elpips.scripts.cli import main
 from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME

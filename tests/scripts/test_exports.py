@@ -11,10 +11,19 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
-
-from elpips.scripts.render.frames import (ExportSettings, comparison_figure, comparison_time_scale, even_sized,
-                                    export_path, frames_to_uint8, marked_frame, save_frames, scanline_image,
-                                    write_gif, write_mp4)
+from elpips.scripts.render.frames import (
+    ExportSettings,
+    comparison_figure,
+    comparison_time_scale,
+    even_sized,
+    export_path,
+    frames_to_uint8,
+    marked_frame,
+    save_frames,
+    scanline_image,
+    write_gif,
+    write_mp4,
+)
 from elpips.scripts.render.viewer import write_index
 
 

@@ -13,11 +13,10 @@ import pathlib
 import shutil
 import subprocess
 
+import elpips.scripts.render.run as render_run_module
 import imageio.v3 as iio
 import numpy as np
 import pytest
-
-import elpips.scripts.render.run as render_run_module
 from elpips.scripts.cli import main
 
 GEODESIC = ["--metric", "l2", "--frames", "4", "--samples", "2", "--seed", "3"]

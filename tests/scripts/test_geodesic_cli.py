@@ -8,10 +8,9 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 import pytest
-
 from elpips.scripts.cli import main
-from elpips.solver import ProgressReport
 from elpips.scripts.render.frames import scanline_image
+from elpips.solver import ProgressReport
 from test_exports import missing_references
 
 SMALL = ["--backbone-weights", "random", "--frames", "4", "--samples", "2", "--seed", "1"]

@@ -13,12 +13,11 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
-
 from elpips import Metric
 from elpips.clips import open_clip
 from elpips.geodesics import SolveSettings, crossfade, output_count, plan_windows, solve_window
 from elpips.geodesics.clip import window_seed
-from elpips.io import ImageLoadError, to_uint8
+from elpips.io import ImageLoadError
 from elpips.scripts import interpolate as interpolate_command
 from elpips.scripts.cli import main
 from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME
@@ -105,7 +104,7 @@ def test_windows_write_every_output_frame_exactly_once(keyframes, per_window):
     owned = [index for window in windows for index in range(*window.owned(factor, keyframes))]
     assert owned == list(range(output_count(keyframes, factor)))
     assert windows[0].first == 0 and windows[-1].last == keyframes - 1
-    assert all(a.last == b.first for a, b in zip(windows, windows[1:]))
+    assert all(a.last == b.first for a, b in zip(windows, windows[1:], strict=False))
     assert all(window.segments <= per_window - 1 for window in windows)
 
 
@@ -391,7 +390,6 @@ def _rank_child(rank: int, port: int, folder: str, clip: str, out: str, full_dis
 
 def test_two_ranks_share_the_windows_each_written_once(clip_files, tmp_path):
     import torch.multiprocessing as mp
-
     from ranks import free_port
 
     out = tmp_path / "ranks"
@@ -418,7 +416,6 @@ def test_two_ranks_share_the_windows_each_written_once(clip_files, tmp_path):
 
 def test_a_full_disk_on_one_rank_stops_both_with_one_line_naming_the_folder(clip_files, tmp_path):
     import torch.multiprocessing as mp
-
     from ranks import free_port
 
     out = tmp_path / "ranks"

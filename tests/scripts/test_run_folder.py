@@ -8,12 +8,11 @@ import os
 import subprocess
 import sys
 
+import elpips.io
+import elpips.scripts.geodesic as geodesic_command
 import imageio.v3 as iio
 import numpy as np
 import pytest
-
-import elpips.io
-import elpips.scripts.geodesic as geodesic_command
 from elpips.scripts.cli import main
 from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME, RunFolder, RunFolderBusy
 
@@ -70,10 +69,9 @@ def test_a_second_run_into_a_locked_folder_is_one_error_naming_the_holder(pictur
 
 def test_claim_refuses_a_live_holder_directly(tmp_path):
     holder = RunFolder(tmp_path / "run", "geodesic")
-    with holder.claim():
-        with pytest.raises(RunFolderBusy, match="in use"):
-            with RunFolder(tmp_path / "run", "geodesic").claim():
-                pass
+    with holder.claim(), pytest.raises(RunFolderBusy, match="in use"):
+        with RunFolder(tmp_path / "run", "geodesic").claim():
+            pass
 
 
 def test_a_stale_lock_is_taken_over_with_a_note(pictures, tmp_path, capsys):
@@ -183,9 +181,8 @@ def test_a_full_disk_at_the_start_leaves_neither_lock_nor_folder(tmp_path, monke
 
     monkeypatch.setattr(run_folder.json, "dump", full)
     folder = RunFolder(tmp_path / "new" / "run", "geodesic")
-    with pytest.raises(elpips.io.OutputWriteError, match="No space left on device"):
-        with folder.claim({"seed": 1}):
-            pass
+    with pytest.raises(elpips.io.OutputWriteError, match="No space left on device"), folder.claim({"seed": 1}):
+        pass
     assert not (tmp_path / "new").exists()
     monkeypatch.undo()
     with RunFolder(tmp_path / "new" / "run", "geodesic").claim({"seed": 1}) as claimed:  # a retry goes through

@@ -9,10 +9,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from elpips.scripts.cli import main
-from elpips.sizing import (SizeMismatchError, Sizing, center_crop_box, conform_images, parse_size, resample)
+from elpips.sizing import SizeMismatchError, Sizing, center_crop_box, conform_images, parse_size, resample
+from PIL import Image
 
 
 def _as_tensor(array: np.ndarray) -> torch.Tensor:

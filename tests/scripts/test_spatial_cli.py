@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 
+import elpips
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import elpips
 from elpips.io import load_image
-from elpips.scripts.render import heatmaps
 from elpips.scripts.cli import main
+from elpips.scripts.render import heatmaps
 from elpips.spatial import distance_map
+from PIL import Image
 
 RANDOM = ["--backbone-weights", "random", "--seed", "0"]
 

@@ -12,7 +12,6 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-
 from elpips.scripts.render.frames import ExportSettings
 from elpips.scripts.render.run import render_run
 from elpips.scripts.render.viewer import render_index

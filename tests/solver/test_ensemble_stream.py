@@ -6,14 +6,13 @@ from __future__ import annotations
 import itertools
 import math
 
+import elpips
 import numpy as np
 import pytest
 import torch
-from scipy import stats
-
-import elpips
 from elpips.solver.ensemble_stream import StratifiedStream, draw_window, stratified_levels
 from elpips.transforms import sample_transform
+from scipy import stats
 
 PERMUTATION_INDEX = {tuple(p): i for i, p in enumerate(itertools.permutations(range(3)))}
 LEVEL_PROBABILITIES = np.array([36.0, 9.0, 4.0]) / 49.0
@@ -115,7 +114,7 @@ def test_stream_is_a_function_of_seed_and_step():
     steps = [0, 1, 23, 24, 50, 3]
     a = [first.record(step, 2) for step in steps]
     b = [second.record(step, 2) for step in reversed(steps)][::-1]
-    for left, right in zip(a, b):
+    for left, right in zip(a, b, strict=False):
         assert left.scale_level == right.scale_level and left.swap == right.swap
         assert torch.equal(left.flip, right.flip) and torch.equal(left.color, right.color)
         assert torch.equal(left.offset, right.offset) and torch.equal(left.permutation, right.permutation)
@@ -235,9 +234,8 @@ def test_barycenter_stratified_stream_needs_a_metric(images):
 
 def test_stream_refuses_a_partial_ensemble():
     """The stream hands out full-ensemble transforms: a metric with a piece switched off must not receive them."""
-    import pytest
-
     import elpips
+    import pytest
     from elpips.solver.ensemble_stream import StratifiedStream
 
     metric = elpips.Metric("elpips-vgg+geom", backbone_weights="random", device="cpu")

@@ -3,10 +3,9 @@ than the metric's is an error, never a move; ``generator=None`` is a fresh seed 
 
 from __future__ import annotations
 
+import elpips
 import pytest
 import torch
-
-import elpips
 from elpips import barycenters, geodesics
 
 

@@ -7,7 +7,6 @@ import time
 
 import imageio.v3 as iio
 import numpy as np
-
 from elpips.scripts.cli import main
 from elpips.scripts.common import progress_bar
 from elpips.solver import ProgressReport, StepInfo, phase

@@ -6,11 +6,23 @@ import math
 
 import pytest
 import torch
-
 from elpips import barycenters, geodesics
-from elpips.solver import (CHECKPOINT_NAME, CLIP_HIGH, CLIP_LOW, ProgressReport, StepInfo, chain, check_format,
-                           checkpoint_format, clip_, learning_rate_schedule, load_checkpoint, make_generator,
-                           reference_learning_rate, save_checkpoint)
+from elpips.solver import (
+    CHECKPOINT_NAME,
+    CLIP_HIGH,
+    CLIP_LOW,
+    ProgressReport,
+    StepInfo,
+    chain,
+    check_format,
+    checkpoint_format,
+    clip_,
+    learning_rate_schedule,
+    load_checkpoint,
+    make_generator,
+    reference_learning_rate,
+    save_checkpoint,
+)
 
 
 def test_reference_schedule_closed_form():
