@@ -33,8 +33,8 @@ EXAMPLES = ("cat", "dog", "house", "teddy")
 CROP = EnsembleConfig(crop=True)
 
 
-def _metric(device: torch.device | str, crop: bool, num_scales: int | None) -> Metric:
-    return Metric("elpips-vgg", backbone_weights="random", device=device, seed=0, num_scales=num_scales,
+def _metric(device: torch.device | str, crop: bool, scale_levels: int | None) -> Metric:
+    return Metric("elpips-vgg", backbone_weights="random", device=device, seed=0, scale_levels=scale_levels,
                   ensemble=CROP if crop else None)
 
 

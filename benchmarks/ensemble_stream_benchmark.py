@@ -148,7 +148,7 @@ def markdown(report: dict) -> str:
     lines = [f"# Cross-step stratification of the ensemble ({report['metric']}, {report['backbone']})", "",
              f"Window {report['window']} steps; {report['size']} px; geodesic {report['frames']} frames, barycenter "
              f"{report['images']} images; one ensemble sample per step. Scale levels at this size: "
-             f"{report['num_scales']}.", "",
+             f"{report['scale_levels']}.", "",
              "## Gradient variance (relative to the reference gradient's squared norm)", "",
              "| solver | K | independent MSE | stratified MSE | ratio (95% bootstrap over runs) | ratio minus floor | "
              "median-error ratio | spread ratio | floor |",
@@ -194,10 +194,10 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     report = {"metric": metric.name, "backbone": metric.weights_info.description, "platform": platform.platform(),
               "window": DEFAULT_WINDOW, "size": args.size, "frames": args.frames, "images": args.images,
-              "num_scales": metric.num_scales or "default", "warm_steps": args.warm_steps}
-    from elpips.transforms import default_num_scales
+              "scale_levels": metric.scale_levels or "default", "warm_steps": args.warm_steps}
+    from elpips.transforms import default_scale_levels
 
-    report["num_scales"] = metric.num_scales or default_num_scales(args.size, args.size)
+    report["scale_levels"] = metric.scale_levels or default_scale_levels(args.size, args.size)
     solvers = [args.only] if args.only else ["geodesic", "barycenter"]
     for solver in solvers:
         if solver == "geodesic":

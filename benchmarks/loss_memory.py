@@ -12,7 +12,7 @@ caches. Two numbers per configuration:
   warm-up step (:func:`elpips.benchmarks.memory.peak_rss_step`). Linux only.
 
 The backbone is the seeded random VGG (``backbone_weights="random"``): memory and time do not depend on the
-weights' values, so the numbers hold for the ImageNet weights too. E-LPIPS runs with ``num_scales=1``: every
+weights' values, so the numbers hold for the ImageNet weights too. E-LPIPS runs with ``scale_levels=1``: every
 sample is at full resolution (the ensemble's largest scale level, its worst case), so the numbers do not depend
 on which scale level a seeded draw happens to fall on.
 """
@@ -34,7 +34,7 @@ def measure(metric_name: str, size: int, batch: int, checkpointing: bool, repeat
     import torch
 
     metric = elpips.Metric(metric_name, backbone_weights="random", device="cpu", seed=0, reduction="mean",
-                           checkpoint_activations=checkpointing, num_scales=1)
+                           checkpoint_activations=checkpointing, scale_levels=1)
     generator = torch.Generator().manual_seed(0)
     clean = torch.rand(batch, 3, size, size, generator=generator)
     output = torch.rand(batch, 3, size, size, generator=generator)

@@ -17,7 +17,7 @@ Definitions (also written into every report):
 * **variance**: the distance estimate from one stratified batch of ``n`` samples
   (``metric.sample_distances(x, y, n).mean()``) vs the mean of ``n`` independent single-sample calls.
 
-Timing metrics use ``num_scales=1`` (every sample at full resolution) so that a random scale level does not
+Timing metrics use ``scale_levels=1`` (every sample at full resolution) so that a random scale level does not
 make one side cheaper by luck; the variance measurement uses the metric's default scales.
 """
 
@@ -71,9 +71,9 @@ def image_batch(image: torch.Tensor, batch: int, seed: int) -> torch.Tensor:
     return (image + noise.to(image.device)).clamp(0, 1)
 
 
-def timing_metric(device: torch.device | str, num_scales: int | None = 1, seed: int = 0) -> Metric:
+def timing_metric(device: torch.device | str, scale_levels: int | None = 1, seed: int = 0) -> Metric:
     """E-LPIPS-VGG on the seeded random backbone (timings do not depend on weight values)."""
-    return Metric("elpips-vgg", backbone_weights="random", device=device, seed=seed, num_scales=num_scales)
+    return Metric("elpips-vgg", backbone_weights="random", device=device, seed=seed, scale_levels=scale_levels)
 
 
 def vgg_features_like(metric: Metric) -> nn.Sequential:
@@ -334,7 +334,7 @@ def measure_variance(metric: Metric, size: int, n: int, trials: int, warmup: int
     gain = (std["independent"] ** 2 * seconds["independent"]) / max(std["stratified"] ** 2 * seconds["stratified"],
                                                                      1e-30)
     return {
-        "size": size, "n": n, "trials": trials, "num_scales": metric.num_scales or "default",
+        "size": size, "n": n, "trials": trials, "scale_levels": metric.scale_levels or "default",
         "mean_distance": statistics.fmean(kept["stratified"] + kept["independent"]),
         "std_stratified": std["stratified"], "std_independent": std["independent"],
         "std_single_sample": single_std, "std_independent_expected": single_std / n ** 0.5,

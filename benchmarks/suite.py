@@ -187,7 +187,7 @@ def _run_sections(plan: BenchPlan, progress: Callable[[str], None] | None,
     memory = (measure_memory(plan.solver_size, list(plan.memory_frames), plan.batch, plan.memory_chunk_size,
                              device, tick) if plan.memory_frames else {"rows": [], "note": "not measured (no K)"})
     announce("memory")
-    variance_metric = benchmarks.timing_metric(device, num_scales=None)
+    variance_metric = benchmarks.timing_metric(device, scale_levels=None)
     variance = benchmarks.measure_variance(variance_metric, plan.variance_size, plan.variance_samples,
                                            plan.variance_trials, plan.warmup, tick)
     announce("variance")
@@ -230,7 +230,7 @@ def definitions(plan: BenchPlan) -> dict[str, str]:
     b = plan.batch
     return {
         "elpips_vs_vgg_features": f"time of E-LPIPS-VGG metric(x, y).sum().backward() (x: {b} image(s) requiring "
-                                  "grad, y fixed, n=1, num_scales=1) / time of torchvision VGG16 `features` (same "
+                                  "grad, y fixed, n=1, scale_levels=1) / time of torchvision VGG16 `features` (same "
                                   "frozen weights) forward+backward on x plus a no-grad forward on y, same size",
         "elpips_vs_vgg_features_padded": "the same, VGG on images padded by 7 px (the size E-LPIPS's offset step "
                                          "feeds the network): E-LPIPS's overhead beyond its convolutions",

@@ -17,7 +17,7 @@ from .backbones.common import parameters_to_buffers
 from .configs import MetricConfig
 from .distance import normalize_channels, scale_input
 from .dropout import DropoutMasks
-from .transforms import TransformRecord, apply_transform, default_num_scales, sample_transform
+from .transforms import TransformRecord, apply_transform, default_scale_levels, sample_transform
 from .weights import WeightsInfo, load_backbone_weights, load_linear_weights
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def draw_transform(metric: Metric, batch: int, height: int, width: int,
     the network's minimum size), or ``None`` for an ensemble without transformations (nothing drawn)."""
     if not metric.ensemble.transforms:
         return None
-    levels = (metric.num_scales or default_num_scales(height, width)) if metric.ensemble.scaling else 1
+    levels = (metric.scale_levels or default_scale_levels(height, width)) if metric.ensemble.scaling else 1
     check_scaled_size(metric, height, width, levels, metric.ensemble)
     return sample_transform(batch, height, width, generator=generator, ensemble=metric.ensemble)
 

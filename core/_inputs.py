@@ -83,16 +83,16 @@ def seeded_generator(seed: int | None) -> torch.Generator:
     return generator
 
 
-def resolve_ensemble(config: MetricConfig, ensemble: EnsembleConfig | None, num_scales: int | None,
+def resolve_ensemble(config: MetricConfig, ensemble: EnsembleConfig | None, scale_levels: int | None,
                      dropout_keep: float | None) -> EnsembleConfig:
     """The ensemble a :class:`Metric` runs: ``ensemble`` (default: the named metric's own) with the
-    ``num_scales`` / ``dropout_keep`` shortcuts applied where it has scaling / dropout (ignored where it has
+    ``scale_levels`` / ``dropout_keep`` shortcuts applied where it has scaling / dropout (ignored where it has
     not, e.g. for LPIPS); ``ValueError`` for impossible values."""
     if ensemble is None:
         ensemble = config.ensemble
     elif not isinstance(ensemble, EnsembleConfig):
         raise ValueError(f"ensemble must be an elpips.EnsembleConfig, got {type(ensemble).__name__}")
-    changes = {name: value for name, value in (("scale_levels", num_scales), ("dropout_keep", dropout_keep))
+    changes = {name: value for name, value in (("scale_levels", scale_levels), ("dropout_keep", dropout_keep))
                if value is not None}
     if changes:
         ensemble = ensemble.updated(strict=False, **changes)

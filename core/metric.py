@@ -84,7 +84,7 @@ class Metric(nn.Module):
         ensemble: which random transformations and dropout are on, and their parameters
             (:class:`~elpips.EnsembleConfig`, docs/algorithm.md#ensemble); ``None``: the named metric's own (full for
             ``elpips-*``, none for ``lpips-*``; the ablation rungs ``elpips-vgg+...`` have their own).
-        num_scales: shortcut for the ensemble's ``scale_levels`` (``None``: ``clamp(min(H, W) // 64, 1, 8)`` per
+        scale_levels: shortcut for the ensemble's ``scale_levels`` (``None``: ``clamp(min(H, W) // 64, 1, 8)`` per
             image size, or the ensemble's value; ignored by an ensemble without scaling).
         dropout_keep: shortcut for the ensemble's ``dropout_keep`` (``None``: the ensemble's, 0.99 by default;
             ignored by an ensemble without dropout).
@@ -140,7 +140,7 @@ class Metric(nn.Module):
         linear_weights: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
         seed: int | None = None,
-        num_scales: int | None = None,
+        scale_levels: int | None = None,
         dropout_keep: float | None = None,
         reduction: Reduction = "none",
         checkpoint_activations: bool = False,
@@ -151,7 +151,7 @@ class Metric(nn.Module):
     ) -> None:
         super().__init__()
         self.config = get_config(name)
-        self.ensemble = resolve_ensemble(self.config, ensemble, num_scales, dropout_keep)
+        self.ensemble = resolve_ensemble(self.config, ensemble, scale_levels, dropout_keep)
         self.reduction = check_reduction(reduction)
         self.generator = seeded_generator(seed)
         self.checkpoint_activations = bool(checkpoint_activations)
@@ -196,7 +196,7 @@ class Metric(nn.Module):
         return self.ensemble.is_stochastic
 
     @property
-    def num_scales(self) -> int | None:
+    def scale_levels(self) -> int | None:
         """The ensemble's scale levels (``None``: chosen per image size, or scaling off)."""
         return self.ensemble.scale_levels
 

@@ -118,14 +118,14 @@ class TransformRecord:
         )
 
 
-def default_num_scales(height: int, width: int) -> int:
+def default_scale_levels(height: int, width: int) -> int:
     """Number of scale levels: ``clamp(min(H, W) // 64, 1, 8)`` (each level keeps at least 64 px)."""
     return max(1, min(min(height, width) // PIXELS_PER_SCALE_LEVEL, MAX_SCALE_LEVELS))
 
 
-def scale_level_probabilities(num_scales: int) -> torch.Tensor:
-    """``[num_scales]`` probabilities of levels ``1..S``, proportional to ``1/s^2``."""
-    levels = torch.arange(1, num_scales + 1, dtype=torch.float64)
+def scale_level_probabilities(scale_levels: int) -> torch.Tensor:
+    """``[scale_levels]`` probabilities of levels ``1..S``, proportional to ``1/s^2``."""
+    levels = torch.arange(1, scale_levels + 1, dtype=torch.float64)
     weights = 1.0 / levels**2
     return weights / weights.sum()
 
@@ -150,7 +150,7 @@ def sample_transform(
     batch: int,
     height: int,
     width: int,
-    num_scales: int | None = None,
+    scale_levels: int | None = None,
     generator: torch.Generator | None = None,
     color_mode: str | None = None,
     ensemble: EnsembleConfig | None = None,
@@ -171,18 +171,18 @@ def sample_transform(
     Args:
         batch: number of images ``N`` the record describes.
         height, width: image size; only used for the default number of scale levels.
-        num_scales: ``S``; default ``ensemble.scale_levels``, else :func:`default_num_scales`.
+        scale_levels: ``S``; default ``ensemble.scale_levels``, else :func:`default_scale_levels`.
         generator: a CPU :class:`torch.Generator` for reproducibility (default: torch's global generator).
         color_mode: ``"color"`` (independent factor per channel) or ``"brightness"`` (one factor per image);
             default ``ensemble.color_mode``.
         ensemble: which pieces are on (default: all, :class:`~elpips.ensemble.EnsembleConfig` ``()``).
     """
-    ensemble = _sampling_ensemble(ensemble, num_scales, color_mode)
+    ensemble = _sampling_ensemble(ensemble, scale_levels, color_mode)
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
-    num_scales = ensemble.scale_levels or default_num_scales(height, width)
+    scale_levels = ensemble.scale_levels or default_scale_levels(height, width)
 
-    probabilities = scale_level_probabilities(num_scales)
+    probabilities = scale_level_probabilities(scale_levels)
     scale_level = int(torch.multinomial(probabilities, 1, generator=generator).item()) + 1
     scale_offset = tuple(int(v) for v in torch.randint(0, scale_level, (2,), generator=generator))
 
@@ -216,16 +216,16 @@ def sample_transform(
     )
 
 
-def _sampling_ensemble(ensemble: EnsembleConfig | None, num_scales: int | None,
+def _sampling_ensemble(ensemble: EnsembleConfig | None, scale_levels: int | None,
                        color_mode: str | None) -> EnsembleConfig:
-    """``ensemble`` (default: full) with the explicit ``num_scales`` / ``color_mode`` arguments applied."""
+    """``ensemble`` (default: full) with the explicit ``scale_levels`` / ``color_mode`` arguments applied."""
     ensemble = EnsembleConfig() if ensemble is None else ensemble
     if not isinstance(ensemble, EnsembleConfig):
         raise ValueError(f"ensemble must be an EnsembleConfig, got {type(ensemble).__name__}")
-    if num_scales is not None:
-        if isinstance(num_scales, bool) or not isinstance(num_scales, int) or num_scales < 1:
-            raise ValueError(f"num_scales must be at least 1, got {num_scales}")
-        ensemble = ensemble.updated(scale_levels=num_scales)
+    if scale_levels is not None:
+        if isinstance(scale_levels, bool) or not isinstance(scale_levels, int) or scale_levels < 1:
+            raise ValueError(f"scale_levels must be at least 1, got {scale_levels}")
+        ensemble = ensemble.updated(scale_levels=scale_levels)
     if color_mode is not None:
         if color_mode not in COLOR_MODES:
             raise ValueError(f"color_mode must be 'color' or 'brightness', got {color_mode!r}")

@@ -65,7 +65,7 @@ def check_metric(name: str, device: torch.device, size: int = 48) -> dict:
     """One metric, fixed sample without dropout: device float32 (both layouts, TF32 on/off) vs CPU float64."""
     reference_metric = elpips.Metric(name, backbone_weights="random", device="cpu").double()
     x, y = _images(2, size, 1), _images(2, size, 2)
-    record = elpips.sample_transform(2, size, size, num_scales=2, generator=torch.Generator().manual_seed(3))
+    record = elpips.sample_transform(2, size, size, scale_levels=2, generator=torch.Generator().manual_seed(3))
     expected, expected_grad = _distance_and_gradient(reference_metric, x, y, record)
     metric = elpips.Metric(name, backbone_weights="random", device=device)
     runs = {}
@@ -106,7 +106,7 @@ def check_solver_steps(device: torch.device, size: int = 32, frames: int = 4) ->
 
     path = _images(frames + 1, size, 8)
     free = torch.tensor([False] + [True] * (frames - 1) + [False])
-    record = elpips.sample_transform(2, size, size, num_scales=1, generator=torch.Generator().manual_seed(9))
+    record = elpips.sample_transform(2, size, size, scale_levels=1, generator=torch.Generator().manual_seed(9))
     references = _images(3, size, 10)
     coefficients = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
     results = {}

@@ -189,7 +189,7 @@ def _train_and_report(args, settings: TrainingSettings, out: Path, run_dir: Path
     log = {"command": "train-weights", "data": str(args.data), "split": args.split, "val_split": args.val_split,
            "train_triplets": len(train_set), "validation_triplets": len(val_set), "recipe": args.recipe,
            "settings": vars(settings).copy(), "init": args.init or settings.initialization,
-           "num_scales": metric.num_scales, "dropout_keep": metric.dropout_keep,
+           "scale_levels": metric.scale_levels, "dropout_keep": metric.dropout_keep,
            "processes": distributed.rank_and_world()[1], **weights_report(metric), "out": str(out), "history": []}
     log.pop("linear_weights")  # the metric's own weights, which training does not use
     progress = Progress(metric.name, settings, len(train_set)) if main else None

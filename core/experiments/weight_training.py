@@ -364,7 +364,7 @@ def train_weights(metric: Metric, train: TripletSource, validation: TripletSourc
         same arguments: every rank computes a share of each batch and returns the same result.
     """
     channels = tap_channels(metric)
-    identity = {"metric": metric.name, "backbone": metric.weights_info.description, "num_scales": metric.num_scales,
+    identity = {"metric": metric.name, "backbone": metric.weights_info.description, "scale_levels": metric.scale_levels,
                 "dropout_keep": metric.dropout_keep, "tap_channels": channels, "train_triplets": len(train),
                 "validation_triplets": len(validation)}
     check_training(metric, train, validation, settings, weights)

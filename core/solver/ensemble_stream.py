@@ -33,7 +33,7 @@ from elpips.transforms import (
     COLOR_RANGE,
     PERMUTATIONS,
     TransformRecord,
-    default_num_scales,
+    default_scale_levels,
     scale_level_probabilities,
     shuffled_cycle,
 )
@@ -60,14 +60,14 @@ def check_stream_mode(mode: str, samples_per_step: int) -> str:
     return mode
 
 
-def stratified_levels(count: int, num_scales: int, generator: torch.Generator) -> torch.Tensor:
-    """``[count]`` long scale levels in ``1..num_scales``, each marginally distributed as ``p_s ~ 1/s^2``, and
+def stratified_levels(count: int, scale_levels: int, generator: torch.Generator) -> torch.Tensor:
+    """``[count]`` long scale levels in ``1..scale_levels``, each marginally distributed as ``p_s ~ 1/s^2``, and
     stratified: ``u_i = (stratum_i + jitter_i) / count`` with the strata in random order, level = inverse CDF."""
     strata = torch.randperm(count, generator=generator).double()
     u = (strata + torch.rand(count, generator=generator, dtype=torch.float64)) / count
-    cumulative = torch.cumsum(scale_level_probabilities(num_scales), 0)
+    cumulative = torch.cumsum(scale_level_probabilities(scale_levels), 0)
     index = torch.searchsorted(cumulative, u, right=True)
-    return index.clamp(max=num_scales - 1) + 1
+    return index.clamp(max=scale_levels - 1) + 1
 
 
 def _stratified_unit(count: int, channels: int, generator: torch.Generator) -> torch.Tensor:
@@ -78,11 +78,11 @@ def _stratified_unit(count: int, channels: int, generator: torch.Generator) -> t
     return torch.gather(u, 0, order)
 
 
-def draw_window(window: int, num_scales: int, generator: torch.Generator,
+def draw_window(window: int, scale_levels: int, generator: torch.Generator,
                 color_mode: str = "color") -> tuple[list[TransformRecord], list[int]]:
     """``window`` single-image records stratified across the window (see the module docstring), and a dropout
     seed per record."""
-    levels = stratified_levels(window, num_scales, generator)
+    levels = stratified_levels(window, scale_levels, generator)
     swap = shuffled_cycle(window, 2, generator)
     flip = torch.empty(window, dtype=torch.long)
     for value in (0, 1):
@@ -122,23 +122,23 @@ class StratifiedStream:
         self.color_mode = color_mode
         self._cached: tuple[tuple[int, int], tuple[list[TransformRecord], list[int]]] | None = None
 
-    def _window(self, index: int, num_scales: int) -> tuple[list[TransformRecord], list[int]]:
-        key = (index, num_scales)
+    def _window(self, index: int, scale_levels: int) -> tuple[list[TransformRecord], list[int]]:
+        key = (index, scale_levels)
         if self._cached is None or self._cached[0] != key:
-            digest = hashlib.blake2b(f"{self.seed}:{index}:{num_scales}".encode(), digest_size=8).digest()
+            digest = hashlib.blake2b(f"{self.seed}:{index}:{scale_levels}".encode(), digest_size=8).digest()
             generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
-            self._cached = (key, draw_window(self.window, num_scales, generator, self.color_mode))
+            self._cached = (key, draw_window(self.window, scale_levels, generator, self.color_mode))
         return self._cached[1]
 
-    def record(self, step: int, num_scales: int) -> TransformRecord:
-        """The transform of step ``step >= 0`` (a record for one image) with levels ``1..num_scales``."""
-        if step < 0 or num_scales < 1:
-            raise ValueError(f"step must be >= 0 and num_scales >= 1, got {step} and {num_scales}")
-        return self._window(step // self.window, num_scales)[0][step % self.window]
+    def record(self, step: int, scale_levels: int) -> TransformRecord:
+        """The transform of step ``step >= 0`` (a record for one image) with levels ``1..scale_levels``."""
+        if step < 0 or scale_levels < 1:
+            raise ValueError(f"step must be >= 0 and scale_levels >= 1, got {step} and {scale_levels}")
+        return self._window(step // self.window, scale_levels)[0][step % self.window]
 
-    def dropout_seed(self, step: int, num_scales: int) -> int:
+    def dropout_seed(self, step: int, scale_levels: int) -> int:
         """The dropout-mask seed of step ``step``."""
-        return self._window(step // self.window, num_scales)[1][step % self.window]
+        return self._window(step // self.window, scale_levels)[1][step % self.window]
 
     def sample(self, metric: Metric, step: int, height: int, width: int) -> EnsembleSample:
         """Step ``step``'s :class:`~elpips.EnsembleSample` for ``metric`` and ``height x width`` images (the
@@ -148,10 +148,10 @@ class StratifiedStream:
         if not metric.is_stochastic:
             return metric.sample(1, height, width)
         _check_full_ensemble(metric.ensemble)
-        num_scales = metric.num_scales or default_num_scales(height, width)
-        dropout = DropoutMasks(self.dropout_seed(step, num_scales), metric.dropout_keep) if metric.ensemble.dropout \
+        scale_levels = metric.scale_levels or default_scale_levels(height, width)
+        dropout = DropoutMasks(self.dropout_seed(step, scale_levels), metric.dropout_keep) if metric.ensemble.dropout \
             else None
-        return EnsembleSample(self.record(step, num_scales), dropout)
+        return EnsembleSample(self.record(step, scale_levels), dropout)
 
 
 def _check_full_ensemble(ensemble: EnsembleConfig) -> None:

@@ -165,7 +165,7 @@ def test_fixed_sample_matches_float64(random_metric, images, crop, max_offset, s
     ensemble = FULL.updated(crop=crop, max_offset=max_offset)
     metric = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", ensemble=ensemble)
     x, y = images(4, 66, 61, seed=5), images(4, 66, 61, seed=6)
-    record = elpips.sample_transform(4, 66, 61, num_scales=1, generator=torch.Generator().manual_seed(7),
+    record = elpips.sample_transform(4, 66, 61, scale_levels=1, generator=torch.Generator().manual_seed(7),
                                      ensemble=ensemble)
     record.scale_level, record.scale_offset = scale_level, (scale_level - 1, scale_level // 2)
     record.flip = torch.tensor([0, 1, 2, 3])
@@ -191,7 +191,7 @@ def test_crop_keeps_a_window_of_the_image(images):
 
 
 def test_crop_mode_size_check(images):
-    metric = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", num_scales=2,
+    metric = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", scale_levels=2,
                            ensemble=FULL.updated(crop=True))
     x = images(1, 40, 40)
     with pytest.raises(ValueError, match="cropping 7 px shrinks 40x40 images to 12 px"):
@@ -206,7 +206,7 @@ def test_record_round_trip():
 
 
 def test_metric_options(images):
-    lpips = elpips.Metric("lpips-vgg", backbone_weights="random", device="cpu", num_scales=2, dropout_keep=0.5)
+    lpips = elpips.Metric("lpips-vgg", backbone_weights="random", device="cpu", scale_levels=2, dropout_keep=0.5)
     assert lpips.ensemble == EnsembleConfig.none()  # shortcuts apply only where the piece is on
     with pytest.raises(ValueError, match="scale_levels=2 needs scaling on"):
         elpips.Metric("lpips-vgg", backbone_weights="random", device="cpu", ensemble=EnsembleConfig(
@@ -215,10 +215,10 @@ def test_metric_options(images):
         elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", dropout_keep=1.5)
     with pytest.raises(ValueError, match="l2 has no network"):
         elpips.Metric("l2", device="cpu", ensemble=FULL)
-    metric = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", dropout_keep=0.9, num_scales=1)
+    metric = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", dropout_keep=0.9, scale_levels=1)
     assert metric.ensemble == FULL.updated(dropout_keep=0.9, scale_levels=1) and metric.custom_ensemble
     assert "dropout(0.9)" in repr(metric)
-    assert math.isclose(metric.dropout_keep, 0.9) and metric.num_scales == 1
+    assert math.isclose(metric.dropout_keep, 0.9) and metric.scale_levels == 1
 
 
 @pytest.mark.parametrize("ensemble", [EnsembleConfig.none().updated(dropout=True), FULL.updated(crop=True),

@@ -54,7 +54,7 @@ def test_kettunen_linear_weights_change_lpips(random_metric, images):
 def random_record(batch: int, scale_level: int, seed: int) -> TransformRecord:
     """A record with every feature switched on (flips, swap, permutations, colours, scale)."""
     generator = torch.Generator().manual_seed(seed)
-    record = elpips.sample_transform(batch, 64, 64, num_scales=1, generator=generator)
+    record = elpips.sample_transform(batch, 64, 64, scale_levels=1, generator=generator)
     record.scale_level = scale_level
     record.scale_offset = (scale_level - 1, scale_level // 2) if scale_level > 1 else (0, 0)
     return record

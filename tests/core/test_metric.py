@@ -160,7 +160,7 @@ def test_shape_mismatch_and_bad_n(random_metric):
     with pytest.raises(ValueError, match="unknown metric"):
         elpips.Metric("elpips-alex", backbone_weights="random")
     with pytest.raises(ValueError, match="scale level"):
-        elpips.Metric("elpips-vgg", backbone_weights="random", num_scales=8, device="cpu")(
+        elpips.Metric("elpips-vgg", backbone_weights="random", scale_levels=8, device="cpu")(
             torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
 
 

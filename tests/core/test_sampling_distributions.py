@@ -24,7 +24,7 @@ PERMUTATION_INDEX = {tuple(p): i for i, p in enumerate(itertools.permutations(ra
 
 def _records(batch: int, seed: int, draws: int = DRAWS, **kwargs) -> list[elpips.TransformRecord]:
     generator = torch.Generator().manual_seed(seed)
-    return [elpips.sample_transform(batch, 64, 64, num_scales=1, generator=generator, **kwargs)
+    return [elpips.sample_transform(batch, 64, 64, scale_levels=1, generator=generator, **kwargs)
             for _ in range(draws)]
 
 
@@ -93,7 +93,7 @@ def test_scale_level_probabilities_are_inverse_square():
 def test_drawn_scale_levels_follow_explicit_inverse_square():
     generator = torch.Generator().manual_seed(11)
     draws = 4000
-    levels = [elpips.sample_transform(1, 256, 256, num_scales=3, generator=generator).scale_level
+    levels = [elpips.sample_transform(1, 256, 256, scale_levels=3, generator=generator).scale_level
               for _ in range(draws)]
     observed = np.bincount(levels, minlength=4)[1:]
     expected = np.array([36.0, 9.0, 4.0]) / 49 * draws

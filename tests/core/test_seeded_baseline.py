@@ -28,7 +28,7 @@ def _as_dict(record: elpips.TransformRecord) -> dict:
 def test_default_records_and_random_draws_unchanged(case):
     batch, height, width, scales, seed, mode = case["args"]
     generator = torch.Generator().manual_seed(seed)
-    record = elpips.sample_transform(batch, height, width, num_scales=scales, generator=generator, color_mode=mode)
+    record = elpips.sample_transform(batch, height, width, scale_levels=scales, generator=generator, color_mode=mode)
     assert _as_dict(record) == case["record"]
     assert int(torch.randint(0, 2**62, (1,), generator=generator)) == case["next_draw"]
 

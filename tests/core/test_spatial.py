@@ -18,7 +18,7 @@ from test_equivalence import lpips_peer
 def record_with(batch: int, scale_level: int, scale_offset: tuple[int, int], swap: bool, seed: int,
                 height: int = 64, width: int = 64) -> TransformRecord:
     """A random record with the given scale and swap and every flip code present."""
-    record = elpips.sample_transform(batch, height, width, num_scales=1, generator=torch.Generator().manual_seed(seed))
+    record = elpips.sample_transform(batch, height, width, scale_levels=1, generator=torch.Generator().manual_seed(seed))
     record.scale_level, record.scale_offset, record.swap = scale_level, scale_offset, swap
     record.flip = torch.arange(batch) % 4
     return record

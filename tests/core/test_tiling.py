@@ -21,8 +21,8 @@ def test_tiled_sample_distances_equal_one_pass(name, images, monkeypatch):
     monkeypatch.setitem(elpips.memory.BYTES_PER_PIXEL_FLOAT32, "squeezenet1_1", 2048)  # over budget at 150 px too
     x = images(1, 150, 140, seed=1)
     y = (x + 0.2 * images(1, 150, 140, seed=2)).clamp(0, 1)
-    whole_metric = elpips.Metric(name, backbone_weights="random", device="cpu", num_scales=2)
-    tiled_metric = elpips.Metric(name, backbone_weights="random", device="cpu", num_scales=2,
+    whole_metric = elpips.Metric(name, backbone_weights="random", device="cpu", scale_levels=2)
+    tiled_metric = elpips.Metric(name, backbone_weights="random", device="cpu", scale_levels=2,
                                  memory_budget=SMALL_BUDGET)
     assert tiled_metric.images_per_pass(150, 140) == 1
     with torch.no_grad():

@@ -16,7 +16,7 @@ from scipy import stats
 def test_scale_levels_follow_inverse_square():
     generator = torch.Generator().manual_seed(0)
     draws = 4000
-    levels = [elpips.sample_transform(1, 512, 512, num_scales=8, generator=generator).scale_level
+    levels = [elpips.sample_transform(1, 512, 512, scale_levels=8, generator=generator).scale_level
               for _ in range(draws)]
     observed = np.bincount(levels, minlength=9)[1:]
     expected = scale_level_probabilities(8).numpy() * draws
@@ -28,15 +28,15 @@ def test_scale_levels_follow_inverse_square():
 def test_scale_offset_within_level():
     generator = torch.Generator().manual_seed(1)
     for _ in range(300):
-        record = elpips.sample_transform(1, 512, 512, num_scales=8, generator=generator)
+        record = elpips.sample_transform(1, 512, 512, scale_levels=8, generator=generator)
         assert all(0 <= v < record.scale_level for v in record.scale_offset)
 
 
-def test_default_num_scales():
-    assert elpips.default_num_scales(63, 500) == 1
-    assert elpips.default_num_scales(128, 300) == 2
-    assert elpips.default_num_scales(300, 480) == 4
-    assert elpips.default_num_scales(4000, 4000) == 8
+def test_default_scale_levels():
+    assert elpips.default_scale_levels(63, 500) == 1
+    assert elpips.default_scale_levels(128, 300) == 2
+    assert elpips.default_scale_levels(300, 480) == 4
+    assert elpips.default_scale_levels(4000, 4000) == 8
 
 
 def test_flips_and_permutations_exactly_balanced_in_batch_of_24():
@@ -77,7 +77,7 @@ def test_offsets_uniform_and_swap_fair():
 def test_apply_transform_matches_numpy(images, seed):
     x = images(6, 29, 41, seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    record = elpips.sample_transform(6, 29, 41, num_scales=1, generator=generator)
+    record = elpips.sample_transform(6, 29, 41, scale_levels=1, generator=generator)
     record.scale_level = 1 + seed % 3
     record.scale_offset = (seed % record.scale_level, (seed + 1) % record.scale_level)
     ours = elpips.apply_transform(x.double(), record)

@@ -176,7 +176,7 @@ def test_resume_equals_uninterrupted(synthetic, tmp_path, monkeypatch, capsys):
     logs = [json.loads((tmp_path / f"{name}-run" / "log.json").read_text()) for name in ("whole", "parts")]
     assert [r["validation"] for r in logs[0]["history"]] == [r["validation"] for r in logs[1]["history"]]
     assert [r.get("train_loss") for r in logs[0]["history"]] == [r.get("train_loss") for r in logs[1]["history"]]
-    assert logs[1]["resumed_from_step"] == 6 and logs[1]["dropout_keep"] == 0.95 and logs[1]["num_scales"] == 1
+    assert logs[1]["resumed_from_step"] == 6 and logs[1]["dropout_keep"] == 0.95 and logs[1]["scale_levels"] == 1
     recorded = json.loads((run_dir / SETTINGS_NAME).read_text())
     assert recorded["kind"] == "train-weights"
     settings = recorded["settings"]

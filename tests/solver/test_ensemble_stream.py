@@ -22,9 +22,9 @@ WINDOWS = [5, 7, 8, 24]
 """Multiples of the periods 8 and 6 (24), of the 8 variants only (8), and of neither (5, 7)."""
 
 
-def _windows(window: int, count: int, seed: int, num_scales: int = 3) -> list[list[elpips.TransformRecord]]:
+def _windows(window: int, count: int, seed: int, scale_levels: int = 3) -> list[list[elpips.TransformRecord]]:
     generator = torch.Generator().manual_seed(seed)
-    return [draw_window(window, num_scales, generator)[0] for _ in range(count)]
+    return [draw_window(window, scale_levels, generator)[0] for _ in range(count)]
 
 
 def _variant(record: elpips.TransformRecord) -> int:
@@ -241,6 +241,6 @@ def test_stream_refuses_a_partial_ensemble():
     metric = elpips.Metric("elpips-vgg+geom", backbone_weights="random", device="cpu")
     with pytest.raises(ValueError, match="ensemble_stream='independent'"):
         StratifiedStream(seed=0).sample(metric, 0, 32, 32)
-    full = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", num_scales=1)
+    full = elpips.Metric("elpips-vgg", backbone_weights="random", device="cpu", scale_levels=1)
     sample = StratifiedStream(seed=0).sample(full, 0, 32, 32)
     assert sample.transform.batch_size == 1 and sample.dropout is not None
