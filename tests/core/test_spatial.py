@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from elpips.spatial import compare_maps, distance_map, map_to_input_frame, upsample_mass_preserving, upsampling_mass
 from elpips.transforms import PERMUTATIONS, TransformRecord, transformed_size
-from test_equivalence import lpips_peer
+from helpers import lpips_peer
 
 
 def record_with(batch: int, scale_level: int, scale_offset: tuple[int, int], swap: bool, seed: int,

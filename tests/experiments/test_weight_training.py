@@ -11,8 +11,6 @@ import os
 import pathlib
 import shlex
 import socket
-import subprocess
-import sys
 import traceback
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from elpips.experiments.weight_training import TrainingSettings, learning_rate, 
 from elpips.scripts import train_weights as train_weights_cli
 from elpips.scripts.cli import main
 from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME
+from helpers import dead_pid
 from ranks import free_port, set_rank_environment
 from synthetic_bapps import make_synthetic_bapps, teacher_metric
 
@@ -234,20 +233,13 @@ def test_a_held_lock_refuses_a_resume_and_leftovers_of_kills_are_cleared(synthet
     errors = _error_lines(capsys)
     assert len(errors) == 1 and "in use by another run" in errors[0] and f"pid {os.getpid()}" in errors[0], errors
     assert (run_dir / "log.json").read_bytes() == log
-    (run_dir / LOCK_NAME).write_text(json.dumps({**holder, "pid": _dead_pid()}))  # left by a killed run
+    (run_dir / LOCK_NAME).write_text(json.dumps({**holder, "pid": dead_pid()}))  # left by a killed run
     orphan = run_dir / ".checkpoint.pt.k1ll3d.tmp"  # a checkpoint write that was killed
     orphan.write_bytes(b"half a checkpoint")
     assert _train(synthetic, out, *QUICK[2:], "--resume", metric="elpips-squeeze") == 0
     err = capsys.readouterr().err
     assert "taking over the lock" in err and "removed 1 temporary file(s)" in err
     assert not orphan.exists() and not (run_dir / LOCK_NAME).exists()
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has ended (and been reaped)."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
 
 
 def test_a_full_disk_is_one_line_naming_the_run_folder_and_the_run_resumes(synthetic, tmp_path, monkeypatch,

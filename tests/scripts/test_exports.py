@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
-from pathlib import Path
 
 import imageio.v3 as iio
 import imageio_ffmpeg
@@ -25,6 +23,7 @@ from elpips.scripts.render.frames import (
     write_mp4,
 )
 from elpips.scripts.render.viewer import write_index
+from helpers import missing_references
 
 
 def random_frames(count: int = 5, height: int = 12, width: int = 16, seed: int = 0) -> np.ndarray:
@@ -106,35 +105,6 @@ def test_comparison_figure_layout():
         assert np.array_equal(evolution, scanline_image(frames, row, scale, time_scale))
     with pytest.raises(ValueError):
         comparison_figure([("a", random_frames(4)), ("b", random_frames(5))], row=0, scale=1)
-
-
-class References(HTMLParser):
-    """Every ``src``/``href`` of an HTML page, plus the JSON frame list of the viewer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[str] = []
-        self._in_frame_list = False
-        self.frame_list: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        attributes = dict(attrs)
-        self.links += [attributes[key] for key in ("src", "href") if attributes.get(key)]
-        self._in_frame_list = tag == "script" and attributes.get("id") == "frame-list"
-
-    def handle_data(self, data):
-        if self._in_frame_list:
-            self.frame_list = json.loads(data)
-            self._in_frame_list = False
-
-
-def missing_references(run_dir: Path) -> tuple[list[str], References]:
-    """Parse ``run_dir/index.html``; return the referenced files that do not exist (and the parser)."""
-    parser = References()
-    parser.feed((run_dir / "index.html").read_text(encoding="utf-8"))
-    referenced = parser.links + parser.frame_list
-    assert all("://" not in link and not link.startswith("/") for link in referenced)  # offline, relative
-    return [link for link in referenced if not (run_dir / link).is_file()], parser
 
 
 def test_export_path_writes_every_file_and_the_index_references_only_existing_files(tmp_path):

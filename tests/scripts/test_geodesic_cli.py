@@ -11,7 +11,7 @@ import pytest
 from elpips.scripts.cli import main
 from elpips.scripts.render.frames import scanline_image
 from elpips.solver import ProgressReport
-from test_exports import missing_references
+from helpers import missing_references
 
 SMALL = ["--backbone-weights", "random", "--frames", "4", "--samples", "2", "--seed", "1"]
 

@@ -21,8 +21,7 @@ from elpips.io import ImageLoadError
 from elpips.scripts import interpolate as interpolate_command
 from elpips.scripts.cli import main
 from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME
-from test_exports import missing_references
-from test_run_folder import dead_pid
+from helpers import dead_pid, missing_references
 
 SIZE = 32
 FAST = ["--backbone-weights", "random", "--metric", "elpips-squeeze", "--samples", "1", "--seed", "3"]

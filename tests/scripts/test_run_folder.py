@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import elpips.io
 import elpips.scripts.geodesic as geodesic_command
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 from elpips.scripts.cli import main
 from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME, RunFolder, RunFolderBusy
+from helpers import dead_pid
 
 GEODESIC = ["--metric", "l2", "--frames", "3", "--samples", "2", "--checkpoint-every", "1"]
 BARYCENTER = ["--metric", "l2", "--eval-samples", "2", "--checkpoint-every", "1"]
@@ -34,13 +33,6 @@ def pictures(tmp_path):
 
 def last_error(capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
-
-
-def dead_pid() -> int:
-    """The pid of a process that has ended (and been reaped)."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
 
 
 def test_geodesic_refuses_an_existing_run_without_resume(pictures, tmp_path, capsys):
