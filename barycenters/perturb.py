@@ -1,4 +1,5 @@
-"""Input sets of the paper's two barycenter demonstrations (``docs/algorithm.md#barycenters``): noisy copies and shifted copies."""
+"""Input sets of the paper's two barycenter demonstrations (``docs/algorithm.md#barycenters``): noisy copies and
+shifted copies."""
 
 from __future__ import annotations
 

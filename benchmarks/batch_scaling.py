@@ -68,7 +68,8 @@ def run_batch_once(command: list[str], extra_env: dict, out: Path) -> dict:
         raise SystemExit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
     seconds = [row["seconds"] for row in summary["jobs"]]
-    return {"wall_s": round(wall, 2), "batch_wall_s": summary["wall_s"], "job_s_mean": round(statistics.mean(seconds), 3),
+    return {"wall_s": round(wall, 2), "batch_wall_s": summary["wall_s"],
+            "job_s_mean": round(statistics.mean(seconds), 3),
             "jobs_per_rank": {str(rank): sum(row["rank"] == rank for row in summary["jobs"])
                               for rank in sorted({row["rank"] for row in summary["jobs"]})},
             "load_avg_1min_before": round(load, 2)}

@@ -1,6 +1,7 @@
 """Peak memory of ``elpips distance`` against image size, samples and memory budget.
 
-    python -m elpips.benchmarks.distance_memory [--sizes 192 384] [--samples 2 8 32] [--budget 256M] [--metric elpips-vgg]
+    python -m elpips.benchmarks.distance_memory [--sizes 192 384] [--samples 2 8 32] [--budget 256M] \
+        [--metric elpips-vgg]
 
 Every configuration runs the real command (``python -m elpips distance A B --backbone-weights random ...``) in a
 fresh process on two noise PNGs of that size, and records the process's peak resident set (``ru_maxrss`` from

@@ -56,7 +56,8 @@ def time_steps(metric: Metric, keys: torch.Tensor, frames: int, repeats: int) ->
         for name, step in variants.items():
             variable = path[free.to(path.device)].clone().requires_grad_(True)
             sample = metric.sample(1, *keys.shape[-2:], generator)
-            timed = timed_call(lambda: step(variable, sample), metric.device)
+            timed = timed_call(lambda step=step, variable=variable, sample=sample: step(variable, sample),
+                               metric.device)
             if repeat:
                 wall[name].append(timed.wall_s)
                 cpu[name].append(timed.cpu_s)
@@ -129,7 +130,8 @@ def markdown(report: dict) -> str:
              f"**{steps['cpu_per_pair_over_shared']:.2f}x** (CPU time) the shared-feature step.", "",
              f"Coarse-to-fine, {report['steps']} steps, energy from {report['samples']} seeded samples "
              "(the same for every path):", "",
-             "| run | energy (ratio) | network passes (ratio) | CPU s (ratio) | wall s | stages (frames, scale, steps) |",
+             "| run | energy (ratio) | network passes (ratio) | CPU s (ratio) | wall s "
+             "| stages (frames, scale, steps) |",
              "|---|---|---|---|---|---|"]
     for name, run in gain.items():
         ratios = [run[f"{key}_ratio"] for key in ("energy", "passes", "cpu_seconds")]

@@ -72,7 +72,8 @@ def main() -> None:
     ranks = [json.loads((folder / f"rank{rank}.json").read_text()) for rank in range(2)]
     with mp.get_context("spawn").Pool(1) as pool:  # a fresh process, so its peak memory is its own
         single = pool.apply(_run, (args.size, args.frames, args.steps, False))
-    energy_difference = max(abs(a - b) / abs(b) for a, b in zip(ranks[0]["energy_history"], single["energy_history"], strict=False))
+    energy_difference = max(abs(a - b) / abs(b)
+                            for a, b in zip(ranks[0]["energy_history"], single["energy_history"], strict=False))
     report = {
         "what": "one geodesic step (all frames under one shared sample, forward+backward), 1 vs 2 processes",
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,

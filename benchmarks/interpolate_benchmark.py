@@ -54,7 +54,7 @@ def speed(size: int, steps: int, factor: int = 4) -> dict:
     solve_window(keys, metric, window=window, factor=factor, seed=0,
                  settings=SolveSettings(steps=1, eval_samples=1))  # warm-up
     for seed in (1, 2):
-        timed = timed_call(lambda: solve_window(keys, metric, window=window, factor=factor, seed=seed,
+        timed = timed_call(lambda seed=seed: solve_window(keys, metric, window=window, factor=factor, seed=seed,
                                                 settings=SolveSettings(steps=steps, eval_samples=1)))
         times.append(timed.wall_s)
         cpu_times.append(timed.cpu_s)

@@ -86,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.metrics:
         for flag in ("0", "1"):
-            command = [sys.executable, "-m", "elpips.benchmarks.loss_memory", "--one", f"{name},{flag}", "--size", str(args.size),
-                       "--batch", str(args.batch), "--repeats", str(args.repeats), "--threads", str(args.threads)]
+            command = [sys.executable, "-m", "elpips.benchmarks.loss_memory", "--one", f"{name},{flag}",
+                       "--size", str(args.size), "--batch", str(args.batch), "--repeats", str(args.repeats),
+                       "--threads", str(args.threads)]
             rows.append(measure_in_child(command, {"OMP_NUM_THREADS": str(args.threads)}, check=True))
             row = rows[-1]
-            print(f"{name:12s} {args.size}x{args.size} batch {args.batch} checkpoint={row['checkpoint_activations']!s:5s}"
+            print(f"{name:12s} {args.size}x{args.size} batch {args.batch} "
+                  f"checkpoint={row['checkpoint_activations']!s:5s}"
                   f"  saved {row['saved_mib']:7.1f} MiB  step peak {row['step_peak_mib']:7.1f} MiB"
                   f"  step {row['step_seconds_median']:.2f} s")
     for name in args.metrics:

@@ -285,7 +285,7 @@ def measure_geodesic_scaling(metric: Metric, configurations: list[tuple[int, int
              for size, frames in configurations}
     times = paired_timings(sides, repeats, warmup, metric.device, tick)
     rows = []
-    for (size, frames), (name, values) in zip(configurations, times.items(), strict=False):
+    for (size, frames), values in zip(configurations, times.values(), strict=False):
         median = statistics.median(values)
         rows.append({"size": size, "frames": frames, "median_s": median, "per_frame_s": median / frames,
                      "times_s": [round(t, 6) for t in values]})

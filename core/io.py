@@ -16,9 +16,10 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -40,7 +41,7 @@ def max_pixels() -> int:
     return _max_pixels.get()
 
 
-def pixel_limit(limit: int | None) -> ContextManager[int]:
+def pixel_limit(limit: int | None) -> AbstractContextManager[int]:
     """A ``with`` block in which images of up to ``limit`` pixels are accepted (``None``: the limit in force)::
 
         with elpips.io.pixel_limit(100_000_000):

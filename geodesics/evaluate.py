@@ -64,8 +64,5 @@ def evaluate_path(metric: Metric, path: torch.Tensor, samples: int = 32, generat
         remaining -= count
     values = torch.cat(draws, dim=1).cpu().double()  # [K, samples]; on the CPU: MPS has no float64
     mean = values.mean(dim=1)
-    if samples > 1:
-        half = Z_95 * values.std(dim=1, unbiased=True) / math.sqrt(samples)
-    else:
-        half = torch.zeros_like(mean)
+    half = Z_95 * values.std(dim=1, unbiased=True) / math.sqrt(samples) if samples > 1 else torch.zeros_like(mean)
     return PathEvaluation(mean.float().cpu(), half.float().cpu(), float((mean**2).sum()), samples)

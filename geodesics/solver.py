@@ -186,7 +186,8 @@ def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any,
         if eval_generator is not None:
             restore_generator(eval_generator, broadcast_object(generator_state(eval_generator)))
     return _Plan(metric, keys, intervals, initial, levels, schedule, generator,
-                 solve_record(metric, keys, levels, samples_per_step, initial, lr_description, ensemble_stream), sharded, chunk_size,
+                 solve_record(metric, keys, levels, samples_per_step, initial, lr_description, ensemble_stream),
+                 sharded, chunk_size,
                  samples_per_step, checkpoint_every, ensemble_stream)
 
 

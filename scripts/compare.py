@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
                           **weights_report(metric)}, indent=2))
         return 0
     width = max(len(name) for name in args.candidates)
-    print(f"{metric_label(metric)} distances to {args.reference} ({estimate.samples} samples, shared by all candidates):")
+    print(f"{metric_label(metric)} distances to {args.reference} "
+          f"({estimate.samples} samples, shared by all candidates):")
     for index in order:
         marker = "  <- closest" if index == best else ""
         uncertainty = f" ± {half_widths[index]:.4f}" if metric.is_stochastic else ""

@@ -30,20 +30,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "2afc",
         description="Score a metric on BAPPS 2AFC triplets: per triplet (d0<d1)(1-h) + (d1<d0)h + (d0=d1)/2, "
                     "h = fraction of humans preferring p1. DIR holds 2afc/<split>/<category>/{ref,p0,p1,judge}/ "
-                    "(scripts/download_dataset_valonly.sh of github.com/richzhang/PerceptualSimilarity downloads it into "
-                    "dataset/).",
+                    "(scripts/download_dataset_valonly.sh of github.com/richzhang/PerceptualSimilarity downloads it "
+                    "into dataset/).",
     )
     parser.add_argument("--data", required=True, metavar="DIR", help="BAPPS dataset folder (containing 2afc/)")
-    parser.add_argument("--split", default="val", help="split folder under 2afc/ (default val)")
+    parser.add_argument("--split", default="val", help="split folder under 2afc/")
     parser.add_argument("--categories", nargs="+", default=None, metavar="NAME",
                         help="categories to score, space- or comma-separated (default: all in the split)")
     add_metric_options(parser)
     parser.add_argument("--samples", type=positive_int, default=32, metavar="N",
-                        help="E-LPIPS samples per distance, shared by p0 and p1 (default 32)")
+                        help="E-LPIPS samples per distance, shared by p0 and p1")
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="score only the first N triplets of each category (quick runs)")
     parser.add_argument("--batch-size", type=positive_int, default=50,
-                        help="triplets per batch (default 50); each batch-sized chunk of a category has its own "
+                        help="triplets per batch; each batch-sized chunk of a category has its own "
                              "seeded samples, so the scores depend on --seed and --batch-size, not on the number "
                              "of processes")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")

@@ -107,7 +107,8 @@ def squeeze_taps(x: torch.Tensor, state: dict) -> list[torch.Tensor]:
 
 
 def distance(taps_a: list[torch.Tensor], taps_b: list[torch.Tensor], weights: list[np.ndarray]) -> np.ndarray:
-    """docs/algorithm.md#distance: per tap unit-normalise, squared difference, pixel mean, dot with weights; sum taps."""
+    """docs/algorithm.md#distance: per tap unit-normalise, squared difference, pixel mean, dot with weights; sum
+    taps."""
     total = np.zeros(taps_a[0].shape[0])
     for a, b, w in zip(taps_a, taps_b, weights, strict=False):
         a = a.numpy()

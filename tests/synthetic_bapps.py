@@ -75,7 +75,8 @@ def teacher_weights(channels: list[int], seed: int) -> list[torch.Tensor]:
     (``u`` uniform in [0, 1))."""
     generator = torch.Generator().manual_seed(seed)
     factors = 10 ** (3 * torch.rand(len(channels), generator=generator) - 2)
-    return [factor * torch.rand(count, generator=generator) ** 2 for factor, count in zip(factors, channels, strict=False)]
+    return [factor * torch.rand(count, generator=generator) ** 2
+            for factor, count in zip(factors, channels, strict=False)]
 
 
 def _random_triplets(count: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:

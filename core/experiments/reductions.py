@@ -53,7 +53,8 @@ def pair_reductions(reference: Features, candidates: Features) -> torch.Tensor:
     Returns:
         ``[B, 2, sum_l C_l]`` float32 (row 0 for p0, row 1 for p1), taps concatenated in order.
     """
-    parts = [(candidate - tap).square().mean(dim=(-2, -1)) for tap, candidate in zip(reference, candidates, strict=False)]
+    parts = [(candidate - tap).square().mean(dim=(-2, -1))
+             for tap, candidate in zip(reference, candidates, strict=False)]
     return torch.cat(parts, dim=-1).transpose(0, 1)  # [2, B, sum C] -> [B, 2, sum C]
 
 

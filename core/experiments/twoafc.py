@@ -120,7 +120,7 @@ def choose_categories(data_dir: str | os.PathLike, split: str = "val",
                       categories: Sequence[str] | None = None) -> list[str]:
     """``categories`` checked against the split's folders (all of them when ``None`` or empty)."""
     available = list_categories(data_dir, split)
-    chosen = list(available if not categories else categories)
+    chosen = list(categories if categories else available)
     unknown = [name for name in chosen if name not in available]
     if unknown:
         raise DatasetError(f"no category {', '.join(map(repr, unknown))} in split {split!r} "
@@ -269,7 +269,8 @@ def evaluate_2afc(metric: Metric, data_dir: str | os.PathLike, split: str = "val
 
     Each chunk of ``batch_size`` consecutive triplets of a category draws its E-LPIPS samples from its own
     generator seeded by :func:`chunk_seed` ``(seed, category, chunk)``; ``seed`` defaults to a number drawn from
-    ``generator`` (else from the metric's own generator, seeded by its ``seed``). The result thus depends on ``(seed, batch_size, samples)`` only, not on
+    ``generator`` (else from the metric's own generator, seeded by its ``seed``). The result thus depends on
+    ``(seed, batch_size, samples)`` only, not on
     how the chunks are spread over processes: inside a ``torch.distributed`` process group (``torchrun``) every
     rank scores its round-robin share of the chunks, a per-triplet score vector (zeros elsewhere) is summed
     over ranks, and every rank returns the single-process result. Call it on every rank with the same

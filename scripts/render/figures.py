@@ -84,7 +84,8 @@ def contact_sheet(inputs: torch.Tensor, l2_mean: torch.Tensor, result: torch.Ten
 
 
 def ablation_figure(source: torch.Tensor, target: torch.Tensor, attacked: Sequence[torch.Tensor],
-                    captions: Sequence[str], details: Sequence[str], title: str, scale: int | None = None) -> np.ndarray:
+                    captions: Sequence[str], details: Sequence[str], title: str,
+                    scale: int | None = None) -> np.ndarray:
     """The ablation figure: source, target, then one attacked image per rung, in one labelled row.
 
     Args:

@@ -73,8 +73,9 @@ def render_run(run_dir: Path, log: dict, frames: np.ndarray, settings: ExportSet
     """
     compared = compared or []
     resolved = settings.resolved(*frames.shape[1:3])
-    runs = [(run_dir, log, frames)] + [(run_dir / entry["dir"], sub_log, sub_frames)
-                                       for entry, (sub_log, sub_frames) in zip(log.get("compare", []), compared, strict=False)]
+    runs = [(run_dir, log, frames)] + [
+        (run_dir / entry["dir"], sub_log, sub_frames)
+        for entry, (sub_log, sub_frames) in zip(log.get("compare", []), compared, strict=False)]
     kept_maps = log.get("files", {}).get("maps")  # segment maps of `elpips geodesic --maps` stay listed
     for directory, run_log, run_frames in runs:
         run_log["files"] = export_path(directory, run_frames, resolved)

@@ -169,7 +169,8 @@ def test_sharded_2afc_equals_single_process(tmp_path, capsys):
                  "--samples", "2", "--batch-size", "2", "--seed", "5", "--json"]) == 0
     alone = json.loads(capsys.readouterr().out)
     assert sharded["processes"] == 2 and alone["processes"] == 1
-    assert {k: v for k, v in sharded.items() if k != "processes"} == {k: v for k, v in alone.items() if k != "processes"}
+    assert ({k: v for k, v in sharded.items() if k != "processes"}
+            == {k: v for k, v in alone.items() if k != "processes"})
     assert sharded["categories"] == single["categories"]
 
 

@@ -64,7 +64,7 @@ def test_constructor_reduction_and_validation(images):
         elpips.Metric("l2", reduction="max")
 
 
-# -- frozen weights ------------------------------------------------------------------------------------------------------
+# -- frozen weights ----------------------------------------------------------------------------------------------------
 class Restorer(nn.Module):
     """A user model that holds the loss metric as a submodule."""
 
@@ -105,7 +105,7 @@ def test_state_dict_round_trip(images):
     assert list(target.parameters()) == []
 
 
-# -- training ------------------------------------------------------------------------------------------------------------
+# -- training ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["lpips-vgg", "elpips-vgg"])
 def test_optimiser_steps_lower_the_loss(random_metric, images, name):
     metric = random_metric(name, seed=3)
@@ -129,7 +129,7 @@ def test_optimiser_steps_lower_the_loss(random_metric, images, name):
     assert after < 0.8 * before, (before, after)
 
 
-# -- activation checkpointing ---------------------------------------------------------------------------------------------
+# -- activation checkpointing ------------------------------------------------------------------------------------------
 def saved_bytes(function) -> int:
     """Bytes of the tensors autograd keeps for the backward pass while ``function()`` runs (each storage once)."""
     storages: dict[int, int] = {}
@@ -195,7 +195,7 @@ def test_checkpointing_under_bf16_autocast(images):
     assert abs(float(loss.detach()) - float(exact.detach())) < 0.1 * float(exact.detach())
 
 
-# -- DistributedDataParallel ---------------------------------------------------------------------------------------------
+# -- DistributedDataParallel -------------------------------------------------------------------------------------------
 DDP_METRIC = "elpips-squeeze"
 
 
@@ -251,7 +251,7 @@ def test_ddp_gradient_is_the_mean_of_per_rank_gradients(tmp_path, monkeypatch):
             torch.testing.assert_close(synced[rank][index], expected, rtol=1e-5, atol=1e-8)
 
 
-# -- elpips train-example ---------------------------------------------------------------------------------------------------
+# -- elpips train-example ----------------------------------------------------------------------------------------------
 @pytest.fixture
 def small_pngs(tmp_path):
     rng = np.random.default_rng(0)

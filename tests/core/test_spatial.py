@@ -18,7 +18,8 @@ from helpers import lpips_peer
 def record_with(batch: int, scale_level: int, scale_offset: tuple[int, int], swap: bool, seed: int,
                 height: int = 64, width: int = 64) -> TransformRecord:
     """A random record with the given scale and swap and every flip code present."""
-    record = elpips.sample_transform(batch, height, width, scale_levels=1, generator=torch.Generator().manual_seed(seed))
+    record = elpips.sample_transform(batch, height, width, scale_levels=1,
+                                     generator=torch.Generator().manual_seed(seed))
     record.scale_level, record.scale_offset, record.swap = scale_level, scale_offset, swap
     record.flip = torch.arange(batch) % 4
     return record
@@ -203,7 +204,7 @@ def symmetrised_lpips(random_metric) -> elpips.Metric:
     """LPIPS-VGG whose kernels are symmetric under both flips: the network is then exactly flip-equivariant at
     sizes its pooling divides (64 px)."""
     metric = elpips.Metric("lpips-vgg", backbone_weights="random", device="cpu")
-    for name, buffer in metric.backbone.named_buffers():
+    for buffer in metric.backbone.buffers():
         if buffer.dim() == 4:
             buffer.copy_((buffer + buffer.flip(-1) + buffer.flip(-2) + buffer.flip(-1, -2)) / 4)
     return metric
@@ -323,8 +324,8 @@ def test_fixed_transform_checked_as_by_the_metric(random_metric, images):
     shrinking = record_with(1, 4, (0, 0), False, seed=0, height=32, width=32)
     fitting = record_with(1, 1, (0, 0), False, seed=0, height=32, width=32)
     for record, n in ((shrinking, 1), (fitting, 2)):
-        expected = _message(lambda: metric(x, y, n=n, transform=record))
-        assert _message(lambda: metric.spatial(x, y, n=n, transform=record)) == expected
+        expected = _message(lambda n=n, record=record: metric(x, y, n=n, transform=record))
+        assert _message(lambda n=n, record=record: metric.spatial(x, y, n=n, transform=record)) == expected
 
 
 def test_dropout_on_an_ensemble_without_dropout_checked_as_by_the_metric(images):

@@ -1,4 +1,5 @@
-"""Transform sampling statistics (docs/algorithm.md#transforms, #stratification) and application details (docs/algorithm.md#record)."""
+"""Transform sampling statistics (docs/algorithm.md#transforms, #stratification) and application details
+(docs/algorithm.md#record)."""
 
 from __future__ import annotations
 

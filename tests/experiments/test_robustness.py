@@ -1,5 +1,5 @@
-"""Attacks A1/A2 (elpips.experiments.robustness): exact budgets and projections, closed forms on L2, success measured with
-fresh samples from a separate generator. Random backbone, 32 px images, few steps; the E-LPIPS attack tests use
+"""Attacks A1/A2 (elpips.experiments.robustness): exact budgets and projections, closed forms on L2, success measured
+with fresh samples from a separate generator. Random backbone, 32 px images, few steps; the E-LPIPS attack tests use
 SqueezeNet (the same ensemble and dropout as VGG at a fraction of the CPU time)."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_quantize_within_budget_is_near_and_feasible():
     assert torch.equal(loose, nearest)
 
 
-# -- A2 -----------------------------------------------------------------------------------------------------------------
+# -- A2 ----------------------------------------------------------------------------------------------------------------
 def test_a2_lpips_respects_budget_and_box_exactly_and_pushes_far(random_metric):
     metric = random_metric("lpips-squeeze")
     source = torch.cat([saturated_image(6), smooth_image(7)])
@@ -148,7 +148,7 @@ def test_a2_on_l2_reaches_exactly_the_budget(random_metric):
     assert float(report.distance) == pytest.approx(0.02, rel=1e-5)  # max RMS under an RMS budget: epsilon
 
 
-# -- A1 -----------------------------------------------------------------------------------------------------------------
+# -- A1 ----------------------------------------------------------------------------------------------------------------
 def _a1_inputs():
     source, target = smooth_image(10), smooth_image(11)
     noise = 0.05 * torch.randn(source.shape, generator=torch.Generator().manual_seed(3))
@@ -183,7 +183,7 @@ def test_a1_keeps_anchor_distance_and_moves_toward_target(random_metric, name, s
     assert float(report.relative_pull) > 0.03
 
 
-# -- the normaliser and input checks -------------------------------------------------------------------------------------
+# -- the normaliser and input checks -----------------------------------------------------------------------------------
 def test_mean_pairwise_distance_l2_closed_form(random_metric):
     metric = random_metric("l2")
     images = torch.cat([smooth_image(20), smooth_image(21), smooth_image(22)])

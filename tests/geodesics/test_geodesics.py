@@ -144,7 +144,8 @@ def test_shared_feature_step_equals_the_per_pair_gradient_sum(random_metric, ima
     torch.stack(per_pair).square().sum().backward()
     assert torch.allclose(distances[:, 0], torch.stack(per_pair).detach(), rtol=1e-5, atol=1e-9)
     assert float(pair_variable.grad.abs().max()) > 0
-    assert torch.allclose(variable.grad, pair_variable.grad, rtol=1e-4, atol=1e-4 * float(pair_variable.grad.abs().max()))
+    assert torch.allclose(variable.grad, pair_variable.grad, rtol=1e-4,
+                          atol=1e-4 * float(pair_variable.grad.abs().max()))
 
 
 def test_chunked_and_unchunked_steps_agree(random_metric, images):

@@ -4,6 +4,7 @@ Three ranks, so that the middle one holds no keyframe (only interior frames, bou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -86,10 +87,8 @@ def _worker(rank: int, world_size: int, ports: tuple[int, int], folder: str) -> 
         distances, grad = _one_step(path_shard(FRAMES))
         # a checkpoint after every step: saving mid-stage must leave the optimizer's own state untouched
         result = _solve(shard=True, checkpoint=os.path.join(folder, "every-step.pt"), checkpoint_every=1)
-        try:
+        with contextlib.suppress(_Stop):
             _solve(checkpoint=os.path.join(folder, "interrupted.pt"), stop_after=3, shard=True)
-        except _Stop:
-            pass
         torch.save({"distances": distances, "grad": grad, "frames": result.frames, "energy": result.energy,
                     "history": result.energy_history, "eval": result.distances},
                    os.path.join(folder, f"rank{rank}.pt"))

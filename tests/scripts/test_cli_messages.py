@@ -22,7 +22,8 @@ def test_usage_errors_are_one_line(argv, expected, capsys):
 def test_unsupported_device_is_one_line(capsys):
     code = cli.main(["distance", "example:cat", "example:dog", "--backbone-weights", "random", "--device", "meta"])
     error = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and error[-1] == "elpips distance: error: device 'meta' is not supported; use one of: cpu, cuda, mps"
+    assert code == 2
+    assert error[-1] == "elpips distance: error: device 'meta' is not supported; use one of: cpu, cuda, mps"
 
 
 def test_one_sample_has_no_half_width(capsys):

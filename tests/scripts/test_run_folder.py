@@ -61,9 +61,8 @@ def test_a_second_run_into_a_locked_folder_is_one_error_naming_the_holder(pictur
 
 def test_claim_refuses_a_live_holder_directly(tmp_path):
     holder = RunFolder(tmp_path / "run", "geodesic")
-    with holder.claim(), pytest.raises(RunFolderBusy, match="in use"):
-        with RunFolder(tmp_path / "run", "geodesic").claim():
-            pass
+    with holder.claim(), pytest.raises(RunFolderBusy, match="in use"), RunFolder(tmp_path / "run", "geodesic").claim():
+        pass
 
 
 def test_a_stale_lock_is_taken_over_with_a_note(pictures, tmp_path, capsys):
@@ -189,8 +188,8 @@ def test_the_resume_hint_names_the_folder_once(tmp_path, argv):
 
 
 def test_ctrl_c_in_a_run_that_cannot_resume_says_what_is_left(tmp_path, capsys):
-    with pytest.raises(KeyboardInterrupt):
-        with RunFolder(tmp_path / "run", "train-example", resumable=False).claim({"seed": 1}):
-            raise KeyboardInterrupt
+    with (pytest.raises(KeyboardInterrupt),
+          RunFolder(tmp_path / "run", "train-example", resumable=False).claim({"seed": 1})):
+        raise KeyboardInterrupt
     error = capsys.readouterr().err
     assert "unfinished run that train-example cannot continue" in error and not (tmp_path / "run" / LOCK_NAME).exists()
