@@ -58,14 +58,14 @@ def _add_common(parser: argparse.ArgumentParser, steps: int, step_size: float, s
     parser.add_argument("--metrics", default=None, metavar="A,B,...",
                         help="attack several metrics in one run, e.g. elpips-vgg,lpips-vgg,lpips-squeeze "
                              "(overrides --metric)")
-    parser.add_argument("--steps", type=positive_int, default=steps, help=f"attack steps (default {steps})")
+    parser.add_argument("--steps", type=positive_int, default=steps, help="attack steps")
     parser.add_argument("--samples-per-step", type=positive_int, default=8, metavar="M",
-                        help="E-LPIPS samples averaged per gradient (expectation over transformations; default 8)")
+                        help="E-LPIPS samples averaged per gradient (expectation over transformations)")
     parser.add_argument("--step-size", type=positive_float, default=step_size,
-                        help=f"{step_help} (default {step_size})")
+                        help=f"{step_help}")
     parser.add_argument("--eval-max-samples", type=positive_int, default=2000, metavar="N",
                         help="cap on the fresh samples of the final evaluation (it stops earlier once the 95%% "
-                             "half-width is below 0.01 and 2.5%% of the distance; default 2000)")
+                             "half-width is below 0.01 and 2.5%% of the distance)")
     parser.add_argument("--crop", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
                         help="attack this window of the images (quick runs on a small region)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/attack-...)")
@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(a1, 200, 0.05, "initial move toward the target per step, as a fraction of ||t - s||")
     a1.add_argument("--check-samples", type=positive_int, default=64, metavar="N",
                     help="E-LPIPS samples of the attacker's estimate of d(anchor, source) and of its final "
-                         "pull-back onto the constraint (default 64)")
+                         "pull-back onto the constraint")
     a1.add_argument("--ablation", action="store_true",
                     help="attack every rung of the ensemble ladder with the same budget: " + " -> ".join(LADDER)
                          + " (each adds one piece; see --help of --metric); every result is evaluated under the "
@@ -112,9 +112,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="folder of images (at least 2, at least the source's size; centre-cropped to it): "
                          "1 = mean distance between two of them")
     a2.add_argument("--pairs", type=positive_int, default=45, help="at most this many image pairs of --dataset "
-                                                                   "(random subset; default 45)")
+                                                                   "(random subset)")
     a2.add_argument("--dataset-samples", type=positive_int, default=16, metavar="N",
-                    help="E-LPIPS samples per --dataset pair (default 16)")
+                    help="E-LPIPS samples per --dataset pair")
     _add_common(a2, 100, 0.25, "initial step length as a fraction of epsilon")
     a2.set_defaults(handler=run, kind="a2")
 

@@ -58,28 +58,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", default=None, metavar="W1,W2,...",
                         help="non-negative weight per input (normalised to sum 1; default equal)")
     add_metric_options(parser)
-    parser.add_argument("--power", type=float, default=2.0, help="p: 2 barycenter (default), 1 median")
+    parser.add_argument("--power", type=float, default=2.0, help="p: 2 barycenter, 1 median")
     parser.add_argument("--steps", type=nonnegative_int, default=REFERENCE_STEPS,
-                        help=f"Adam steps (default {REFERENCE_STEPS}, the reference's; hours on a CPU)")
+                        help="Adam steps (the reference's; hours on a CPU)")
     parser.add_argument("--init", default="noise", metavar="noise|mean|PATH",
                         help="start from noise 0.5+0.2N(0,1) (reference), the weighted L2 mean, or an image")
     parser.add_argument("--refs-per-step", default="all", metavar="all|K",
-                        help="inputs compared per step under one shared ensemble sample (default all; 1 is the "
+                        help="inputs compared per step under one shared ensemble sample (all or a number; 1 is the "
                              "reference's choice)")
     parser.add_argument("--samples-per-step", type=positive_int, default=1, help="ensemble samples per step")
     parser.add_argument("--checkpoint-every", type=positive_int, default=1000,
-                        help="steps between checkpoints and seeded objective estimates (default 1000)")
+                        help="steps between checkpoints and seeded objective estimates")
     parser.add_argument("--eval-samples", type=positive_int, default=32,
-                        help="ensemble samples of each seeded objective estimate (default 32)")
+                        help="ensemble samples of each seeded objective estimate")
     parser.add_argument("--crop", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
                         help="use this window of every input (quick runs on a small region)")
     parser.add_argument("--perturb", choices=("noise", "shift"), default=None,
                         help="make the inputs from ONE image: noisy or shifted copies (paper demonstrations)")
-    parser.add_argument("--count", type=positive_int, default=10, help="--perturb: number of copies (10)")
-    parser.add_argument("--noise-scale", type=float, default=0.07, help="--perturb noise: sigma (0.07)")
-    parser.add_argument("--max-shift", type=int, default=2, help="--perturb shift: largest shift in px (2)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/barycenter-<time>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--count", type=positive_int, default=10, help="--perturb: number of copies")
+    parser.add_argument("--noise-scale", type=float, default=0.07, help="--perturb noise: sigma")
+    parser.add_argument("--max-shift", type=int, default=2, help="--perturb shift: largest shift in px")
+    run_options = parser.add_argument_group("run folder")
+    run_options.add_argument("--out", default=None, metavar="DIR",
+                             help="output folder (default: outputs/barycenter-<time>)")
+    run_options.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     add_sizing_options(parser)
     parser.set_defaults(handler=run)
 

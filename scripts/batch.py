@@ -26,7 +26,7 @@ import torch
 from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
 
-from .cli import command_module
+from .cli import HelpFormatter, command_module
 from .common import error_message, pixel_limit_from
 from .jobs import (
     COMMANDS,
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true", help="check the file and list the plan; run nothing")
     parser.add_argument("--timeout-hours", type=float, default=DEFAULT_TIMEOUT_HOURS, metavar="H",
                         help="how long a rank that has finished its jobs waits for the others before giving up "
-                             f"(default {DEFAULT_TIMEOUT_HOURS:g} h; the jobs are shared out in advance, so the "
+                             "in hours (the jobs are shared out in advance, so the "
                              "wait is the difference between the ranks' shares)")
     parser.set_defaults(handler=run)
 
@@ -90,8 +90,9 @@ class _RaisingParser(argparse.ArgumentParser):
 
 @functools.lru_cache(maxsize=1)
 def _job_parser() -> argparse.ArgumentParser:
-    parser = _RaisingParser(prog="elpips", add_help=False)
-    subparsers = parser.add_subparsers(dest="command")
+    parser = _RaisingParser(prog="elpips", add_help=False, formatter_class=HelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", parser_class=functools.partial(_RaisingParser,
+                                                                                      formatter_class=HelpFormatter))
     for name in COMMANDS:
         command_module(name).register(subparsers)
     return parser

@@ -23,17 +23,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "CPU cores with one thread; --quick: under 1 minute.",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
     parser.add_argument("--size", type=int, default=None,
                         help="image side in pixels for every section but the resolution sweep "
                              "(default 128 for single calls and 64 for solver steps; quick: 64 and 32)")
     parser.add_argument("--batch", type=int, default=None,
-                        help="images per single call and ensemble samples per solver step (default 1)")
+                        help="images per single call and ensemble samples per solver step")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per comparison (default 5; quick 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default 1 on the CPU: steady ratios on a shared machine, "
                              "where threads wait for each other; 0: torch's default)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     parser.set_defaults(handler=run)
 
 

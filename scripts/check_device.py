@@ -160,7 +160,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Exit 1 if a check fails.",
     )
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the metric's default)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     parser.set_defaults(handler=run)
 
 

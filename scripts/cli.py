@@ -58,9 +58,25 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's ``--help``: each option's default shown as ``(default: X)`` after its help, so that help
+    strings never type it. Not for a default of ``None`` (the help says in words what happens then) nor for an
+    on/off switch's ``False``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        switch = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        if action.default is None or action.default is False or switch:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """Usage errors as one line with a pointer to ``--help`` (argparse prints the whole usage block); the
-    subcommand parsers inherit it."""
+    subcommand parsers inherit it, and its :class:`HelpFormatter`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -96,6 +112,7 @@ class _WithHelp:
         self.subparsers, self.summary = subparsers, summary
 
     def add_parser(self, name: str, **options) -> argparse.ArgumentParser:
+        options.setdefault("formatter_class", HelpFormatter)
         return self.subparsers.add_parser(name, help=self.summary, **options)
 
 

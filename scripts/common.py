@@ -6,7 +6,8 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 import elpips
 import elpips.io
@@ -17,6 +18,10 @@ from elpips.memory import parse_memory_size
 from .run_folder import ENVIRONMENT
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
     from .render.frames import ExportSettings
 
 
@@ -29,22 +34,23 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
                        choices: tuple[str, ...] = METRIC_NAMES) -> None:
     """``--metric --backbone-weights --seed --device`` and the ensemble options, as every metric-using command
     has them."""
-    parser.add_argument("--metric", default=default, choices=choices, metavar="NAME",
-                        help=f"distance to use (default {default}). {metric_choices_help(choices)}")
-    parser.add_argument(
+    group = parser.add_argument_group("metric", "which distance, its weights, seed, device and limits")
+    group.add_argument("--metric", default=default, choices=choices, metavar="NAME",
+                       help=f"distance to use. {metric_choices_help(choices)}")
+    group.add_argument(
         "--backbone-weights", default="imagenet", metavar="imagenet|PATH|random",
         help="'imagenet' (torchvision weights, cached in $TORCH_HOME, downloaded on first use), a torchvision "
              "state-dict file, or 'random[:SEED]' (uncalibrated, for smoke tests)",
     )
-    parser.add_argument("--seed", type=seed_value, default=None,
-                        help="seed of the ensemble sampling (reproducible runs), 0 .. 2**63 - 1")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    parser.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
-                        help="memory one network pass may use, e.g. 512M or 4G (default: 2G or a quarter of the "
-                             "free memory on the CPU, half the free GPU memory); more samples take more passes, "
-                             "not more memory")
-    parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
-                        help=f"largest image accepted, in pixels (default {elpips.io.DEFAULT_MAX_PIXELS:,})")
+    group.add_argument("--seed", type=seed_value, default=None,
+                       help="seed of the ensemble sampling (reproducible runs), 0 .. 2**63 - 1")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    group.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
+                       help="memory one network pass may use, e.g. 512M or 4G (default: 2G or a quarter of the "
+                            "free memory on the CPU, half the free GPU memory); more samples take more passes, "
+                            "not more memory")
+    group.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
+                       help=f"largest image accepted, in pixels (default: {elpips.io.DEFAULT_MAX_PIXELS:,})")
     add_ensemble_options(parser)
 
 
@@ -72,7 +78,7 @@ def memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def pixel_limit_from(args: argparse.Namespace) -> ContextManager[int]:
+def pixel_limit_from(args: argparse.Namespace) -> AbstractContextManager[int]:
     """The ``with`` block of the command's ``--max-pixels`` (the limit in force when it was not given)."""
     return elpips.io.pixel_limit(getattr(args, "max_pixels", None))
 
@@ -95,7 +101,7 @@ def add_ensemble_options(parser: argparse.ArgumentParser) -> None:
                     "metric's own ensemble; recorded in every JSON output; see docs/algorithm.md#ensemble)")
     group.add_argument("--no-offset", action="store_true", help="no random offset (translation)")
     group.add_argument("--max-offset", type=positive_int, default=None, metavar="M",
-                       help="largest random offset in pixels (default 7)")
+                       help="largest random offset in pixels (default: 7)")
     group.add_argument("--no-flip", action="store_true", help="no random mirroring")
     group.add_argument("--no-swap", action="store_true", help="no random transpose of height and width")
     group.add_argument("--no-permutation", action="store_true", help="no random order of the RGB channels")
@@ -107,7 +113,7 @@ def add_ensemble_options(parser: argparse.ArgumentParser) -> None:
                        help="downscaling levels 1..S (default: min(H, W) // 64 clamped to 1..8)")
     group.add_argument("--no-dropout", action="store_true", help="no dropout inside the network")
     group.add_argument("--dropout-keep", type=_keep_probability, default=None, metavar="P",
-                       help="dropout keep probability in (0, 1] (default 0.99)")
+                       help="dropout keep probability in (0, 1] (default: 0.99)")
     group.add_argument("--crop-instead-of-pad", action="store_true",
                        help="offset and scale steps crop the image instead of reflect-padding it: a smaller "
                             "network input (faster), but up to M (+ s-1) edge pixels are left out of a sample")
@@ -218,13 +224,13 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     """``--samples N | --auto`` plus the stopping bounds of ``--auto``."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--samples", type=positive_int, default=DEFAULT_SAMPLES, metavar="N",
-                       help=f"average N ensemble samples (default {DEFAULT_SAMPLES}; E-LPIPS only)")
+                       help="average N ensemble samples (E-LPIPS only)")
     group.add_argument("--auto", action="store_true",
                        help="sample until the 95%% half-width is below --abs-tol and --rel-tol, as the "
                             "reference's evaluation tool does (can take thousands of samples)")
-    parser.add_argument("--abs-tol", type=float, default=0.01, help="--auto: absolute half-width bound (0.01)")
-    parser.add_argument("--rel-tol", type=float, default=0.025, help="--auto: relative half-width bound (0.025)")
-    parser.add_argument("--max-samples", type=positive_int, default=5000, help="--auto: sample cap (5000)")
+    parser.add_argument("--abs-tol", type=float, default=0.01, help="--auto: absolute half-width bound")
+    parser.add_argument("--rel-tol", type=float, default=0.025, help="--auto: relative half-width bound")
+    parser.add_argument("--max-samples", type=positive_int, default=5000, help="--auto: sample cap")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
@@ -316,11 +322,12 @@ def default_run_dir(kind: str, root: str = "outputs") -> Path:
 def add_export_options(parser: argparse.ArgumentParser, defaults_from_log: bool = False) -> None:
     """``--row --scale --fps --pingpong/--no-pingpong`` (``None`` = keep the run's or use the default)."""
     keep = " (default: as in log.json)" if defaults_from_log else ""
-    parser.add_argument("--row", type=int, default=None, help=f"scanline row (default: middle){keep}")
-    parser.add_argument("--scale", type=int, default=None, help=f"enlargement of scanline plots{keep}")
-    parser.add_argument("--fps", type=float, default=None, help=f"animation frame rate (default 8){keep}")
-    parser.add_argument("--pingpong", action=argparse.BooleanOptionalAction, default=None,
-                        help=f"GIF plays forward and back (default on){keep}")
+    group = parser.add_argument_group("export", "the exported scanline plots and animations")
+    group.add_argument("--row", type=int, default=None, help=f"scanline row (default: middle){keep}")
+    group.add_argument("--scale", type=int, default=None, help=f"enlargement of scanline plots{keep}")
+    group.add_argument("--fps", type=float, default=None, help=f"animation frame rate (default: 8){keep}")
+    group.add_argument("--pingpong", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"GIF plays forward and back (default: on){keep}")
 
 
 def settings_from(args: argparse.Namespace, base: ExportSettings | None = None) -> ExportSettings:
@@ -340,12 +347,13 @@ def add_sizing_options(parser: argparse.ArgumentParser) -> None:
     """``--resize WxH | --fit smallest|largest`` and ``--center-crop``: inputs of different sizes to one size."""
     from elpips.sizing import FIT_CHOICES
 
-    group = parser.add_mutually_exclusive_group()
+    sizing = parser.add_argument_group("sizing", "inputs of different sizes to one size")
+    group = sizing.add_mutually_exclusive_group()
     group.add_argument("--resize", default=None, metavar="WxH",
                        help="resample every input to WIDTHxHEIGHT pixels (antialiased bicubic)")
     group.add_argument("--fit", default=None, choices=FIT_CHOICES,
                        help="resample every input to the size of the smallest / largest one (fewest / most pixels)")
-    parser.add_argument("--center-crop", action="store_true",
+    sizing.add_argument("--center-crop", action="store_true",
                         help="with --resize/--fit: crop each input to the target's aspect ratio (centred) instead "
                              "of stretching it")
 

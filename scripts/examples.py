@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "--out DIR, write a camera pan over one of them as frame PNGs (a "
                                                "clip for elpips interpolate).")
     parser.add_argument("--pan", default=None, metavar="NAME", help="make a pan clip over example:NAME")
-    parser.add_argument("--frames", type=positive_int, default=5, help="--pan: frames of the clip (5)")
-    parser.add_argument("--size", type=positive_int, default=64, help="--pan: side of the square frames (64)")
+    parser.add_argument("--frames", type=positive_int, default=5, help="--pan: frames of the clip")
+    parser.add_argument("--size", type=positive_int, default=64, help="--pan: side of the square frames")
     parser.add_argument("--out", default=None, metavar="DIR", help="--pan: folder for the frames")
     parser.set_defaults(handler=run)
 

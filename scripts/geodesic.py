@@ -56,22 +56,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "...) the frames are split over the G processes; rank 0 writes the outputs.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="keyframes A B [C ...] (or example:NAME)")
-    parser.add_argument("--frames", type=int, default=10, help="frames on the path, keyframes included (10)")
-    parser.add_argument("--steps", type=int, default=500, help="optimisation steps, all stages together (500)")
+    parser.add_argument("--frames", type=int, default=10, help="frames on the path, keyframes included")
+    parser.add_argument("--steps", type=int, default=500, help="optimisation steps, all stages together")
     add_metric_options(parser)
     parser.add_argument("--compare", default="", metavar="M1,M2",
                         help="also solve under these metrics (e.g. lpips-vgg,l2) and draw comparison.png")
-    parser.add_argument("--out", default=None, help="run directory (default outputs/geodesic-DATE-TIME)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
+    run_options = parser.add_argument_group("run folder")
+    run_options.add_argument("--out", default=None, help="run directory (default outputs/geodesic-DATE-TIME)")
+    run_options.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
     parser.add_argument("--lr", type=float, default=DEFAULT_BASE_RATE,
-                        help=f"base learning rate of the decaying schedule ({DEFAULT_BASE_RATE})")
+                        help="base learning rate of the decaying schedule")
     parser.add_argument("--no-coarse-to-fine", dest="coarse_to_fine", action="store_false",
                         help="optimise all frames from the start instead of subdividing")
     parser.add_argument("--spatial", action="store_true", help="solve the coarse stages at half resolution")
     parser.add_argument("--samples", type=positive_int, default=16,
-                        help="ensemble samples for the reported distances (16)")
-    parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk (8)")
-    parser.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints (25)")
+                        help="ensemble samples for the reported distances")
+    parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=25, help="steps between checkpoints")
     parser.add_argument("--maps", action="store_true",
                         help="add per-segment distance maps (where consecutive frames change, --samples samples, "
                              "one colour range) to the viewer: maps/segment_NNN.png and maps/values.npy")

@@ -80,27 +80,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the processes.",
     )
     parser.add_argument("input", metavar="INPUT", help="video file, animated GIF, folder of frames, or glob pattern")
-    parser.add_argument("--factor", type=int, default=4, help="K: output frames per input frame interval (4)")
+    parser.add_argument("--factor", type=int, default=4, help="K: output frames per input frame interval")
     parser.add_argument("--window", type=int, default=2,
-                        help="keyframes per window, solved as one path with every keyframe pinned (2: one pair)")
-    parser.add_argument("--steps", type=int, default=200, help="optimisation steps per window (200)")
+                        help="keyframes per window, solved as one path with every keyframe pinned; 2 is one pair")
+    parser.add_argument("--steps", type=int, default=200, help="optimisation steps per window")
     add_metric_options(parser)
-    parser.add_argument("--out", default=None, help="run folder (default outputs/interpolate-DATE-TIME)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run_options = parser.add_argument_group("run folder")
+    run_options.add_argument("--out", default=None, help="run folder (default outputs/interpolate-DATE-TIME)")
+    run_options.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--fps", type=float, default=None,
                         help="frame rate of the input (default: the file's; 8 for frames and GIFs without one)")
     parser.add_argument("--slow-motion", action="store_true",
                         help="play the output at the input frame rate (K x longer) instead of K x the rate")
     parser.add_argument("--lr", type=float, default=DEFAULT_BASE_RATE,
-                        help=f"base learning rate of the decaying schedule ({DEFAULT_BASE_RATE})")
+                        help="base learning rate of the decaying schedule")
     parser.add_argument("--no-coarse-to-fine", dest="coarse_to_fine", action="store_false",
                         help="optimise all frames of a window from the start")
     parser.add_argument("--spatial", action="store_true", help="solve the coarse stages at half resolution")
     parser.add_argument("--samples", type=positive_int, default=8,
-                        help="ensemble samples for the reported distances (8)")
-    parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk (8)")
+                        help="ensemble samples for the reported distances")
+    parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk")
     parser.add_argument("--checkpoint-every", type=positive_int, default=25,
-                        help="steps between checkpoints of the window being solved (25)")
+                        help="steps between checkpoints of the window being solved")
     parser.add_argument("--row", type=int, default=None, help="scanline row (default: middle)")
     parser.add_argument("--scale", type=int, default=None, help="enlargement of the scanline plots")
     add_sizing_options(parser)

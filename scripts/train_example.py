@@ -56,28 +56,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "chosen loss; write a loss log (log.json) and validation samples (samples.png). The "
                     "defaults take under 2 minutes on a 2-core CPU.",
     )
-    parser.add_argument("--task", choices=TASKS, default="denoise", help="what to undo (default denoise)")
+    parser.add_argument("--task", choices=TASKS, default="denoise", help="what to undo")
     parser.add_argument("--images", nargs="+", default=DEFAULT_IMAGES, metavar="IMG",
-                        help="training images (paths or example:NAME; default the four shipped examples); the "
+                        help="training images (paths or example:NAME); the "
                              "bottom --crop rows of each are held out for validation")
     add_metric_options(parser, default="elpips-vgg", choices=LOSSES)
     parser.add_argument("--loss", dest="metric", choices=LOSSES, default=argparse.SUPPRESS,
                         help="training loss (default elpips-vgg; --metric is the same option)")
-    parser.add_argument("--steps", type=positive_int, default=300, help="optimiser steps (default 300)")
-    parser.add_argument("--crop", type=positive_int, default=32, help="crop size in pixels (default 32)")
-    parser.add_argument("--batch", type=positive_int, default=8, help="crops per step (default 8)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--width", type=positive_int, default=32, help="channels of the CNN (default 32)")
-    parser.add_argument("--depth", type=positive_int, default=4, help="convolutions of the CNN (default 4)")
+    parser.add_argument("--steps", type=positive_int, default=300, help="optimiser steps")
+    parser.add_argument("--crop", type=positive_int, default=32, help="crop size in pixels")
+    parser.add_argument("--batch", type=positive_int, default=8, help="crops per step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--width", type=positive_int, default=32, help="channels of the CNN")
+    parser.add_argument("--depth", type=positive_int, default=4, help="convolutions of the CNN")
     parser.add_argument("--noise-sigma", type=float, default=0.1,
-                        help="denoise: noise standard deviation (default 0.1); deblur: 0.01 noise is added")
-    parser.add_argument("--blur-sigma", type=float, default=1.5, help="deblur: Gaussian blur sigma (default 1.5)")
+                        help="denoise: noise standard deviation; deblur: 0.01 noise is added")
+    parser.add_argument("--blur-sigma", type=float, default=1.5, help="deblur: Gaussian blur sigma")
     parser.add_argument("--val-every", type=positive_int, default=None,
                         help="steps between validation evaluations (default: steps / 10)")
     parser.add_argument("--threads", type=positive_int, default=1,
-                        help="CPU threads of torch (default 1: on a busy machine more threads can be 10x slower; "
+                        help="CPU threads of torch (on a busy machine more threads can be 10x slower; "
                              "raise it on an idle multi-core machine)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/train-<loss>-<time>)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default: outputs/train-<loss>-<time>)")
     parser.set_defaults(handler=run)
 
 

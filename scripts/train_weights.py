@@ -57,30 +57,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", required=True, metavar="DIR", help="BAPPS dataset folder (containing 2afc/)")
     parser.add_argument("--out", required=True, metavar="WEIGHTS.npz", help="learned weights (Metric(linear_weights=))")
-    parser.add_argument("--split", default="train", help="training split (default train)")
-    parser.add_argument("--categories", nargs="+", default=None, metavar="NAME", help="training categories (default all)")
-    parser.add_argument("--val-split", default="val", help="held-out split scored every epoch (default val)")
+    parser.add_argument("--split", default="train", help="training split")
+    parser.add_argument("--categories", nargs="+", default=None, metavar="NAME",
+                        help="training categories (default: all)")
+    parser.add_argument("--val-split", default="val", help="held-out split scored every epoch")
     parser.add_argument("--val-categories", nargs="+", default=None, metavar="NAME", help="default all")
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="first N triplets per category")
     parser.add_argument("--val-limit", type=positive_int, default=None, metavar="N",
                         help="first N held-out triplets per category (validation keeps V x 2 x channels floats)")
     add_metric_options(parser, choices=METRICS_WITH_WEIGHTS)
     parser.add_argument("--recipe", choices=tuple(RECIPES), default="lpips",
-                        help="lpips: the LPIPS trainer's settings (default); kettunen: the E-LPIPS authors' "
+                        help="lpips: the LPIPS trainer's settings; kettunen: the E-LPIPS authors' "
                              "train_run.py (zero start, warm-up, symmetric loss, no ensemble in training)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs at the base rate (default 5)")
-    parser.add_argument("--decay-epochs", type=int, default=None, help="epochs with a decaying rate (default 5)")
-    parser.add_argument("--lr", type=float, default=None, help="Adam base learning rate (default 1e-4)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs at the base rate")
+    parser.add_argument("--decay-epochs", type=int, default=None, help="epochs with a decaying rate")
+    parser.add_argument("--lr", type=float, default=None, help="Adam base learning rate")
     parser.add_argument("--beta1", type=float, default=None, help="Adam beta1 (lpips 0.5, kettunen 0.9)")
     parser.add_argument("--warmup-steps", type=int, default=None,
                         help="W > 0: rate scaled by clip((step - W) / W, 0, 1) (lpips 0, kettunen 50)")
     parser.add_argument("--symmetric-loss", action=argparse.BooleanOptionalAction, default=None,
                         help="average the loss with p0 and p1 swapped (lpips off, kettunen on)")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="triplets per step (default 50)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="triplets per step")
     parser.add_argument("--chunk-size", type=positive_int, default=None,
-                        help="triplets per ensemble-sample draw and per unit shared between processes (default 10)")
+                        help="triplets per ensemble-sample draw and per unit shared between processes")
     parser.add_argument("--val-samples", type=positive_int, default=None,
-                        help="E-LPIPS samples per validation distance (default 8)")
+                        help="E-LPIPS samples per validation distance")
     parser.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=None,
                         help="E-LPIPS: train under ensemble samples (lpips recipe) or without them (kettunen)")
     parser.add_argument("--init", default=None, metavar="lpips|zeros|NAME|PATH",
@@ -92,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the run's folder: run.json, checkpoint and log (default WEIGHTS-run/ beside --out)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir (with its recorded settings and seed)")
-    parser.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps (default 200)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps")
     parser.add_argument("--compare-to", nargs="+", default=[], metavar="WEIGHTS",
                         help="also score these weights (names or files) on the held-out split and correlate them "
                              "tap by tap with the learned ones")
