@@ -323,7 +323,7 @@ def add_export_options(parser: argparse.ArgumentParser, defaults_from_log: bool 
     """``--row --scale --fps --pingpong/--no-pingpong`` (``None`` = keep the run's or use the default)."""
     keep = " (default: as in log.json)" if defaults_from_log else ""
     group = parser.add_argument_group("export", "the exported scanline plots and animations")
-    group.add_argument("--row", type=int, default=None, help=f"scanline row (default: middle){keep}")
+    group.add_argument("--row", type=int, default=None, help=f"scanline row{keep or ' (default: middle)'}")
     group.add_argument("--scale", type=int, default=None, help=f"enlargement of scanline plots{keep}")
     group.add_argument("--fps", type=float, default=None, help=f"animation frame rate (default: 8){keep}")
     group.add_argument("--pingpong", action=argparse.BooleanOptionalAction, default=None,
