@@ -9,8 +9,9 @@ elsewhere). Before the build, this hook mirrors the mapping as a tree of symboli
 from __future__ import annotations
 
 import shutil
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent
 TREE = ROOT / ".docs-src"
