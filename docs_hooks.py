@@ -11,7 +11,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent
 TREE = ROOT / ".docs-src"
