@@ -1,8 +1,8 @@
 """Perceptual barycenters: ``argmin_x sum_i w_i d(x, x_i)^p`` under E-LPIPS (or LPIPS, or L2).
 
-    >>> from elpips.barycenters import solve
-    >>> result = solve(images, metric, steps=2000, generator=0)   # images: [N, 3, H, W] in [0, 1]
-    >>> result.image                                                # [1, 3, H, W] in [1e-5, 1 - 1e-5]
+    from elpips.barycenters import solve
+    result = solve(images, metric, steps=2000, generator=0)   # images: [N, 3, H, W] in [0, 1]
+    result.image                                                # [1, 3, H, W] in [1e-5, 1 - 1e-5]
 
 Modules: :mod:`.solver` (the loop, checkpoints, resume), :mod:`.step` (one shared-feature gradient step),
 :mod:`.evaluate` (seeded many-sample objective), :mod:`.perturb` (inputs of the paper's demonstrations),

@@ -380,6 +380,15 @@ def solve(
 
     Returns:
         A :class:`BarycenterResult`.
+
+    Examples:
+        >>> import torch, elpips
+        >>> from elpips.barycenters import solve
+        >>> images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> metric = elpips.Metric("elpips-vgg", backbone_weights="random", seed=0)
+        >>> result = solve(images, metric, steps=2, generator=0, eval_samples=2)
+        >>> result.image.shape
+        torch.Size([1, 3, 32, 32])
     """
     metric = resolve_metric(metric, device)
     problem = _prepare(images, weights, metric, power, steps, lr, init, refs_per_step, samples_per_step, generator,

@@ -1,8 +1,10 @@
 """E-LPIPS: robust perceptual image distance (Kettunen, Härkönen & Lehtinen, 2019), on PyTorch.
 
-    >>> import elpips
-    >>> metric = elpips.Metric("elpips-vgg")          # ImageNet VGG16 weights (torchvision cache / download)
-    >>> d = metric(x, y, n=8)                          # x, y: float [N, 3, H, W] in [0, 1] -> [N]
+    >>> import torch, elpips
+    >>> metric = elpips.Metric("elpips-vgg", backbone_weights="random")   # default "imagenet": torchvision's VGG16
+    >>> x, y = torch.rand(2, 1, 3, 32, 32)                                  # float [N, 3, H, W] in [0, 1]
+    >>> metric(x, y, n=2).shape                                              # mean of 2 ensemble samples
+    torch.Size([1])
 """
 
 from . import spatial  # elpips.spatial.distance_map / compare_maps

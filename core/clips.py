@@ -1,9 +1,9 @@
 """Clips in: a video (anything imageio-ffmpeg reads), an animated GIF, or a folder / glob pattern of frames,
 read lazily as ``[n, 3, H, W]`` float frames, brought to one size by a :class:`~elpips.sizing.Sizing`.
 
-    >>> clip = open_clip("walk.mp4")                  # or "walk.gif", "frames/", "frames/*.png"
-    >>> clip.count, clip.fps, clip.size               # frames, frames per second, (H, W) after sizing
-    >>> clip.frames(10, 13)                           # frames 10, 11, 12: [3, 3, H, W] float32 in [0, 1]
+    clip = open_clip("walk.mp4")                  # or "walk.gif", "frames/", "frames/*.png"
+    clip.count, clip.fps, clip.size               # frames, frames per second, (H, W) after sizing
+    clip.frames(10, 13)                           # frames 10, 11, 12: [3, 3, H, W] float32 in [0, 1]
 
 Nothing holds the whole clip: folder frames are read one file at a time, videos and GIFs are decoded forward
 from the start and only the last frame is kept (reading frames in increasing order, as windows of an

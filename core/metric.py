@@ -131,6 +131,14 @@ class Metric(nn.Module):
     the data-dependent input checks, the per-call transform sampling (its random scale changes shapes) and the
     dropout-mask cache split it into many graphs and cause recompilations: on the CPU it compiled for over a
     minute and then ran slower than eager mode. Compile the model, not the metric.
+
+    Examples:
+        >>> import torch, elpips
+        >>> metric = elpips.Metric("elpips-vgg", backbone_weights="random", seed=0)   # random: offline, uncalibrated
+        >>> x, y = torch.rand(2, 1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> d = metric(x, y, n=2)                  # mean of 2 ensemble samples, differentiable in x and y
+        >>> d.shape, bool(d > 0)
+        (torch.Size([1]), True)
     """
 
     def __init__(
@@ -373,6 +381,13 @@ class Metric(nn.Module):
 
         Returns:
             ``[M, N]``: row ``m`` is the distance tensor of candidate ``m``.
+
+        Examples:
+            >>> import torch, elpips
+            >>> metric = elpips.Metric("elpips-vgg", backbone_weights="random", seed=0)
+            >>> ref, a, b = torch.rand(3, 1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+            >>> metric.compare(ref, [a, b, ref], n=2).shape     # [M, N]: every sample shared by the candidates
+            torch.Size([3, 1])
         """
         check_sample_count(n)
         reference = checked_images(self, reference, "reference")
@@ -407,6 +422,14 @@ class Metric(nn.Module):
 
         Returns an :class:`~elpips.Estimate` with ``mean`` and ``half_width`` ``[N]`` and the samples used.
         Deterministic metrics return after one evaluation with half-width 0.
+
+        Examples:
+            >>> import torch, elpips
+            >>> metric = elpips.Metric("elpips-vgg", backbone_weights="random", seed=0)
+            >>> x, y = torch.rand(2, 1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+            >>> est = metric.estimate(x, y, max_samples=20)     # stops at 20 samples or at the tolerances
+            >>> est.samples <= 20, est.mean.shape == est.half_width.shape
+            (True, True)
         """
         x = checked_images(self, x, "x")
         y = checked_images(self, y, "y")

@@ -1,8 +1,8 @@
 """Bringing images of different sizes to one size: an explicit ``W x H``, or the smallest / largest input's size,
 stretched or centre-cropped to keep the aspect ratio, resampled with antialiased bicubic filtering.
 
-    >>> sizing = Sizing(fit="smallest", center_crop=True)
-    >>> images, record = conform_images([a, b], ["a.png", "b.png"], sizing)   # [2, 3, H, W], what was done
+    sizing = Sizing(fit="smallest", center_crop=True)
+    images, record = conform_images([a, b], ["a.png", "b.png"], sizing)   # [2, 3, H, W], what was done
 
 Without a sizing (``Sizing()``) images must already agree in size; the error names the :class:`Sizing` arguments
 that would make them agree (:data:`SIZE_OPTIONS_HINT`). Errors name the Python arguments (``resize``, ``fit``,

@@ -340,7 +340,16 @@ def _half_width(squares: torch.Tensor, mean: torch.Tensor, n: int) -> torch.Tens
 def distance_map(metric: Metric, x: torch.Tensor, y: torch.Tensor, n: int = 1,
                  generator: torch.Generator | None = None, chunk_size: int | None = None,
                  transform: TransformRecord | None = None, dropout: bool | None = None) -> SpatialMaps:
-    """:func:`compare_maps` of one pair batch: ``map`` ``[N, 1, H, W]``, ``distances`` ``[n, N]``."""
+    """:func:`compare_maps` of one pair batch: ``map`` ``[N, 1, H, W]``, ``distances`` ``[n, N]``.
+
+    Examples:
+        >>> import torch, elpips
+        >>> metric = elpips.Metric("elpips-vgg", backbone_weights="random", seed=0)
+        >>> x, y = torch.rand(2, 1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> r = elpips.spatial.distance_map(metric, x, y, n=2)
+        >>> r.map.shape                                      # one value per input pixel
+        torch.Size([1, 1, 32, 32])
+    """
     check_sample_count(n)
     x = checked_images(metric, x, "x")
     y = checked_images(metric, y, "y")

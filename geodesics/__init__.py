@@ -1,9 +1,9 @@
 """Discrete perceptual geodesics: paths ``x_0 = A, x_1 .. x_{K-1}, x_K = B`` (through more keyframes if given)
 whose interior frames minimise ``sum_k d(x_k, x_{k+1})^2`` under E-LPIPS, LPIPS or L2.
 
-    >>> from elpips.geodesics import solve
-    >>> result = solve([a, b], elpips.Metric("elpips-vgg"), frames=10, steps=500)
-    >>> result.frames.shape                       # [10, 3, H, W], a and b unchanged at both ends
+    from elpips.geodesics import solve
+    result = solve([a, b], elpips.Metric("elpips-vgg"), frames=10, steps=500)
+    result.frames.shape                       # [10, 3, H, W], a and b unchanged at both ends
 
 Modules: :mod:`.solver` (the phases of a solve), :mod:`.energy` (one shared-sample step of the path energy),
 :mod:`.evaluate` (many-sample distances along a path), :mod:`.levels` (coarse-to-fine stages), :mod:`.stage`

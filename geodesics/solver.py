@@ -370,6 +370,15 @@ def solve(
 
     Returns:
         A :class:`GeodesicResult`; ``frames`` is ``[K+1, 3, H, W]`` on the CPU.
+
+    Examples:
+        >>> import torch, elpips
+        >>> from elpips.geodesics import solve
+        >>> keys = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))   # A and B
+        >>> metric = elpips.Metric("elpips-vgg", backbone_weights="random", seed=0)
+        >>> result = solve(keys, metric, frames=4, steps=2, generator=0, eval_samples=2)
+        >>> result.frames.shape, result.keyframe_indices               # A and B unchanged at both ends
+        (torch.Size([4, 3, 32, 32]), [0, 3])
     """
     metric = resolve_metric(metric, device)
     plan = _prepare(keyframes, frames, metric, steps, init, lr, coarse_to_fine, spatial, generator, eval_generator,
