@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ._inputs import check_scaled_size
-from .backbones import SqueezeNetFeatures, VGG16Features
+from .backbones import AlexNetFeatures, SqueezeNetFeatures, VGG16Features
 from .backbones.common import parameters_to_buffers
 from .configs import MetricConfig
 from .distance import normalize_channels, scale_input
@@ -43,6 +43,8 @@ def new_backbone(config: MetricConfig) -> nn.Module | None:
                              taps="elpips" if config.is_elpips else "lpips")
     if config.backbone == "squeezenet1_1":
         return SqueezeNetFeatures(ceil_mode=not config.is_elpips, taps="elpips" if config.is_elpips else "lpips")
+    if config.backbone == "alexnet":
+        return AlexNetFeatures()
     return None
 
 
@@ -67,6 +69,9 @@ def register_linear_weights(metric: Metric, linear_weights: str | os.PathLike | 
     if spec == "kettunen":
         if config.is_elpips:
             raise ValueError("linear_weights='kettunen' names the authors' LPIPS weights: use an lpips-* metric")
+        if config.backbone == "alexnet":
+            raise ValueError("linear_weights='kettunen': the E-LPIPS authors retrained LPIPS weights for VGG and "
+                             "SqueezeNet only; use lpips-vgg or lpips-squeeze")
         spec = f"kettunen_{config.name.replace('-', '_')}"
     weights, metric.linear_weights_source = load_linear_weights(spec)
     expected = metric.backbone.tap_channels

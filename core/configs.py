@@ -20,7 +20,7 @@ class MetricConfig:
 
     Attributes:
         name: registry name, e.g. ``"elpips-vgg"``.
-        backbone: ``"vgg16"``, ``"squeezenet1_1"`` or ``"none"`` (plain L2).
+        backbone: ``"vgg16"``, ``"squeezenet1_1"``, ``"alexnet"`` (LPIPS only) or ``"none"`` (plain L2).
         network: ``"elpips"`` (VGG: average pooling and all 14 taps; SqueezeNet: floor pooling and 10 taps),
             ``"lpips"`` (the LPIPS v0.1 network: max/ceil pooling, LPIPS taps) or ``"none"``.
         ensemble: the random transformations and dropout (:class:`EnsembleConfig`; all off for LPIPS and L2).
@@ -74,6 +74,9 @@ CONFIGS: dict[str, MetricConfig] = {
         MetricConfig("lpips-vgg", "vgg16", "lpips", NONE, "lpips:vgg", 16, "LPIPS v0.1 on VGG16"),
         MetricConfig("lpips-squeeze", "squeezenet1_1", "lpips", NONE, "lpips:squeeze", 17,
                      "LPIPS v0.1 on SqueezeNet 1.1"),
+        MetricConfig("lpips-alex", "alexnet", "lpips", NONE, "lpips:alex", 31,
+                     "LPIPS v0.1 on AlexNet (the lpips package's default network; no E-LPIPS variant: "
+                     "there are no E-LPIPS weights for it)"),
         MetricConfig("l2", "none", "none", NONE, "none", 1,
                      "root-mean-square pixel difference (for checking solvers against closed forms)"),
         MetricConfig("elpips-vgg+all-layers", "vgg16", "elpips", NONE, "elpips_vgg", 16,

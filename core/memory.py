@@ -13,7 +13,7 @@ import os
 
 import torch
 
-BYTES_PER_PIXEL_FLOAT32: dict[str, int] = {"vgg16": 2048, "squeezenet1_1": 512, "none": 64}
+BYTES_PER_PIXEL_FLOAT32: dict[str, int] = {"vgg16": 2048, "squeezenet1_1": 512, "alexnet": 256, "none": 64}
 """Peak bytes one image adds to a no-grad network pass, per transformed pixel, in float32."""
 
 DEFAULT_CPU_BUDGET = 2 * 1024**3

@@ -71,7 +71,7 @@ class EnsembleSample:
 
 class Metric(nn.Module):
     """A perceptual distance: E-LPIPS (``elpips-vgg``, ``elpips-squeeze``), LPIPS (``lpips-vgg``,
-    ``lpips-squeeze``) or plain RMS (``l2``).
+    ``lpips-squeeze``, ``lpips-alex``) or plain RMS (``l2``).
 
     Args:
         name: metric name (:data:`elpips.METRIC_NAMES`).

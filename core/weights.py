@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models import SqueezeNet1_1_Weights, VGG16_Weights
+from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
 
 from .backbones.common import init_like_torchvision
 
@@ -28,6 +28,7 @@ LINEAR_WEIGHTS_DIR = PACKAGE_DATA / "linear_weights"
 TORCHVISION_WEIGHTS = {
     "vgg16": VGG16_Weights.IMAGENET1K_V1,
     "squeezenet1_1": SqueezeNet1_1_Weights.IMAGENET1K_V1,
+    "alexnet": AlexNet_Weights.IMAGENET1K_V1,
 }
 DEFAULT_RANDOM_SEED = 0
 
@@ -147,8 +148,9 @@ def load_backbone_weights(module: nn.Module, backbone: str, spec: str | os.PathL
     """Fill ``module`` (a backbone in torchvision layout) with weights from ``spec``.
 
     Args:
-        module: :class:`~elpips.backbones.VGG16Features` or :class:`~elpips.backbones.SqueezeNetFeatures`.
-        backbone: ``"vgg16"`` or ``"squeezenet1_1"``.
+        module: :class:`~elpips.backbones.VGG16Features`, :class:`~elpips.backbones.SqueezeNetFeatures` or
+            :class:`~elpips.backbones.AlexNetFeatures`.
+        backbone: ``"vgg16"``, ``"squeezenet1_1"`` or ``"alexnet"``.
         spec: ``"imagenet"``, ``"random"``, ``"random:SEED"`` or a path to a torchvision state dict.
     """
     text = os.fspath(spec)
@@ -207,8 +209,8 @@ def load_linear_weights(spec: str | os.PathLike) -> tuple[list[torch.Tensor], st
 
     Args:
         spec: a packaged name (``"elpips_vgg"``, ``"elpips_squeeze"``, ``"kettunen_lpips_vgg"``,
-            ``"kettunen_lpips_squeeze"``), ``"lpips:vgg"`` / ``"lpips:squeeze"`` (the ``lpips`` package's v0.1
-            files), or a path to an ``.npz`` (``lin0 ... linK``) or an ``lpips``-layout ``.pth`` file.
+            ``"kettunen_lpips_squeeze"``), ``"lpips:vgg"`` / ``"lpips:squeeze"`` / ``"lpips:alex"`` (the ``lpips``
+            package's v0.1 files), or a path to an ``.npz`` (``lin0 ... linK``) or an ``lpips``-layout ``.pth`` file.
     """
     text = os.fspath(spec)
     origin = text  # packaged names keep their name: a record must not depend on where the package lives

@@ -27,7 +27,7 @@ from elpips import distributed
 from elpips.io import OutputWriteError, ensure_output_dir, write_json, write_text
 
 from .cli import HelpFormatter, command_module
-from .common import error_message, pixel_limit_from
+from .common import command_settings, error_message
 from .jobs import (
     COMMANDS,
     DONE,
@@ -145,7 +145,7 @@ def _execute(job: Job, folder: Path, device: torch.device, rank: int, world: int
             contextlib.redirect_stdout(captured), contextlib.redirect_stderr(stderr), distributed.local_scope():
         try:
             namespace = parse_job_arguments(job.command, argv)
-            with pixel_limit_from(namespace):
+            with command_settings(namespace):
                 code = int(namespace.handler(namespace) or 0)
             if code:
                 raise RuntimeError(f"{job.command} returned exit code {code}")

@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from .common import add_threads_option
+
 DEFAULT_OUT = "outputs/benchmarks"
 
 
@@ -30,9 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=None,
                         help="images per single call and ensemble samples per solver step")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per comparison (default 5; quick 3)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default 1 on the CPU: steady ratios on a shared machine, "
-                             "where threads wait for each other; 0: torch's default)")
+    add_threads_option(parser, help="torch intra-op threads (default 1 on the CPU: steady ratios on a shared "
+                                    "machine, where threads wait for each other)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     parser.set_defaults(handler=run)
 

@@ -18,7 +18,7 @@ from elpips import __version__
 from elpips.io import ImageLoadError, OutputWriteError
 from elpips.weights import WeightsUnavailableError
 
-from .common import error_message, pixel_limit_from
+from .common import command_settings, error_message
 
 COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "distance": ("distance", "distance between two images"),
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(requested_command(argv)).parse_args(argv)
     args.argv = argv  # the command line, for the resume hint of interrupted runs
     try:
-        with pixel_limit_from(args):
+        with command_settings(args):
             return int(args.handler(args) or 0)
     except (ImageLoadError, OutputWriteError, WeightsUnavailableError, ValueError, FileNotFoundError) as error:
         print(f"elpips {args.command}: error: {error_message(error)}", file=sys.stderr)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import elpips
 import elpips.io
+import torch
 from elpips import CONFIGS, METRIC_NAMES, EnsembleConfig, Metric, get_config
 from elpips.ensemble import COLOR_MODES, DEPENDENT_VALUES
 from elpips.memory import parse_memory_size
@@ -19,8 +21,6 @@ from .run_folder import ENVIRONMENT
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import torch
 
     from .render.frames import ExportSettings
 
@@ -51,7 +51,33 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
                             "not more memory")
     group.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                        help=f"largest image accepted, in pixels (default: {elpips.io.DEFAULT_MAX_PIXELS:,})")
+    add_threads_option(group)
     add_ensemble_options(parser)
+
+
+MAX_DEFAULT_THREADS = 4
+"""The most CPU threads :func:`default_threads` picks (more rarely helps the metric's small convolutions)."""
+
+
+def default_threads() -> int:
+    """torch's CPU threads when ``--threads`` is not given: the CPUs this process may run on (its affinity), shared
+    among the ranks of this machine (``LOCAL_WORLD_SIZE`` under torchrun), no more than the CPUs left idle by the
+    machine's load (on a busy shared machine threads that wait for each other were 4-5x slower than one), capped at
+    :data:`MAX_DEFAULT_THREADS`; at least 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    threads = cpus // max(local_ranks, 1)
+    with contextlib.suppress(OSError, AttributeError):  # no load average on Windows
+        threads = min(threads, int(cpus - os.getloadavg()[0]))
+    return max(1, min(threads, MAX_DEFAULT_THREADS))
+
+
+def add_threads_option(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--threads N``: torch's CPU threads while the command runs (:func:`command_settings`)."""
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help=help or "CPU threads of torch while the command runs (default: the CPUs this process "
+                                     "may use, split among the ranks of a torchrun on this machine and limited to "
+                                     f"the idle ones, at most {MAX_DEFAULT_THREADS}); recorded in the run record")
 
 
 SEED_LIMIT = 2**63
@@ -78,9 +104,20 @@ def memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def pixel_limit_from(args: argparse.Namespace) -> AbstractContextManager[int]:
-    """The ``with`` block of the command's ``--max-pixels`` (the limit in force when it was not given)."""
-    return elpips.io.pixel_limit(getattr(args, "max_pixels", None))
+@contextlib.contextmanager
+def command_settings(args: argparse.Namespace) -> Iterator[None]:
+    """The per-command process settings, in force for one command and restored after it (``cli.main`` and
+    ``batch`` for every job): the pixel limit (``--max-pixels``, the limit in force when not given) and torch's CPU
+    threads (``--threads``; :func:`default_threads` for a command that has the option without a value; commands
+    without it leave torch as it is)."""
+    threads = torch.get_num_threads()
+    with elpips.io.pixel_limit(getattr(args, "max_pixels", None)):
+        if hasattr(args, "threads"):
+            torch.set_num_threads(args.threads or default_threads())
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _keep_probability(text: str) -> float:
@@ -186,15 +223,15 @@ def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | N
 def run_record(args: argparse.Namespace, metrics: Sequence[Metric], seed: int, **options: Any) -> dict[str, Any]:
     """A run's record (``run.json``'s settings, compared on resume): every metric's identity (weights, ensemble,
     precision), the sizing options where the command has them, the seed actually used and the command's own
-    ``options``; and, under ``environment`` (recorded, not compared), where it ran: device, memory budget and
-    pixel limit."""
+    ``options``; and, under ``environment`` (recorded, not compared), where it ran: device, memory budget,
+    pixel limit and torch's CPU threads."""
     record: dict[str, Any] = {"metrics": [metric.identity() for metric in metrics], "seed": seed}
     if hasattr(args, "fit"):
         record["sizing"] = sizing_from(args).as_dict()
     record.update(options)
     record[ENVIRONMENT] = {"device": str(metrics[0].device) if metrics else None,
                            "memory_budget": getattr(args, "memory_budget", None),
-                           "max_pixels": elpips.io.max_pixels()}
+                           "max_pixels": elpips.io.max_pixels(), "threads": torch.get_num_threads()}
     return record
 
 

@@ -74,9 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--blur-sigma", type=float, default=1.5, help="deblur: Gaussian blur sigma")
     parser.add_argument("--val-every", type=positive_int, default=None,
                         help="steps between validation evaluations (default: steps / 10)")
-    parser.add_argument("--threads", type=positive_int, default=1,
-                        help="CPU threads of torch (on a busy machine more threads can be 10x slower; "
-                             "raise it on an idle multi-core machine)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output folder (default: outputs/train-<loss>-<time>)")
     parser.set_defaults(handler=run)
@@ -195,12 +192,7 @@ def samples_sheet(degraded: torch.Tensor, output: torch.Tensor, clean: torch.Ten
 
 def run(args: argparse.Namespace) -> int:
     check_options(args)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        return train(args)
-    finally:
-        torch.set_num_threads(threads)  # the CLI can run in-process (tests): leave torch as it was
+    return train(args)  # --threads: set and restored around the command by common.command_settings
 
 
 def train(args: argparse.Namespace) -> int:

@@ -97,7 +97,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compare-to", nargs="+", default=[], metavar="WEIGHTS",
                         help="also score these weights (names or files) on the held-out split and correlate them "
                              "tap by tap with the learned ones")
-    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads of torch")
     parser.set_defaults(handler=run)
 
 
@@ -123,16 +122,10 @@ def run(args: argparse.Namespace) -> int:
                        argv=getattr(args, "argv", None), folder_option="--run-dir")
     start = None if args.init in (None, "lpips", "zeros") else load_linear_weights(args.init)[0]
     compared = {spec: load_linear_weights(spec)[0] for spec in args.compare_to}
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        with distributed.process_group(args.device) as device:
-            if distributed.is_distributed():
-                args.device = str(device)
-            return train(args, folder, out, start, compared)
-    finally:
-        torch.set_num_threads(threads)
+    with distributed.process_group(args.device) as device:  # --threads: common.command_settings
+        if distributed.is_distributed():
+            args.device = str(device)
+        return train(args, folder, out, start, compared)
 
 
 def train(args: argparse.Namespace, folder: RunFolder, out: Path, start: list[torch.Tensor] | None,

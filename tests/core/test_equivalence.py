@@ -11,8 +11,11 @@ from elpips.transforms import TransformRecord
 from helpers import lpips_peer
 
 
-@pytest.mark.parametrize("net,name", [("vgg", "lpips-vgg"), ("squeeze", "lpips-squeeze")])
-@pytest.mark.parametrize("size", [(33, 47), (21, 19), (64, 50)])
+@pytest.mark.parametrize("net,name,size", [
+    *[(net, name, size) for net, name in (("vgg", "lpips-vgg"), ("squeeze", "lpips-squeeze"))
+      for size in ((33, 47), (21, 19), (64, 50))],
+    ("alex", "lpips-alex", (33, 47)), ("alex", "lpips-alex", (64, 50)), ("alex", "lpips-alex", (31, 40)),
+])
 def test_lpips_matches_lpips_package(random_metric, images, net, name, size):
     metric = random_metric(name)
     peer = lpips_peer(net, metric)
@@ -24,6 +27,15 @@ def test_lpips_matches_lpips_package(random_metric, images, net, name, size):
     relative = ((ours - expected).abs() / expected.abs()).max().item()
     assert relative <= 1e-5, relative
     assert expected.min() > 0.01  # a real comparison, not of zeros
+
+
+def test_lpips_alex_is_lpips_only_and_names_its_minimum_size(random_metric, images):
+    metric = random_metric("lpips-alex")
+    assert not metric.is_stochastic and metric.min_size == 31
+    with pytest.raises(ValueError, match="31"):
+        metric(images(1, 30, 40), images(1, 30, 40))
+    with pytest.raises(ValueError, match="VGG and SqueezeNet only"):
+        elpips.Metric("lpips-alex", backbone_weights="random", linear_weights="kettunen", device="cpu")
 
 
 def test_kettunen_linear_weights_change_lpips(random_metric, images):

@@ -18,6 +18,7 @@ import elpips
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from elpips.scripts.cli import COMMAND_MODULES, build_parser, main
 
 SIZE = 32
@@ -99,7 +100,8 @@ def test_every_metric_command_has_a_case():
     with_metric = {command for command in COMMAND_MODULES if "--metric" in _options(command)}
     assert with_metric == set(CASES), "every command with --metric needs a tiny run in CASES"
     for command in with_metric:
-        assert {"--no-flip", "--dropout-keep", "--seed", "--device", "--memory-budget", "--max-pixels"} <= \
+        assert {"--no-flip", "--dropout-keep", "--seed", "--device", "--memory-budget", "--max-pixels",
+                "--threads"} <= \
             _options(command), command
 
 
@@ -111,6 +113,7 @@ def built_metrics(monkeypatch) -> list[elpips.Metric]:
 
     def spy(self, *args, **kwargs):
         original(self, *args, **kwargs)
+        self.threads_when_built = torch.get_num_threads()
         built.append(self)
 
     monkeypatch.setattr(elpips.Metric, "__init__", spy)
@@ -121,6 +124,7 @@ def _record(tmp: Path, printed: str) -> tuple[dict, dict]:
     """``(ensemble, everything else)`` of the run's record: ``run.json``'s settings, or the printed JSON."""
     if (tmp / "out" / "run.json").is_file():
         settings = json.loads((tmp / "out" / "run.json").read_text())["settings"]
+        assert "threads" in settings["environment"]
         return settings["metrics"][0]["ensemble"], {"seed": settings["seed"], **settings["environment"]}
     result = json.loads(printed)
     return result["ensemble"], {"seed": result["sampling_seed"], "device": result["device"],
@@ -130,7 +134,11 @@ def _record(tmp: Path, printed: str) -> tuple[dict, dict]:
 @pytest.mark.parametrize("command", sorted(CASES))
 def test_shared_options_reach_the_metric_and_the_record(command, tmp_path, capsys, built_metrics):
     argv = CASES[command](tmp_path)
-    assert main([*argv, *ENSEMBLE, *SHARED]) == 0, capsys.readouterr().err
+    threads = torch.get_num_threads()
+    wanted = 2 if threads == 1 else 1
+    assert main([*argv, *ENSEMBLE, *SHARED, "--threads", str(wanted)]) == 0, capsys.readouterr().err
+    assert torch.get_num_threads() == threads  # restored after the command
+    assert all(metric.threads_when_built == wanted for metric in built_metrics), command
     name = argv[argv.index("--metric") + 1] if "--metric" in argv else "elpips-vgg"
     used = [metric for metric in built_metrics if metric.name == name]
     assert used and all(not m.ensemble.flip and m.ensemble.dropout_keep == 0.5 for m in used), command
