@@ -6,7 +6,8 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 import elpips
 import elpips.io
@@ -17,6 +18,10 @@ from elpips.memory import parse_memory_size
 from .run_folder import ENVIRONMENT
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
     from .render.frames import ExportSettings
 
 
@@ -72,7 +77,7 @@ def memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def pixel_limit_from(args: argparse.Namespace) -> ContextManager[int]:
+def pixel_limit_from(args: argparse.Namespace) -> AbstractContextManager[int]:
     """The ``with`` block of the command's ``--max-pixels`` (the limit in force when it was not given)."""
     return elpips.io.pixel_limit(getattr(args, "max_pixels", None))
 
@@ -111,6 +116,9 @@ def add_ensemble_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--crop-instead-of-pad", action="store_true",
                        help="offset and scale steps crop the image instead of reflect-padding it: a smaller "
                             "network input (faster), but up to M (+ s-1) edge pixels are left out of a sample")
+    group.add_argument("--tileable", action="store_true",
+                       help="periodic mode for tileable textures: the network sees the images on a torus (random "
+                            "circular shift, wrap-around padding, circular convolution padding); outputs tile")
 
 
 def ensemble_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,6 +131,8 @@ def ensemble_changes(args: argparse.Namespace) -> dict[str, Any]:
             changes[name] = getattr(args, name)
     if getattr(args, "crop_instead_of_pad", False):
         changes["crop"] = True
+    if getattr(args, "tileable", False):
+        changes["tileable"] = True
     return changes
 
 
@@ -143,6 +153,10 @@ def check_ensemble_options(args: argparse.Namespace, names: Iterable[str]) -> No
     names = list(names)
     if not changes or not names:
         return
+    for option in ("max_offset", "crop"):
+        if changes.get("tileable") and option in changes:
+            raise ValueError(f"--tileable and {_OPTION_FLAGS[option]} contradict each other (the tileable offset "
+                             f"is a circular shift over the whole period, never padded or cropped)")
     ensembles = [get_config(name).ensemble.updated(strict=False, **changes) for name in names]
     for option, flag in _OPTION_FLAGS.items():
         if option in changes and not any(getattr(ensemble, option) for ensemble in ensembles):
