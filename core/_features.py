@@ -159,6 +159,15 @@ def lay_out_backbone(backbone: nn.Module, layout: torch.memory_format) -> None:
             backbone.to(memory_format=layout)
 
 
+def set_periodic_padding(backbone: nn.Module, periodic: bool) -> None:
+    """Every padded convolution of ``backbone`` pads circularly (``periodic``: the tileable mode, a network on the
+    torus) or with zeros (the reference); a no-op while they already do."""
+    mode = "circular" if periodic else "zeros"
+    for layer in backbone.modules():
+        if isinstance(layer, nn.Conv2d) and any(layer.padding) and layer.padding_mode != mode:
+            layer.padding_mode = mode
+
+
 def network_input(metric: Metric, x: torch.Tensor,
                   sample: EnsembleSample | None) -> tuple[torch.Tensor, DropoutHook | None, int, int]:
     """``x`` ``[G, N, 3, H, W]`` -> ``(flat, dropout, G, N)``: the transformed, scaled ``[G*N, 3, h, w]`` batch
@@ -179,6 +188,7 @@ def network_input(metric: Metric, x: torch.Tensor,
     flat = scale_input(x.reshape(groups * batch, *x.shape[2:]))
     layout = metric.memory_format(flat.device)
     lay_out_backbone(metric.backbone, layout)
+    set_periodic_padding(metric.backbone, metric.ensemble.tileable)
     return ToLayout.apply(flat, layout), dropout, groups, batch
 
 

@@ -106,7 +106,7 @@ def check_scaled_size(metric: Metric, height: int, width: int, scale_level: int,
     """``ValueError`` when scale level ``scale_level`` (and, in crop mode, the offset crop) leaves images
     smaller than the network's minimum size."""
     crop = ensemble.crop
-    smallest = min(scaled_size(height, width, scale_level, crop))
+    smallest = min(scaled_size(height, width, scale_level, crop, ensemble.tileable))
     if crop:
         smallest = min(offset_size(smallest, smallest, ensemble.padding, crop))
     if smallest < metric.min_size:

@@ -186,8 +186,10 @@ def compare_samples(metric: Metric, reference: torch.Tensor, candidates: torch.T
 # -- tiles ---------------------------------------------------------------------------------------------------------
 def tiles_needed(metric: Metric, *inputs: torch.Tensor) -> bool:
     """Whether one pair is over the memory budget, so that it is evaluated tile by tile (no-grad calls only:
-    a differentiable call runs whole and its memory is the caller's choice)."""
-    if metric.backbone is None or metric.images_per_pass(*inputs[0].shape[-2:], inputs[0].dtype) >= 2:
+    a differentiable call runs whole and its memory is the caller's choice). Never in the tileable mode: a tile
+    has borders, a periodic image has none, so it runs whole."""
+    if metric.backbone is None or metric.ensemble.tileable \
+            or metric.images_per_pass(*inputs[0].shape[-2:], inputs[0].dtype) >= 2:
         return False
     return not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs))
 

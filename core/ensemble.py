@@ -63,6 +63,10 @@ class EnsembleConfig:
         crop: "crop instead of pad": the offset and scale steps crop the image instead of reflect-padding it
             (smaller network input, faster; up to ``max_offset`` rows/columns at the image's edges, plus up to
             ``s - 1`` at scale level ``s``, are left out of a sample). Needs ``offset`` or ``scaling``.
+        tileable: the periodic mode (docs/algorithm.md#tileable): the images are seen on a torus. The offset is
+            a circular shift over the whole period (no ``max_offset``, the image is not enlarged), the scale
+            step wraps around instead of reflecting, and the network's convolutions pad circularly. Not with
+            ``crop``.
     """
 
     offset: bool = True
@@ -77,9 +81,10 @@ class EnsembleConfig:
     dropout: bool = True
     dropout_keep: float | None = None
     crop: bool = False
+    tileable: bool = False
 
     def __post_init__(self) -> None:
-        for name in (*SWITCHES, "crop"):
+        for name in (*SWITCHES, "crop", "tileable"):
             _check_bool(getattr(self, name), name)
         for value_name, switch in DEPENDENT_VALUES.items():
             if getattr(self, value_name) is not None and not getattr(self, switch):
@@ -99,8 +104,14 @@ class EnsembleConfig:
                 raise ValueError(f"ensemble option dropout_keep must lie in (0, 1], got {keep!r}")
         if self.crop and not (self.offset or self.scaling):
             raise ValueError("ensemble option crop needs offset or scaling on (it changes how they cut the image)")
+        if self.tileable and self.crop:
+            raise ValueError("ensemble options tileable and crop contradict each other (a periodic image is "
+                             "wrapped around, never cut)")
+        if self.tileable and self.max_offset is not None:
+            raise ValueError(f"ensemble option max_offset={self.max_offset!r} needs tileable off (a tileable "
+                             f"offset is a circular shift over the whole period)")
         # One spelling per configuration: the defaults of the pieces that are on are filled in.
-        if self.offset and self.max_offset is None:
+        if self.offset and self.max_offset is None and not self.tileable:
             object.__setattr__(self, "max_offset", DEFAULT_MAX_OFFSET)
         if self.color and self.color_mode is None:
             object.__setattr__(self, "color_mode", DEFAULT_COLOR_MODE)
@@ -146,6 +157,8 @@ class EnsembleConfig:
                 values[value_name] = None
         if not strict and values["crop"] and not (values["offset"] or values["scaling"]):
             values["crop"] = False
+        if values["tileable"] and "max_offset" not in changes:
+            values["max_offset"] = None  # the periodic offset has no maximum: the full ensemble's 7 goes
         return EnsembleConfig(**values)
 
     # -- what it does ----------------------------------------------------------------------------------------------
@@ -165,8 +178,9 @@ class EnsembleConfig:
 
     @property
     def padding(self) -> int:
-        """Pixels the offset step moves the image by at most (0 with the offset off)."""
-        return self.max_offset if self.offset else 0
+        """Pixels the offset step pads the image by on each side (0 with the offset off, and in the tileable
+        mode, whose offset is a circular shift)."""
+        return self.max_offset if self.offset and not self.tileable else 0
 
     def differences(self, base: EnsembleConfig) -> list[str]:
         """Short phrases for what differs from ``base`` (e.g. ``["no flip", "max offset 3"]``)."""
@@ -180,17 +194,20 @@ class EnsembleConfig:
                 phrases.append(f"{value_name.replace('_', ' ')} {mine}")
         if self.crop != base.crop:
             phrases.append("crop" if self.crop else "pad")
+        if self.tileable != base.tileable:
+            phrases.append("tileable" if self.tileable else "not tileable")
         return phrases
 
     def summary(self) -> str:
         """One line naming the pieces that are on and their parameters, e.g. for figure captions."""
         if not self.is_stochastic:
-            return "no ensemble"
+            return "no ensemble, tileable" if self.tileable else "no ensemble"
         parts = []
         if self.scaling:
             parts.append(f"scaling({self.scale_levels if self.scale_levels is not None else 'per size'})")
         if self.offset:
-            parts.append(f"offset({self.max_offset}{', crop' if self.crop else ''})")
+            parts.append("offset(circular)" if self.tileable
+                         else f"offset({self.max_offset}{', crop' if self.crop else ''})")
         parts += [name for name in ("flip", "swap", "permutation") if getattr(self, name)]
         if self.color:
             parts.append(f"color({self.color_mode})")
@@ -198,4 +215,6 @@ class EnsembleConfig:
             parts.append(f"dropout({self.dropout_keep})")
         if self.crop and not self.offset:
             parts.append("crop")
+        if self.tileable:
+            parts.append("tileable")
         return " ".join(parts)

@@ -163,6 +163,29 @@ def _unscale(maps: torch.Tensor, level: int, offset: tuple[int, int], height: in
     return _fold_reflect(blocks, oy, blocks.shape[-2] - height - oy, ox, blocks.shape[-1] - width - ox)
 
 
+def _unshift(maps: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Undo the tileable mode's circular shifts on ``[..., N, 1, h, w]``: pixel ``p`` gets ``maps[(p - d) mod h]``."""
+    batch, height, width = maps.shape[-4], maps.shape[-2], maps.shape[-1]
+    rows = (torch.arange(height, device=maps.device)[None, :] - offset[:, 0, None]) % height
+    maps = torch.gather(maps, -2, rows.view(batch, 1, height, 1).expand_as(maps))
+    cols = (torch.arange(width, device=maps.device)[None, :] - offset[:, 1, None]) % width
+    return torch.gather(maps, -1, cols.view(batch, 1, 1, width).expand_as(maps))
+
+
+def _unscale_wrapped(maps: torch.Tensor, level: int, offset: tuple[int, int], height: int,
+                     width: int) -> torch.Tensor:
+    """Adjoint of the tileable mode's box downscale: each value is shared equally by its ``level x level`` block,
+    and every block pixel is added onto the input pixel it wrapped around to (row ``(r - oy) mod H``)."""
+    if level == 1:
+        return maps
+    blocks = maps.repeat_interleave(level, dim=-2).repeat_interleave(level, dim=-1) / (level * level)
+    oy, ox = offset
+    rows = (torch.arange(blocks.shape[-2], device=maps.device) - oy) % height
+    out = blocks.new_zeros(*blocks.shape[:-2], height, blocks.shape[-1]).index_add(-2, rows, blocks)
+    cols = (torch.arange(blocks.shape[-1], device=maps.device) - ox) % width
+    return out.new_zeros(*out.shape[:-1], width).index_add(-1, cols, out)
+
+
 def map_to_input_frame(frame_maps: torch.Tensor, record: TransformRecord, height: int,
                        width: int) -> torch.Tensor:
     """Bring maps from the transformed frame back to the input frame (colour steps do nothing to a map).
@@ -187,6 +210,10 @@ def map_to_input_frame(frame_maps: torch.Tensor, record: TransformRecord, height
     padding = record.ensemble.padding
     maps = frame_maps.transpose(-1, -2) if record.swap else frame_maps
     maps = _unflip(maps, record.flip.to(maps.device))
+    if record.ensemble.tileable:
+        maps = _unshift(maps, record.offset.to(maps.device))
+        maps = _unscale_wrapped(maps, record.scale_level, record.scale_offset, height, width)
+        return maps * (height * width / (expected[0] * expected[1]))
     scaled_h, scaled_w = scaled_size(height, width, record.scale_level)
     maps = _place_windows(maps, record.offset.to(maps.device), scaled_h, scaled_w, padding)
     maps = _fold_reflect(maps, padding, padding, padding, padding)

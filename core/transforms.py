@@ -186,7 +186,13 @@ def sample_transform(
     scale_level = int(torch.multinomial(probabilities, 1, generator=generator).item()) + 1
     scale_offset = tuple(int(v) for v in torch.randint(0, scale_level, (2,), generator=generator))
 
-    offset = torch.randint(0, (ensemble.max_offset or DEFAULT_MAX_OFFSET) + 1, (batch, 2), generator=generator)
+    if ensemble.tileable:
+        # A circular shift over the whole period of the scaled image.
+        period_h, period_w = scaled_size(height, width, scale_level, tileable=True)
+        offset = torch.stack([torch.randint(0, period_h, (batch,), generator=generator),
+                              torch.randint(0, period_w, (batch,), generator=generator)], dim=1)
+    else:
+        offset = torch.randint(0, (ensemble.max_offset or DEFAULT_MAX_OFFSET) + 1, (batch, 2), generator=generator)
     flip = shuffled_cycle(batch, 4, generator)
     swap = bool(torch.rand((), generator=generator).item() < 0.5)
     permutation = PERMUTATIONS[shuffled_cycle(batch, len(PERMUTATIONS), generator)]
@@ -261,12 +267,16 @@ def identity_transform(batch: int, ensemble: EnsembleConfig | None = None) -> Tr
     )
 
 
-def scaled_size(height: int, width: int, scale_level: int, crop: bool = False) -> tuple[int, int]:
+def scaled_size(height: int, width: int, scale_level: int, crop: bool = False,
+                tileable: bool = False) -> tuple[int, int]:
     """Image size after the scale step (before the offset step).
 
-    Pad mode: ``(H + 2 (s - 1)) // s``; crop mode: ``(H - s + 1) // s`` (likewise for ``W``).
+    Pad mode: ``(H + 2 (s - 1)) // s``; crop mode: ``(H - s + 1) // s``; tileable mode: ``ceil(H / s)``
+    (likewise for ``W``).
     """
     s = scale_level
+    if tileable:
+        return -(-height // s), -(-width // s)
     if crop:
         return (height - s + 1) // s, (width - s + 1) // s
     return (height + 2 * (s - 1)) // s, (width + 2 * (s - 1)) // s
@@ -281,21 +291,30 @@ def offset_size(height: int, width: int, padding: int, crop: bool = False) -> tu
 def transformed_size(height: int, width: int, record: TransformRecord) -> tuple[int, int]:
     """Output size of :func:`apply_transform` for ``height x width`` inputs."""
     crop = record.ensemble.crop
-    h, w = scaled_size(height, width, record.scale_level, crop)
+    h, w = scaled_size(height, width, record.scale_level, crop, record.ensemble.tileable)
     h, w = offset_size(h, w, record.ensemble.padding, crop)
     return (w, h) if record.swap else (h, w)
 
 
-def _downscale(images: torch.Tensor, level: int, offset: tuple[int, int], crop: bool = False) -> torch.Tensor:
+def _downscale(images: torch.Tensor, level: int, offset: tuple[int, int], crop: bool = False,
+               tileable: bool = False) -> torch.Tensor:
     """Reflect-pad (or crop) to a multiple of ``level``, then box-filter by ``level``. ``images``: ``[B, C, H, W]``.
 
     Pad mode pads ``oy`` rows on top and ``full_H - H - oy`` at the bottom, ``full_H = (H + 2 (s-1)) // s * s``;
     crop mode keeps rows ``oy .. oy + full_H - 1`` with ``full_H = (H - s + 1) // s * s`` (likewise columns).
+    Tileable mode wraps around instead: rows ``-oy .. -oy + full_H - 1`` modulo ``H`` with
+    ``full_H = ceil(H / s) * s`` (the block grid starts ``oy`` rows above the image, on the torus).
     """
     if level == 1:
         return images
     height, width = images.shape[-2:]
     oy, ox = offset
+    if tileable:
+        full_h, full_w = -(-height // level) * level, -(-width // level) * level
+        rows = (torch.arange(full_h, device=images.device) - oy) % height
+        cols = (torch.arange(full_w, device=images.device) - ox) % width
+        wrapped = images.index_select(-2, rows).index_select(-1, cols)
+        return F.avg_pool2d(wrapped, level, stride=level)
     if crop:
         full_h = (height - level + 1) // level * level
         full_w = (width - level + 1) // level * level
@@ -319,6 +338,8 @@ def _offset_and_flip(x: torch.Tensor, record: TransformRecord) -> torch.Tensor:
     groups, batch, _, height, width = x.shape
     padding, crop = record.ensemble.padding, record.ensemble.crop
     flip = record.flip.to(x.device)
+    if record.ensemble.tileable:
+        return _shift_and_flip(x, record.offset.to(x.device), flip)
     if padding == 0 and bool((flip == FLIP_NONE).all()):
         return x
     if crop and (height <= padding or width <= padding):
@@ -336,6 +357,20 @@ def _offset_and_flip(x: torch.Tensor, record: TransformRecord) -> torch.Tensor:
     row_index = rows[None, :, None, :, None].expand(groups, batch, 3, -1, x.shape[-1])
     out = torch.gather(x, 3, row_index)
     col_index = cols[None, :, None, None, :].expand(groups, batch, 3, out.shape[3], -1)
+    return torch.gather(out, 4, col_index)
+
+
+def _shift_and_flip(x: torch.Tensor, offset: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Tileable mode's offset and flips of ``x`` ``[G, N, 3, h, w]``: output pixel ``(i, j)`` of image ``n`` is
+    ``x[(i + dy) mod h, (j + dx) mod w]`` (a circular shift, the size unchanged), then flipped."""
+    groups, batch, _, height, width = x.shape
+    flip_ud = (flip == FLIP_UP_DOWN) | (flip == FLIP_BOTH)
+    flip_lr = (flip == FLIP_LEFT_RIGHT) | (flip == FLIP_BOTH)
+    rows = _crop_indices(offset[:, 0], flip_ud, height) % height  # [N, h]
+    cols = _crop_indices(offset[:, 1], flip_lr, width) % width  # [N, w]
+    row_index = rows[None, :, None, :, None].expand(groups, batch, 3, -1, width)
+    out = torch.gather(x, 3, row_index)
+    col_index = cols[None, :, None, None, :].expand(groups, batch, 3, height, -1)
     return torch.gather(out, 4, col_index)
 
 
@@ -360,7 +395,8 @@ def apply_transform(images: torch.Tensor, record: TransformRecord) -> torch.Tens
     device = x.device
 
     flat = x.reshape(groups * batch, 3, *x.shape[-2:])
-    flat = _downscale(flat, record.scale_level, record.scale_offset, record.ensemble.crop)
+    flat = _downscale(flat, record.scale_level, record.scale_offset, record.ensemble.crop,
+                      record.ensemble.tileable)
     out = _offset_and_flip(flat.reshape(groups, batch, 3, *flat.shape[-2:]), record)
 
     if record.swap:

@@ -88,13 +88,15 @@ def initial_path(level: Level, keys: torch.Tensor, init: torch.Tensor | None,
     return coarse
 
 
-def carry_path(path: torch.Tensor, old: Level, new: Level, keys: torch.Tensor) -> torch.Tensor:
-    """Carry a solved path to the next stage: resample in time, then lift to the new resolution."""
+def carry_path(path: torch.Tensor, old: Level, new: Level, keys: torch.Tensor,
+               periodic: bool = False) -> torch.Tensor:
+    """Carry a solved path to the next stage: resample in time, then lift to the new resolution (on the torus
+    when ``periodic``: the metric's tileable mode)."""
     if old.intervals != new.intervals:
         path = resample_path(path, old.intervals, new.intervals)
     if old.scale != new.scale:
         if old.scale % new.scale:
             raise ValueError(f"cannot go from scale {old.scale} to {new.scale}")
         factor = old.scale // new.scale
-        path = upscale_path(path, downscale(keys, new.scale), new.intervals, factor)
+        path = upscale_path(path, downscale(keys, new.scale), new.intervals, factor, periodic)
     return path

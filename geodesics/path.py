@@ -135,8 +135,27 @@ def downscale(images: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(images, size=(height // factor, width // factor), mode="area")
 
 
+def _wrapped_linear(length: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1-D linear interpolation from ``length`` to ``size`` samples on a circle (``align_corners=False``
+    coordinates): output ``i`` reads ``(1 - w) x[i0] + w x[i1]``, indices modulo ``length``."""
+    position = (torch.arange(size, device=device, dtype=torch.float64) + 0.5) * length / size - 0.5
+    low = torch.floor(position)
+    weight = (position - low).to(torch.float32)
+    low = low.long()
+    return low % length, (low + 1) % length, weight
+
+
+def upsample_periodic(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of ``[B, C, h, w]`` to ``size`` on the torus: the last row interpolates towards the
+    first (``F.interpolate``'s coordinates, with wrap-around instead of clamping at the borders)."""
+    top, bottom, wy = _wrapped_linear(images.shape[-2], size[0], images.device)
+    rows = images.index_select(-2, top) * (1 - wy)[:, None] + images.index_select(-2, bottom) * wy[:, None]
+    left, right, wx = _wrapped_linear(images.shape[-1], size[1], images.device)
+    return rows.index_select(-1, left) * (1 - wx) + rows.index_select(-1, right) * wx
+
+
 def upscale_path(coarse: torch.Tensor, keyframes: torch.Tensor, intervals: Sequence[int],
-                 factor: int) -> torch.Tensor:
+                 factor: int, periodic: bool = False) -> torch.Tensor:
     """Lift a path solved at ``1/factor`` resolution to full resolution.
 
     The full-resolution linear blend keeps the keyframes' fine detail; the coarse solution contributes its
@@ -146,13 +165,18 @@ def upscale_path(coarse: torch.Tensor, keyframes: torch.Tensor, intervals: Seque
     Args:
         coarse: ``[K+1, 3, h, w]``.
         keyframes: ``[S+1, 3, H, W]`` at full resolution.
+        periodic: upsample the departure on the torus (:func:`upsample_periodic`; the tileable mode), so that
+            a path whose frames tile at the coarse scale still tiles.
     """
     full_blend = linear_path(keyframes, intervals)
     if factor == 1:
         return coarse.clone()
     coarse_blend = linear_path(downscale(keyframes, factor), intervals)
-    residual = F.interpolate(coarse - coarse_blend, size=keyframes.shape[-2:], mode="bilinear",
-                             align_corners=False)
+    if periodic:
+        residual = upsample_periodic(coarse - coarse_blend, tuple(keyframes.shape[-2:]))
+    else:
+        residual = F.interpolate(coarse - coarse_blend, size=keyframes.shape[-2:], mode="bilinear",
+                                 align_corners=False)
     lifted = (full_blend + residual).clamp(CLIP_LOW, CLIP_HIGH)
     lifted[keyframe_indices(intervals)] = keyframes
     return lifted

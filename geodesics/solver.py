@@ -191,6 +191,12 @@ def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any,
                  samples_per_step, checkpoint_every, ensemble_stream)
 
 
+def _periodic(metric: Metric) -> bool:
+    """Whether the metric sees its images on a torus (the ensemble's tileable mode): the stages then carry the
+    path across resolutions with wrap-around."""
+    return bool(getattr(getattr(metric, "ensemble", None), "tileable", False))
+
+
 def _start(plan: _Plan) -> _Run:
     """A fresh run at the first stage, from the linear blend or the given path."""
     stage = plan.stage(0, initial_path(plan.levels[0], plan.keys, plan.initial, plan.intervals))
@@ -235,7 +241,8 @@ def _enter_level(plan: _Plan, run: _Run, step: int) -> None:
     starts = level_starts(plan.levels)
     level = max(index for index, start in enumerate(starts) if start <= step)
     if level != run.current:
-        path = carry_path(run.stage.path(), plan.levels[run.current], plan.levels[level], plan.keys)
+        path = carry_path(run.stage.path(), plan.levels[run.current], plan.levels[level], plan.keys,
+                          _periodic(plan.metric))
         run.stage, run.current = plan.stage(level, path), level
         run.optimizer = torch.optim.Adam([run.stage.variable], lr=plan.schedule(step))
 
@@ -275,7 +282,7 @@ def _finish(plan: _Plan, run: _Run, eval_samples: int, eval_generator: torch.Gen
     """The final path at full resolution with exact keyframes, its many-sample distances and the result."""
     path = run.stage.path()
     if run.current != len(plan.levels) - 1:  # the final stage got no steps: carry the path there anyway
-        path = carry_path(path, plan.levels[run.current], plan.levels[-1], plan.keys)
+        path = carry_path(path, plan.levels[run.current], plan.levels[-1], plan.keys, _periodic(plan.metric))
     indices = keyframe_indices(plan.intervals)
     path[indices] = plan.keys
     with phase(f"{plan.metric.name}: distances along the path ({eval_samples} samples)", enabled=progress):

@@ -26,6 +26,7 @@ from elpips.barycenters.options import check_power, check_refs_per_step, normali
 from elpips.io import load_image, save_image, write_json
 from elpips.sizing import conform_images, load_sized_images, resample
 from elpips.solver import CHECKPOINT_NAME, phase
+from elpips.textures import seam_statistic
 from elpips.validation import check_images
 
 from .common import (
@@ -224,6 +225,8 @@ def write_log(args: argparse.Namespace, out: Path, metric: Any, source: dict[str
         **weights_report(metric),
         "objective": {"start": start.objective, "end": end.objective, "l2_mean": mean_evaluation.objective,
                       "eval_samples": end.samples},
+        "seam_statistic": {"barycenter": float(seam_statistic(result.image.reshape(1, *result.image.shape[-3:]))[0]),
+                           "inputs": seam_statistic(inputs).tolist()},
         "history": result.history,
         "evaluations": [entry.as_dict() for entry in result.evaluations],
         "resumed_from_step": result.resumed_from,

@@ -154,6 +154,9 @@ def add_ensemble_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--crop-instead-of-pad", action="store_true",
                        help="offset and scale steps crop the image instead of reflect-padding it: a smaller "
                             "network input (faster), but up to M (+ s-1) edge pixels are left out of a sample")
+    group.add_argument("--tileable", action="store_true",
+                       help="periodic mode for tileable textures: the network sees the images on a torus (random "
+                            "circular shift, wrap-around padding, circular convolution padding); outputs tile")
 
 
 def ensemble_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,6 +169,8 @@ def ensemble_changes(args: argparse.Namespace) -> dict[str, Any]:
             changes[name] = getattr(args, name)
     if getattr(args, "crop_instead_of_pad", False):
         changes["crop"] = True
+    if getattr(args, "tileable", False):
+        changes["tileable"] = True
     return changes
 
 
@@ -186,6 +191,10 @@ def check_ensemble_options(args: argparse.Namespace, names: Iterable[str]) -> No
     names = list(names)
     if not changes or not names:
         return
+    for option in ("max_offset", "crop"):
+        if changes.get("tileable") and option in changes:
+            raise ValueError(f"--tileable and {_OPTION_FLAGS[option]} contradict each other (the tileable offset "
+                             f"is a circular shift over the whole period, never padded or cropped)")
     ensembles = [get_config(name).ensemble.updated(strict=False, **changes) for name in names]
     for option, flag in _OPTION_FLAGS.items():
         if option in changes and not any(getattr(ensemble, option) for ensemble in ensembles):

@@ -24,6 +24,7 @@ from elpips.io import write_json
 from elpips.sizing import load_sized_images
 from elpips.solver import CHECKPOINT_NAME, phase, reference_learning_rate
 from elpips.spatial import distance_map
+from elpips.textures import seam_statistic
 
 from .common import (
     add_export_options,
@@ -174,6 +175,7 @@ def summarize(args: argparse.Namespace, metric: Metric, result: GeodesicResult, 
             "energy": result.energy, "linear_energy": linear_energy, "samples": result.samples,
             "distances": result.distances.tolist(), "half_widths": result.half_widths.tolist(),
             "speed_spread": result.speed_spread(), "length": float(result.distances.sum()),
+            "seam_statistic": seam_statistic(result.frames).tolist(),
         },
         "timings": {"solve_s": round(solve_seconds, 3), "step_s_mean": round(result.step_seconds, 4),
                     "resumed_from_step": result.resumed_from},

@@ -48,6 +48,7 @@ from elpips.geodesics.clip import check_factor, check_keyframes_per_window, wind
 from elpips.io import OutputWriteError, save_image, write_json
 from elpips.sizing import Sizing
 from elpips.solver import reference_learning_rate
+from elpips.textures import seam_statistic
 
 from .common import (
     add_metric_options,
@@ -236,14 +237,16 @@ def write_window(run_dir: Path, result: WindowResult, clip: Clip, factor: int, s
     """The window's frames, then its marker (last, atomically), then drop its checkpoint."""
     window, total = result.window, output_count(clip.count, factor)
     start, stop = window.owned(factor, clip.count)
+    seams = []
     for offset, frame in enumerate(result.owned_frames(factor, clip.count)):
         save_image(frame_path(run_dir, start + offset, total), frame)
+        seams.append(float(seam_statistic(frame.reshape(1, *frame.shape[-3:]))[0]))
     write_json(window_marker(run_dir, window), {
         "window": window.index, "first": window.first, "last": window.last, "frames": [start, stop],
         "seed": window_seed(seed, window.index), "rank": rank, "world_size": world, "energy": result.energy,
         "crossfade_energy": result.crossfade_energy, "distances": result.distances.tolist(),
         "half_widths": result.half_widths.tolist(), "samples": result.samples,
-        "solve_s": round(result.solve_seconds, 3), "resumed_from": result.resumed_from,
+        "solve_s": round(result.solve_seconds, 3), "resumed_from": result.resumed_from, "seam_statistic": seams,
     })
     window_checkpoint(run_dir, window).unlink(missing_ok=True)
 
@@ -387,6 +390,7 @@ def summarize(settings: InterpolateSettings, clip: Clip, seed: int, metric: Metr
             "samples": markers[0]["samples"],
             "distances": [value for marker in markers for value in marker["distances"]],
             "half_widths": [value for marker in markers for value in marker["half_widths"]],
+            "seam_statistic": [value for marker in markers for value in marker.get("seam_statistic", [])],
         },
         "windows": [{key: marker.get(key) for key in ("window", "first", "last", "seed", "rank", "energy",
                                                       "crossfade_energy", "solve_s", "resumed_from")}

@@ -32,7 +32,8 @@ FIELDS = {"scaling": ("scale_level", "scale_offset"), "offset": ("offset",), "fl
 def test_defaults_are_the_reference_ensemble():
     assert FULL.as_dict() == {"offset": True, "max_offset": 7, "flip": True, "swap": True, "permutation": True,
                               "color": True, "color_mode": "color", "scaling": True, "scale_levels": None,
-                              "dropout": True, "dropout_keep": 0.99, "crop": False}
+                              "dropout": True, "dropout_keep": 0.99, "crop": False,
+                              "tileable": False}
     assert EnsembleConfig(color_mode="color", max_offset=7, dropout_keep=0.99) == FULL
     assert EnsembleConfig.none().is_stochastic is False and FULL.is_stochastic
     assert EnsembleConfig.from_dict(FULL.as_dict()) == FULL

@@ -166,3 +166,30 @@ def test_a_resume_with_another_ensemble_is_refused(command, tmp_path, capsys):
     error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]
     assert len(error) == 1 and "metrics[0].ensemble.color was True, now False" in error[0], error
     assert (tmp_path / "out" / "run.json").read_text() == before
+
+
+@pytest.mark.parametrize("command", sorted(CASES))
+def test_tileable_reaches_the_metric_and_the_record(command, tmp_path, capsys, built_metrics):
+    argv = CASES[command](tmp_path)
+    assert main([*argv, *SHARED, "--tileable"]) == 0, capsys.readouterr().err
+    name = argv[argv.index("--metric") + 1] if "--metric" in argv else "elpips-vgg"
+    used = [metric for metric in built_metrics if metric.name == name]
+    assert used and all(m.ensemble.tileable and m.ensemble.padding == 0 for m in used), command
+    ensemble, _ = _record(tmp_path, capsys.readouterr().out)
+    assert ensemble["tileable"] is True and ensemble["max_offset"] is None
+
+
+@pytest.mark.parametrize("command", sorted(RESUMABLE))
+def test_a_resume_with_another_tileable_setting_is_refused(command, tmp_path, capsys):
+    argv = CASES[command](tmp_path)
+    assert main([*argv, *SHARED, "--tileable"]) == 0
+    capsys.readouterr()
+    assert main([*argv, *SHARED, "--resume"]) == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]
+    assert len(error) == 1 and "metrics[0].ensemble.tileable was True, now False" in error[0], error
+
+
+@pytest.mark.parametrize("flags", [["--max-offset", "3"], ["--crop-instead-of-pad"]])
+def test_tileable_contradictions_name_the_flags(flags, tmp_path, capsys):
+    assert main([*CASES["distance"](tmp_path), *SHARED, "--tileable", *flags]) == 2
+    assert f"--tileable and {flags[0]} contradict each other" in capsys.readouterr().err
