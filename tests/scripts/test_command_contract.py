@@ -23,6 +23,7 @@ from elpips.scripts.cli import COMMAND_MODULES, build_parser, main
 SIZE = 32
 SHARED = ["--backbone-weights", "random", "--seed", "7", "--memory-budget", "300M", "--device", "cpu"]
 ENSEMBLE = ["--no-flip", "--dropout-keep", "0.5"]
+PRECISION = ["--precision", "bfloat16"]
 
 
 def _png(path: Path, seed: int, size: int = SIZE) -> str:
@@ -99,7 +100,8 @@ def test_every_metric_command_has_a_case():
     with_metric = {command for command in COMMAND_MODULES if "--metric" in _options(command)}
     assert with_metric == set(CASES), "every command with --metric needs a tiny run in CASES"
     for command in with_metric:
-        assert {"--no-flip", "--dropout-keep", "--seed", "--device", "--memory-budget", "--max-pixels"} <= \
+        assert {"--no-flip", "--dropout-keep", "--seed", "--device", "--memory-budget", "--max-pixels",
+                "--precision"} <= \
             _options(command), command
 
 
@@ -121,22 +123,25 @@ def _record(tmp: Path, printed: str) -> tuple[dict, dict]:
     """``(ensemble, everything else)`` of the run's record: ``run.json``'s settings, or the printed JSON."""
     if (tmp / "out" / "run.json").is_file():
         settings = json.loads((tmp / "out" / "run.json").read_text())["settings"]
-        return settings["metrics"][0]["ensemble"], {"seed": settings["seed"], **settings["environment"]}
+        return settings["metrics"][0]["ensemble"], {"seed": settings["seed"], **settings["environment"],
+                                                    "precision": settings["metrics"][0]["precision"]}
     result = json.loads(printed)
     return result["ensemble"], {"seed": result["sampling_seed"], "device": result["device"],
-                                "memory_budget": result["memory_budget"]}
+                                "memory_budget": result["memory_budget"], "precision": result["precision"]}
 
 
 @pytest.mark.parametrize("command", sorted(CASES))
 def test_shared_options_reach_the_metric_and_the_record(command, tmp_path, capsys, built_metrics):
     argv = CASES[command](tmp_path)
-    assert main([*argv, *ENSEMBLE, *SHARED]) == 0, capsys.readouterr().err
+    assert main([*argv, *ENSEMBLE, *SHARED, *PRECISION]) == 0, capsys.readouterr().err
     name = argv[argv.index("--metric") + 1] if "--metric" in argv else "elpips-vgg"
     used = [metric for metric in built_metrics if metric.name == name]
     assert used and all(not m.ensemble.flip and m.ensemble.dropout_keep == 0.5 for m in used), command
+    assert all(m.precision == "bfloat16" for m in used), command
     ensemble, record = _record(tmp_path, capsys.readouterr().out)
     assert ensemble["flip"] is False and ensemble["dropout_keep"] == 0.5 and ensemble["swap"] is True
     assert record["seed"] == 7 and record["device"] == "cpu" and record["memory_budget"] == 300 * 2**20
+    assert record["precision"] == "bfloat16"
 
 
 @pytest.mark.parametrize("command", sorted(CASES))
