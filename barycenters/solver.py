@@ -87,6 +87,9 @@ class BarycenterResult:
         elapsed_s: solver seconds of the whole run, over every call that continued it; ``steps_run``: steps this
             call ran.
         resumed_from: the checkpoint's step when resumed, else ``None``.
+        returned_step: the step whose iterate ``image`` is: the last one, unless an earlier evaluated iterate (the
+            start among them) had a lower seeded objective, which is then returned instead (never silently worse
+            than the start); ``note`` says so in one line (``None`` otherwise).
     """
 
     image: torch.Tensor
@@ -98,6 +101,8 @@ class BarycenterResult:
     steps_run: int
     resumed_from: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    returned_step: int | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -146,6 +151,13 @@ class _Run:
     resumed_from: int | None = None
     step_seconds: float = 0.0
     stream: StratifiedStream | None = None
+    best: dict[str, Any] | None = None
+
+    def remember(self, evaluation: Evaluation) -> None:
+        """Keep the current iterate if its seeded objective is the lowest evaluated so far."""
+        if self.best is None or evaluation.objective < self.best["objective"]:
+            self.best = {"step": evaluation.step, "objective": evaluation.objective,
+                         "image": self.x.detach().cpu().clone()}
 
     def state(self, problem: _Problem, step: int) -> dict[str, Any]:
         return {
@@ -154,6 +166,7 @@ class _Run:
             "generator": generator_state(problem.generator), "running": [self.running, self.running_count],
             "history": list(self.history), "evaluations": [entry.as_dict() for entry in self.evaluations],
             "elapsed_s": self.elapsed, "stream_seed": None if self.stream is None else self.stream.seed,
+            "best": self.best,
         }
 
 
@@ -224,6 +237,7 @@ def _start(problem: _Problem, init: str | torch.Tensor) -> _Run:
     x = initial_image(init, problem.references, problem.weights64, problem.generator).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=problem.schedule(0))
     run = _Run(x, optimizer, 0, 0.0, 0, [], [problem.evaluate(x, 0)], 0.0)
+    run.remember(run.evaluations[0])
     if problem.settings["ensemble_stream"] == "stratified":
         run.stream = StratifiedStream(int(torch.randint(0, 2**62, (1,), generator=problem.generator)))
     return run
@@ -242,7 +256,8 @@ def _resume(problem: _Problem, checkpoint: str | os.PathLike) -> _Run:
     return _Run(x, optimizer, step, float(saved["running"][0]), int(saved["running"][1]), list(saved["history"]),
                 [Evaluation(**entry) for entry in saved["evaluations"]], float(saved["elapsed_s"]),
                 resumed_from=step,
-                stream=None if saved.get("stream_seed") is None else StratifiedStream(saved["stream_seed"]))
+                stream=None if saved.get("stream_seed") is None else StratifiedStream(saved["stream_seed"]),
+                best=saved.get("best"))
 
 
 def _step(problem: _Problem, run: _Run, step: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
@@ -288,6 +303,7 @@ def _iterate(problem: _Problem, run: _Run, checkpoint: str | os.PathLike | None,
         if done % problem.eval_every == 0 or done == steps:
             evaluation = problem.evaluate(run.x, done)
             run.evaluations.append(evaluation)
+            run.remember(evaluation)
         run.elapsed += time.perf_counter() - began
         if checkpoint is not None and (done % problem.checkpoint_every == 0 or done == steps):
             save_checkpoint(checkpoint, run.state(problem, done))
@@ -302,12 +318,19 @@ def _finish(problem: _Problem, run: _Run, progress: bool = False) -> BarycenterR
     if not run.evaluations or run.evaluations[-1].step != final_step:
         with phase(f"barycenter: final objective estimate ({problem.eval_samples} samples)", enabled=progress):
             run.evaluations.append(problem.evaluate(run.x, final_step))
+    final = run.evaluations[-1]
+    image, returned_step, note = run.x.detach().cpu().clone(), final_step, None
+    if run.best is not None and run.best["objective"] < final.objective:
+        image, returned_step = run.best["image"].clone(), int(run.best["step"])
+        note = (f"barycenter: the last iterate's objective {final.objective:.4g} (step {final_step}) is above the "
+                f"best evaluated one, {run.best['objective']:.4g} at step {returned_step}: returning that iterate")
     steps_run = max(0, problem.steps - run.start)
     timings = {"solver_seconds": run.elapsed, "step_seconds_this_call": run.step_seconds,
                "seconds_per_step": run.step_seconds / steps_run if steps_run else 0.0}
-    return BarycenterResult(image=run.x.detach().cpu().clone(), history=run.history, evaluations=run.evaluations,
+    return BarycenterResult(image=image, history=run.history, evaluations=run.evaluations,
                             state=run.state(problem, final_step), settings=problem.settings, elapsed_s=run.elapsed,
-                            steps_run=steps_run, resumed_from=run.resumed_from, timings=timings)
+                            steps_run=steps_run, resumed_from=run.resumed_from, timings=timings,
+                            returned_step=returned_step, note=note)
 
 
 def _describe(info: BarycenterStepInfo) -> dict[str, str]:

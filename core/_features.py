@@ -17,6 +17,7 @@ from .backbones.common import parameters_to_buffers
 from .configs import MetricConfig
 from .distance import normalize_channels, scale_input
 from .dropout import DropoutMasks
+from .precision import gradient_scale, network_autocast, scale_gradient
 from .transforms import TransformRecord, apply_transform, default_scale_levels, sample_transform
 from .weights import WeightsInfo, load_backbone_weights, load_linear_weights
 
@@ -112,9 +113,19 @@ def draw_transform(metric: Metric, batch: int, height: int, width: int,
     return sample_transform(batch, height, width, generator=generator, ensemble=metric.ensemble)
 
 
-def normalized_tap(tap: torch.Tensor, fused: bool = True) -> torch.Tensor:
-    """Unit-normalised channels in float32 (float64 stays float64; autocast's bf16/fp16 taps are upcast)."""
-    return normalize_channels(tap if tap.dtype in (torch.float32, torch.float64) else tap.float(), fused)
+def normalized_tap(tap: torch.Tensor, fused: bool = True, grad_scale: float = 1.0) -> torch.Tensor:
+    """Unit-normalised channels in float32 (float64 stays float64; bf16/fp16 taps are upcast). ``grad_scale``: the
+    float16 backward's factor, applied to the gradient where it enters the tap (every tap: the network's input,
+    which divides it out again, is one)."""
+    if tap.dtype not in (torch.float32, torch.float64):
+        tap = tap.float()
+    return normalize_channels(scale_gradient(tap, grad_scale), fused)
+
+
+def network_stage(metric: Metric, run: Callable[[], torch.Tensor | list[torch.Tensor]]):
+    """``run()`` (a backbone call) in the metric's precision (:func:`elpips.precision.network_autocast`)."""
+    with network_autocast(metric.precision, metric.device):
+        return run()
 
 
 class ToLayout(torch.autograd.Function):
@@ -189,6 +200,7 @@ def network_input(metric: Metric, x: torch.Tensor,
     layout = metric.memory_format(flat.device)
     lay_out_backbone(metric.backbone, layout)
     set_periodic_padding(metric.backbone, metric.ensemble.tileable)
+    flat = scale_gradient(flat, 1.0 / gradient_scale(metric.precision))  # float16: the backward's scale undone
     return ToLayout.apply(flat, layout), dropout, groups, batch
 
 
@@ -199,10 +211,11 @@ def network_features(metric: Metric, images: torch.Tensor, sample: EnsembleSampl
         return [images]
     grouped = images.dim() == 5
     flat, dropout, groups, batch = network_input(metric, images if grouped else images.unsqueeze(0), sample)
-    taps = metric.backbone(flat, dropout)
+    taps = network_stage(metric, lambda: metric.backbone(flat, dropout))
+    grad_scale = gradient_scale(metric.precision)
     result = []
     for tap in taps:
-        normalized = normalized_tap(tap, metric._fused)
+        normalized = normalized_tap(tap, metric._fused, grad_scale)
         shape = (groups, batch, *normalized.shape[1:]) if grouped else (batch, *normalized.shape[1:])
         result.append(normalized.reshape(shape))
     return result

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ._features import Features, dropout_masks, network_input, normalized_tap
+from ._features import Features, dropout_masks, network_input, network_stage, normalized_tap
 from .distance import tap_distance
 from .dropout import DropoutMasks
 from .memory import default_memory_budget, images_per_pass
+from .precision import gradient_scale
 from .tiling import BlockDropoutMasks, core_size, tiled_distance
 from .transforms import TransformRecord
 
@@ -87,10 +88,11 @@ def _checkpointed_group_distances(metric: Metric, groups_images: torch.Tensor,
     flat, dropout, groups, batch = network_input(metric, groups_images, sample)
     weights = metric.linear_weights
     fused = metric._fused
+    grad_scale = gradient_scale(metric.precision)
 
     def segment(h: torch.Tensor, stage: int, reference_tap: torch.Tensor | None):
-        tap = metric.backbone.run_stage(stage, h, dropout)
-        normalized = normalized_tap(tap, fused)
+        tap = network_stage(metric, lambda: metric.backbone.run_stage(stage, h, dropout))
+        normalized = normalized_tap(tap, fused, grad_scale)
         normalized = normalized.reshape(groups, batch, *normalized.shape[1:])
         if reference_tap is None:
             return tap, tap_distance(normalized[:-1], normalized[-1], weights[stage], fused)
@@ -201,8 +203,9 @@ def tiled_pair_distance(metric: Metric, x: torch.Tensor, y: torch.Tensor, transf
     block_masks = None if masks is None else BlockDropoutMasks(masks.seed, masks.keep_probability)
     core = core_size(memory_budget(metric), metric.config.backbone, x.element_size())
     fused = metric._fused
-    return tiled_distance(metric.backbone, flat, metric.linear_weights, lambda tap: normalized_tap(tap, fused),
-                          block_masks, core).to(x.dtype)
+    return network_stage(metric, lambda: tiled_distance(
+        metric.backbone, flat, metric.linear_weights, lambda tap: normalized_tap(tap, fused), block_masks,
+        core)).to(x.dtype)
 
 
 def _tiled_rows(metric: Metric, total: int, height: int, width: int, generator: torch.Generator | None,

@@ -75,7 +75,7 @@ CONFIGS: dict[str, MetricConfig] = {
         MetricConfig("lpips-squeeze", "squeezenet1_1", "lpips", NONE, "lpips:squeeze", 17,
                      "LPIPS v0.1 on SqueezeNet 1.1"),
         MetricConfig("lpips-alex", "alexnet", "lpips", NONE, "lpips:alex", 31,
-                     "LPIPS v0.1 on AlexNet (the lpips package's default network; no E-LPIPS variant: "
+                     "LPIPS v0.1 on AlexNet (what lpips.LPIPS() uses unless told otherwise; no E-LPIPS variant: "
                      "there are no E-LPIPS weights for it)"),
         MetricConfig("l2", "none", "none", NONE, "none", 1,
                      "root-mean-square pixel difference (for checking solvers against closed forms)"),

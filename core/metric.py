@@ -55,7 +55,8 @@ from .distance import rms_distance, weighted_adjacent_distances, weighted_distan
 from .dropout import DropoutMasks
 from .ensemble import EnsembleConfig
 from .estimate import Estimate, estimate_distances
-from .record import PRECISION, tensor_digest
+from .precision import check_precision, resolve_precision
+from .record import tensor_digest
 from .spatial import compare_maps, distance_map
 from .transforms import TransformRecord
 from .validation import check_same_shape
@@ -124,8 +125,16 @@ class Metric(nn.Module):
     through the metric) raises an error naming ``higher_order_gradients=True``, which switches them to plain
     autograd operations (slower; any order, ``torch.func`` transforms and forward-mode AD work).
 
-    Autocast (``torch.autocast``; tested with bf16 on the CPU) runs the network in low precision and
-    the normalisation and distances in float32; the result is float32. Under ``DistributedDataParallel`` wrap
+        precision: keyword-only; the arithmetic of the network: ``"float32"`` (default), ``"bfloat16"``,
+            ``"float16"`` (CUDA only; ``ValueError`` elsewhere) or ``"auto"`` (bfloat16 where the hardware has it
+            natively: AVX-512 BF16 / AMX CPUs, CUDA compute capability 8.0 and above; float32 elsewhere). The
+            convolutions, pooling and dropout run in it; the normalisation, tap distances, linear weights' sums and
+            reductions stay float32; inputs' gradients keep their dtype. :attr:`precision` and :meth:`identity`
+            give the precision actually used. Accuracy and speed: docs/performance.md#precision.
+
+    A caller's own autocast (``torch.autocast``) also runs a float32 metric's network in low precision (the
+    normalisation and distances stay float32; the result is float32), but its record still says float32: prefer
+    ``precision=``. Under ``DistributedDataParallel`` wrap
     only the trainable model, compute the metric on its output on every rank (give each rank its own ``seed``
     for independent ensemble samples). ``torch.compile`` of a training step that calls the metric runs, but
     the data-dependent input checks, the per-call transform sampling (its random scale changes shapes) and the
@@ -156,6 +165,8 @@ class Metric(nn.Module):
         higher_order_gradients: bool = False,
         memory_budget: int | None = None,
         ensemble: EnsembleConfig | None = None,
+        *,
+        precision: str = "float32",
     ) -> None:
         super().__init__()
         self.config = get_config(name)
@@ -166,10 +177,12 @@ class Metric(nn.Module):
         self.channels_last = None if channels_last is None else bool(channels_last)
         self.higher_order_gradients = bool(higher_order_gradients)
         self.memory_budget = check_memory_budget(memory_budget)
+        self.requested_precision = check_precision(precision)
         build_network(self, backbone_weights, linear_weights)
         self.requires_grad_(False)
         self.eval()
         self.to(resolve_device(device))
+        self.precision  # noqa: B018  (float16 off CUDA is refused here, not at the first call)
         if self.backbone is not None:
             lay_out_backbone(self.backbone, self.memory_format(self.device))
 
@@ -186,6 +199,15 @@ class Metric(nn.Module):
     def _apply(self, fn, *args, **kwargs):  # keep a device hint for the weightless L2 metric
         self._device_hint = fn(torch.empty(0)).device
         return super()._apply(fn, *args, **kwargs)
+
+    @property
+    def precision(self) -> str:
+        """The precision the network runs in on the metric's current device: ``"float32"``, ``"bfloat16"`` or
+        ``"float16"`` (``precision="auto"`` resolved: :func:`elpips.precision.resolve_precision`). The weightless
+        ``l2`` is always float32."""
+        if self.backbone is None:
+            return "float32"
+        return resolve_precision(self.requested_precision, self.device)
 
     @property
     def _fused(self) -> bool:
@@ -231,17 +253,20 @@ class Metric(nn.Module):
         compares it): ``name``; ``backbone_weights`` as asked for (``"imagenet"``, a file's path,
         ``"random:SEED"``); ``linear_weights`` (their origin); ``weights_sha256``, a digest of the backbone's
         and linear weights' values (it tells two files of one name apart); ``ensemble`` (every setting) and
-        ``precision``."""
+        ``precision`` (the one the network runs in, ``"auto"`` resolved)."""
         return {"name": self.name, "backbone_weights": self.weights_info.spec,
                 "linear_weights": self.linear_weights_source,
                 "weights_sha256": tensor_digest(self.state_dict().values()),
-                "ensemble": self.ensemble.as_dict(), "precision": PRECISION}
+                "ensemble": self.ensemble.as_dict(), "precision": self.precision}
 
     def extra_repr(self) -> str:
         extra = f", reduction={self.reduction!r}" if self.reduction != "none" else ""
         extra += ", checkpoint_activations=True" if self.checkpoint_activations else ""
         extra += f", channels_last={self.channels_last}" if self.channels_last is not None else ""
         extra += ", higher_order_gradients=True" if self.higher_order_gradients else ""
+        if self.requested_precision != "float32":
+            extra += f", precision={self.requested_precision!r}"
+            extra += f" ({self.precision})" if self.requested_precision == "auto" else ""
         extra += f", ensemble={self.ensemble.summary()!r}" if self.custom_ensemble else ""
         return f"name={self.name!r}, weights={self.weights_info.description!r}{extra}"
 

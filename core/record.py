@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 PRECISION = "float32"
-"""The arithmetic of the network passes (recorded: another precision gives other numbers)."""
+"""The default arithmetic of the network passes (``Metric(precision=...)``; recorded: another precision gives other
+numbers)."""
 
 
 def tensor_digest(tensors: Iterable[torch.Tensor]) -> str:

@@ -91,6 +91,9 @@ class GeodesicResult:
         resumed_from: step the run resumed from (0 for a fresh run).
         seed: the seed of the run's sampling generator (``generator.initial_seed()``; on resume, the
             checkpointed run's).
+        start_energy: the many-sample energy of the starting path (the linear blend, or ``init``) under the same
+            draws as ``energy``; where the solved path's is higher, the starting path is returned instead and
+            ``note`` says so in one line (``None`` otherwise): a solve is never silently worse than its start.
     """
 
     frames: torch.Tensor
@@ -105,6 +108,8 @@ class GeodesicResult:
     step_seconds: float = 0.0
     resumed_from: int = 0
     seed: int | None = None
+    start_energy: float | None = None
+    note: str | None = None
 
     def segment_distances(self) -> list[torch.Tensor]:
         """``distances`` split by keyframe segment."""
@@ -187,8 +192,7 @@ def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any,
             restore_generator(eval_generator, broadcast_object(generator_state(eval_generator)))
     return _Plan(metric, keys, intervals, initial, levels, schedule, generator,
                  solve_record(metric, keys, levels, samples_per_step, initial, lr_description, ensemble_stream),
-                 sharded, chunk_size,
-                 samples_per_step, checkpoint_every, ensemble_stream)
+                 sharded, chunk_size, samples_per_step, checkpoint_every, ensemble_stream)
 
 
 def _periodic(metric: Metric) -> bool:
@@ -285,18 +289,32 @@ def _finish(plan: _Plan, run: _Run, eval_samples: int, eval_generator: torch.Gen
         path = carry_path(path, plan.levels[run.current], plan.levels[-1], plan.keys, _periodic(plan.metric))
     indices = keyframe_indices(plan.intervals)
     path[indices] = plan.keys
+    generator = plan.generator if eval_generator is None else eval_generator
+    shard = path_shard(path.shape[0]) if plan.sharded else None
+    draws = generator_state(generator)
     with phase(f"{plan.metric.name}: distances along the path ({eval_samples} samples)", enabled=progress):
-        evaluation = evaluate_path(plan.metric, path, eval_samples,
-                                   plan.generator if eval_generator is None else eval_generator,
-                                   chunk_size=plan.chunk_size,
-                                   shard=path_shard(path.shape[0]) if plan.sharded else None)
+        evaluation = evaluate_path(plan.metric, path, eval_samples, generator, chunk_size=plan.chunk_size,
+                                   shard=shard)
+    after = generator_state(generator)
+    restore_generator(generator, draws)  # the starting path under the very same draws: a paired comparison
+    start = initial_path(plan.levels[-1], plan.keys, plan.initial, plan.intervals)
+    start[indices] = plan.keys
+    with phase(f"{plan.metric.name}: distances along the starting path", enabled=progress):
+        start_evaluation = evaluate_path(plan.metric, start, eval_samples, generator, chunk_size=plan.chunk_size,
+                                         shard=shard)
+    restore_generator(generator, after)
+    note = None
+    if start_evaluation.energy < evaluation.energy:
+        note = (f"geodesic: the solved path's energy {evaluation.energy:.4g} is above its starting path's "
+                f"{start_evaluation.energy:.4g} (same samples): returning the starting path")
+        path, evaluation = start, start_evaluation
     ran = plan.total_steps - run.first_step
     return GeodesicResult(
         frames=path.detach().cpu(), keyframe_indices=indices, intervals=plan.intervals,
         distances=evaluation.distances, half_widths=evaluation.half_widths, energy=evaluation.energy,
         samples=evaluation.samples, energy_history=run.history, levels=plan.levels,
         step_seconds=run.run_seconds / ran if ran else 0.0, resumed_from=run.first_step,
-        seed=plan.generator.initial_seed(),
+        seed=plan.generator.initial_seed(), start_energy=start_evaluation.energy, note=note,
     )
 
 

@@ -9,6 +9,7 @@ sigma 0.07) and ``--perturb shift`` (10 copies shifted by up to 2 px). Outputs g
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
                        refs_per_step=args.refs_per_step)
         write_results(args, out, metric, inputs, l2_mean, original, result)
         log = write_log(args, out, metric, source, seed, result, l2_mean, inputs, original is not None, started)
+    if result.note is not None:
+        print(f"note: {result.note}", file=sys.stderr)
     objective = log["objective"]
     print(f"{metric_label(metric)} barycenter of {inputs.shape[0]} images, p={args.power:g}, "
           f"{result.state['step']} steps: objective {objective['start']:.4g} -> {objective['end']:.4g} "
@@ -216,20 +219,24 @@ def write_log(args: argparse.Namespace, out: Path, metric: Any, source: dict[str
         mean_evaluation = evaluate_objective(metric, l2_mean.to(metric.device), inputs.to(metric.device),
                                              torch.tensor(result.settings["weights"], device=metric.device),
                                              args.power, args.eval_samples, result.settings["eval_seed"])
-    start, end = result.evaluations[0], result.evaluations[-1]
+    start, last = result.evaluations[0], result.evaluations[-1]
+    end = next((entry for entry in reversed(result.evaluations) if entry.step == result.returned_step), last)
     log = {
         "command": "barycenter",
         "inputs": source,
         "seed": seed,
         "settings": result.settings,
         **weights_report(metric),
-        "objective": {"start": start.objective, "end": end.objective, "l2_mean": mean_evaluation.objective,
+        "objective": {"start": start.objective, "end": end.objective,
+                      "last_iterate": last.objective, "l2_mean": mean_evaluation.objective,
                       "eval_samples": end.samples},
         "seam_statistic": {"barycenter": float(seam_statistic(result.image.reshape(1, *result.image.shape[-3:]))[0]),
                            "inputs": seam_statistic(inputs).tolist()},
         "history": result.history,
         "evaluations": [entry.as_dict() for entry in result.evaluations],
         "resumed_from_step": result.resumed_from,
+        "returned_step": result.returned_step,
+        "note": result.note,
         "timings": {**result.timings, "wall_seconds_this_call": time.perf_counter() - started},
         "outputs": ["inputs/", "l2_mean.png", "barycenter.png", "snapshots/", "contact_sheet.png", "log.json",
                     CHECKPOINT_NAME, "run.json"] + (["original.png"] if has_original else []),

@@ -16,6 +16,7 @@ import torch
 from elpips import CONFIGS, METRIC_NAMES, EnsembleConfig, Metric, get_config
 from elpips.ensemble import COLOR_MODES, DEPENDENT_VALUES
 from elpips.memory import parse_memory_size
+from elpips.precision import PRECISIONS
 
 from .run_folder import ENVIRONMENT
 
@@ -52,6 +53,9 @@ def add_metric_options(parser: argparse.ArgumentParser, default: str = "elpips-v
     group.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                        help=f"largest image accepted, in pixels (default: {elpips.io.DEFAULT_MAX_PIXELS:,})")
     add_threads_option(group)
+    group.add_argument("--precision", choices=PRECISIONS, default="float32",
+                       help="arithmetic of the network: float32, bfloat16, float16 (CUDA only) or auto (bfloat16 "
+                            "where the hardware has it natively); recorded as used (docs/performance.md#precision)")
     add_ensemble_options(parser)
 
 
@@ -223,7 +227,8 @@ def make_metric(args: argparse.Namespace, name: str | None = None, seed: int | N
     with phase(f"{name}: loading the network and its weights", enabled=announce):
         metric = Metric(name, backbone_weights=args.backbone_weights, device=args.device,
                         seed=args.seed if seed is None else seed, ensemble=ensemble,
-                        memory_budget=getattr(args, "memory_budget", None))
+                        memory_budget=getattr(args, "memory_budget", None),
+                        precision=getattr(args, "precision", "float32"))
     if announce and not metric.calibrated:
         print(f"note: {metric.weights_info.description}", file=sys.stderr)
     return metric

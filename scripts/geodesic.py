@@ -4,6 +4,7 @@ write every export into a run directory; ``--compare`` solves the same path unde
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -139,6 +140,8 @@ def solve_one(args: argparse.Namespace, metric: Metric, keys: torch.Tensor, run_
                    chunk_size=args.chunk, eval_samples=args.samples, coarse_to_fine=args.coarse_to_fine,
                    spatial=args.spatial, eval_generator=torch.Generator().manual_seed(seed + 1), shard=sharded)
     solve_seconds = time.perf_counter() - started
+    if result.note is not None and is_main_process():
+        print(f"note: {result.note}", file=sys.stderr)
     # the linear blend under the same seeded samples as the solved path's distances: a paired comparison
     linear_frames = linear_path(keys, result.intervals)
     with phase(f"{metric.name}: distances along the linear blend", enabled=is_main_process()):
@@ -173,6 +176,7 @@ def summarize(args: argparse.Namespace, metric: Metric, result: GeodesicResult, 
         "energy_history": result.energy_history,
         "result": {
             "energy": result.energy, "linear_energy": linear_energy, "samples": result.samples,
+            "start_energy": result.start_energy, "note": result.note,
             "distances": result.distances.tolist(), "half_widths": result.half_widths.tolist(),
             "speed_spread": result.speed_spread(), "length": float(result.distances.sum()),
             "seam_statistic": seam_statistic(result.frames).tolist(),

@@ -255,3 +255,16 @@ def test_noisy_copies_have_the_requested_noise_level():
     assert float(bright.max()) == 1.0 and float(bright.min()) >= 0.0
     with pytest.raises(ValueError, match="count"):
         noisy_copies(image, count=0)
+
+
+def test_a_solve_never_returns_something_worse_than_its_start_silently(random_metric):
+    """From the optimum (the mean, for L2 and p=2) a large step size can only move away: the start is returned,
+    with a note; a solve that improves returns its last iterate without one."""
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    worse = solve(images, random_metric("l2"), steps=5, lr=0.3, init="mean", generator=0)
+    assert worse.evaluations[-1].objective > worse.evaluations[0].objective
+    assert worse.returned_step == 0 and "returning" in worse.note
+    torch.testing.assert_close(worse.image[0], weighted_mean(images, [1, 1, 1]).clamp(CLIP_LOW, CLIP_HIGH),
+                               rtol=0, atol=1e-6)
+    better = solve(images, random_metric("l2"), steps=5, lr=0.01, init="noise", generator=0)
+    assert better.returned_step == 5 and better.note is None

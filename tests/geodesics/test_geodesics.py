@@ -230,3 +230,17 @@ def test_bad_input_raises_value_error(random_metric, images):
         solve(images(2, 20, 20), frames=4, metric=random_metric("elpips-vgg"), steps=1, spatial=True)
     with pytest.raises(FileNotFoundError):
         solve(keys, frames=4, metric=metric, steps=1, checkpoint="/nonexistent/ckpt.pt", resume=True)
+
+
+def test_a_solve_never_returns_a_path_worse_than_its_start_silently(random_metric, images):
+    """Under L2 the linear blend is the geodesic: steps with a large rate can only leave it, so the blend comes
+    back, with a note; a solve from a perturbed start that improves keeps its own path and no note."""
+    metric = random_metric("l2")
+    keys = images(2, 12, 12)
+    target = linear_path(keys, (5,))
+    worse = solve(keys, metric, frames=6, steps=5, lr=0.3, coarse_to_fine=False)
+    assert worse.note is not None and "returning the starting path" in worse.note
+    assert torch.equal(worse.frames, target) and worse.energy == worse.start_energy
+    better = solve(keys, metric, frames=6, steps=50, init=perturbed(target, (5,)), lr=L2_SCHEDULE,
+                   coarse_to_fine=False)
+    assert better.note is None and better.energy < better.start_energy

@@ -24,6 +24,7 @@ from elpips.scripts.cli import COMMAND_MODULES, build_parser, main
 SIZE = 32
 SHARED = ["--backbone-weights", "random", "--seed", "7", "--memory-budget", "300M", "--device", "cpu"]
 ENSEMBLE = ["--no-flip", "--dropout-keep", "0.5"]
+PRECISION = ["--precision", "bfloat16"]
 
 
 def _png(path: Path, seed: int, size: int = SIZE) -> str:
@@ -101,7 +102,7 @@ def test_every_metric_command_has_a_case():
     assert with_metric == set(CASES), "every command with --metric needs a tiny run in CASES"
     for command in with_metric:
         assert {"--no-flip", "--dropout-keep", "--seed", "--device", "--memory-budget", "--max-pixels",
-                "--threads"} <= \
+                "--threads", "--precision"} <= \
             _options(command), command
 
 
@@ -125,10 +126,11 @@ def _record(tmp: Path, printed: str) -> tuple[dict, dict]:
     if (tmp / "out" / "run.json").is_file():
         settings = json.loads((tmp / "out" / "run.json").read_text())["settings"]
         assert "threads" in settings["environment"]
-        return settings["metrics"][0]["ensemble"], {"seed": settings["seed"], **settings["environment"]}
+        return settings["metrics"][0]["ensemble"], {"seed": settings["seed"], **settings["environment"],
+                                                    "precision": settings["metrics"][0]["precision"]}
     result = json.loads(printed)
     return result["ensemble"], {"seed": result["sampling_seed"], "device": result["device"],
-                                "memory_budget": result["memory_budget"]}
+                                "memory_budget": result["memory_budget"], "precision": result["precision"]}
 
 
 @pytest.mark.parametrize("command", sorted(CASES))
@@ -136,15 +138,17 @@ def test_shared_options_reach_the_metric_and_the_record(command, tmp_path, capsy
     argv = CASES[command](tmp_path)
     threads = torch.get_num_threads()
     wanted = 2 if threads == 1 else 1
-    assert main([*argv, *ENSEMBLE, *SHARED, "--threads", str(wanted)]) == 0, capsys.readouterr().err
+    assert main([*argv, *ENSEMBLE, *SHARED, *PRECISION, "--threads", str(wanted)]) == 0, capsys.readouterr().err
     assert torch.get_num_threads() == threads  # restored after the command
     assert all(metric.threads_when_built == wanted for metric in built_metrics), command
     name = argv[argv.index("--metric") + 1] if "--metric" in argv else "elpips-vgg"
     used = [metric for metric in built_metrics if metric.name == name]
     assert used and all(not m.ensemble.flip and m.ensemble.dropout_keep == 0.5 for m in used), command
+    assert all(m.precision == "bfloat16" for m in used), command
     ensemble, record = _record(tmp_path, capsys.readouterr().out)
     assert ensemble["flip"] is False and ensemble["dropout_keep"] == 0.5 and ensemble["swap"] is True
     assert record["seed"] == 7 and record["device"] == "cpu" and record["memory_budget"] == 300 * 2**20
+    assert record["precision"] == "bfloat16"
 
 
 @pytest.mark.parametrize("command", sorted(CASES))
