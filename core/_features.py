@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from ._inputs import check_scaled_size
 from .backbones import AlexNetFeatures, SqueezeNetFeatures, VGG16Features
-from .backbones.common import parameters_to_buffers
+from .backbones.common import StagedBackbone, parameters_to_buffers
 from .configs import MetricConfig
 from .distance import normalize_channels, scale_input
 from .dropout import DropoutMasks
@@ -37,7 +37,7 @@ DropoutHook = Callable[[torch.Tensor, int], torch.Tensor]
 """The network's dropout hook: ``(inputs [B, C, h, w], layer) -> masked inputs``."""
 
 
-def new_backbone(config: MetricConfig) -> nn.Module | None:
+def new_backbone(config: MetricConfig) -> StagedBackbone | None:
     """The named metric's feature network (E-LPIPS: average pooling and the E-LPIPS taps), ``None`` for ``l2``."""
     if config.backbone == "vgg16":
         return VGG16Features(pooling="avg" if config.is_elpips else "max",
@@ -62,6 +62,13 @@ def build_network(metric: Metric, backbone_weights: str | os.PathLike,
         register_linear_weights(metric, linear_weights)
 
 
+def feature_network(metric: Metric) -> StagedBackbone:
+    """``metric.backbone`` where the metric must have one (``ValueError`` for ``l2``, which has no network)."""
+    if metric.backbone is None:
+        raise ValueError(f"{metric.name} has no feature network")
+    return metric.backbone
+
+
 def register_linear_weights(metric: Metric, linear_weights: str | os.PathLike | None) -> None:
     """Load the linear weights (``None``: the metric's own; ``"kettunen"``: the authors' retrained LPIPS weights)
     and register them on ``metric`` as buffers ``lin0, lin1, ...`` (``[C_l]`` each), checked against the taps."""
@@ -75,7 +82,7 @@ def register_linear_weights(metric: Metric, linear_weights: str | os.PathLike | 
                              "SqueezeNet only; use lpips-vgg or lpips-squeeze")
         spec = f"kettunen_{config.name.replace('-', '_')}"
     weights, metric.linear_weights_source = load_linear_weights(spec)
-    expected = metric.backbone.tap_channels
+    expected = feature_network(metric).tap_channels
     if [len(w) for w in weights] != expected:
         raise ValueError(
             f"linear weights {metric.linear_weights_source} have channels {[len(w) for w in weights]}, "
@@ -99,7 +106,9 @@ def dropout_masks(metric: Metric, generator: torch.Generator, dropout: bool | No
     if not dropout_enabled(metric, dropout):
         return None
     seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    return DropoutMasks(seed, metric.dropout_keep)
+    keep = metric.dropout_keep
+    assert keep is not None  # dropout is on: the ensemble filled in its keep probability
+    return DropoutMasks(seed, keep)
 
 
 def draw_transform(metric: Metric, batch: int, height: int, width: int,
@@ -173,7 +182,7 @@ def lay_out_backbone(backbone: nn.Module, layout: torch.memory_format) -> None:
 def set_periodic_padding(backbone: nn.Module, periodic: bool) -> None:
     """Every padded convolution of ``backbone`` pads circularly (``periodic``: the tileable mode, a network on the
     torus) or with zeros (the reference); a no-op while they already do."""
-    mode = "circular" if periodic else "zeros"
+    mode: Literal["circular", "zeros"] = "circular" if periodic else "zeros"
     for layer in backbone.modules():
         if isinstance(layer, nn.Conv2d) and any(layer.padding) and layer.padding_mode != mode:
             layer.padding_mode = mode
@@ -198,8 +207,9 @@ def network_input(metric: Metric, x: torch.Tensor,
 
     flat = scale_input(x.reshape(groups * batch, *x.shape[2:]))
     layout = metric.memory_format(flat.device)
-    lay_out_backbone(metric.backbone, layout)
-    set_periodic_padding(metric.backbone, metric.ensemble.tileable)
+    backbone = feature_network(metric)
+    lay_out_backbone(backbone, layout)
+    set_periodic_padding(backbone, metric.ensemble.tileable)
     flat = scale_gradient(flat, 1.0 / gradient_scale(metric.precision))  # float16: the backward's scale undone
     return ToLayout.apply(flat, layout), dropout, groups, batch
 
@@ -207,11 +217,12 @@ def network_input(metric: Metric, x: torch.Tensor,
 def network_features(metric: Metric, images: torch.Tensor, sample: EnsembleSample | None) -> Features:
     """:meth:`Metric.features`: one tensor per tap, ``[(G,) N, C, h, w]``, from ``images`` ``[(G,) N, 3, H, W]``
     (the images themselves, one entry, for ``l2``)."""
-    if metric.backbone is None:
+    backbone = metric.backbone
+    if backbone is None:
         return [images]
     grouped = images.dim() == 5
     flat, dropout, groups, batch = network_input(metric, images if grouped else images.unsqueeze(0), sample)
-    taps = network_stage(metric, lambda: metric.backbone(flat, dropout))
+    taps = network_stage(metric, lambda: backbone(flat, dropout))
     grad_scale = gradient_scale(metric.precision)
     result = []
     for tap in taps:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, SupportsIndex, cast
 
 import torch
 
@@ -25,11 +25,11 @@ SEED_LIMIT = 2**64
 """Seeds are integers in ``0 .. SEED_LIMIT - 1``, the range of a torch generator's 64-bit seed."""
 
 
-def check_reduction(reduction: str) -> str:
+def check_reduction(reduction: str) -> Reduction:
     """``reduction`` itself; ``ValueError`` unless it is one of :data:`REDUCTIONS`."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    return reduction
+    return cast(Reduction, reduction)
 
 
 def reduce(distances: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -57,7 +57,7 @@ def check_seed(seed: int | None) -> int | None:
 def check_sample_count(n: object) -> None:
     """``n`` (ensemble samples) must be a positive integer."""
     try:
-        count = operator.index(n)  # ints and NumPy integers; not floats or bools
+        count = operator.index(cast(SupportsIndex, n))  # ints and NumPy integers; not floats or bools
     except TypeError:
         count = 0
     if isinstance(n, bool) or count < 1:

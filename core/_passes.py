@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ._features import Features, dropout_masks, network_input, network_stage, normalized_tap
+from ._features import Features, dropout_masks, feature_network, network_input, network_stage, normalized_tap
 from .distance import tap_distance
 from .dropout import DropoutMasks
 from .memory import default_memory_budget, images_per_pass
@@ -86,12 +86,13 @@ def _checkpointed_group_distances(metric: Metric, groups_images: torch.Tensor,
     """See :func:`checkpointed_distances`; ``groups_images`` ``[G, N, 3, H, W]``, without ``reference_features``
     the last group is the reference. Returns ``[G, N]`` (``[G - 1, N]`` with the reference among the groups)."""
     flat, dropout, groups, batch = network_input(metric, groups_images, sample)
+    backbone = feature_network(metric)
     weights = metric.linear_weights
     fused = metric._fused
     grad_scale = gradient_scale(metric.precision)
 
     def segment(h: torch.Tensor, stage: int, reference_tap: torch.Tensor | None):
-        tap = network_stage(metric, lambda: metric.backbone.run_stage(stage, h, dropout))
+        tap = network_stage(metric, lambda: backbone.run_stage(stage, h, dropout))
         normalized = normalized_tap(tap, fused, grad_scale)
         normalized = normalized.reshape(groups, batch, *normalized.shape[1:])
         if reference_tap is None:
@@ -100,10 +101,11 @@ def _checkpointed_group_distances(metric: Metric, groups_images: torch.Tensor,
 
     total = None
     h = flat
-    for stage in range(metric.backbone.num_stages):
+    for stage in range(backbone.num_stages):
         reference_tap = None if reference_features is None else reference_features[stage]
         h, distance = checkpoint(segment, h, stage, reference_tap, use_reentrant=False)
         total = distance if total is None else total + distance
+    assert total is not None  # a network has at least one stage
     return total
 
 
@@ -145,12 +147,12 @@ def sample_distances(metric: Metric, x: torch.Tensor, y: torch.Tensor, n: int,
     if total <= per_pass:
         return pair_distances(metric, x.repeat(n, 1, 1, 1), y.repeat(n, 1, 1, 1), sample).reshape(n, batch)
     generator = metric.generator if generator is None else generator
-    distances = []
+    parts: list[torch.Tensor] = []
     for start, stop in pass_ranges(total, per_pass):
         rows = torch.arange(start, stop, device=x.device) % batch
         part = pass_sample(metric, sample, start, stop, generator)
-        distances.append(pair_distances(metric, x[rows], y[rows], part))
-    return torch.cat(distances).reshape(n, batch)
+        parts.append(pair_distances(metric, x[rows], y[rows], part))
+    return torch.cat(parts).reshape(n, batch)
 
 
 def compare_samples(metric: Metric, reference: torch.Tensor, candidates: torch.Tensor, n: int,
@@ -191,7 +193,7 @@ def tiles_needed(metric: Metric, *inputs: torch.Tensor) -> bool:
     a differentiable call runs whole and its memory is the caller's choice). Never in the tileable mode: a tile
     has borders, a periodic image has none, so it runs whole."""
     if metric.backbone is None or metric.ensemble.tileable \
-            or metric.images_per_pass(*inputs[0].shape[-2:], inputs[0].dtype) >= 2:
+            or metric.images_per_pass(inputs[0].shape[-2], inputs[0].shape[-1], inputs[0].dtype) >= 2:
         return False
     return not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs))
 
@@ -204,7 +206,7 @@ def tiled_pair_distance(metric: Metric, x: torch.Tensor, y: torch.Tensor, transf
     core = core_size(memory_budget(metric), metric.config.backbone, x.element_size())
     fused = metric._fused
     return network_stage(metric, lambda: tiled_distance(
-        metric.backbone, flat, metric.linear_weights, lambda tap: normalized_tap(tap, fused), block_masks,
+        feature_network(metric), flat, metric.linear_weights, lambda tap: normalized_tap(tap, fused), block_masks,
         core)).to(x.dtype)
 
 

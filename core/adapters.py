@@ -138,6 +138,8 @@ def _torchmetrics_class() -> type:
         is_differentiable = True
         higher_is_better = False
         full_state_update = False
+        sum_scores: torch.Tensor  # states, registered by add_state
+        total: torch.Tensor
         plot_lower_bound = 0.0
 
         def __init__(self, net_type: str | None = None, reduction: str = "mean", normalize: bool = False, *,

@@ -49,24 +49,27 @@ class _ForwardReader:
         self._next = 0
         self._last: tuple[int, np.ndarray] | None = None
 
-    def _restart(self) -> None:
+    def _restart(self) -> Iterator[np.ndarray]:
         if self._frames is not None and hasattr(self._frames, "close"):
             self._frames.close()
         self._frames, self._next, self._last = self._open(), 0, None
+        return self._frames
 
     def read(self, index: int) -> np.ndarray:
         if self._last is not None and self._last[0] == index:
             return self._last[1]
-        if self._frames is None or index < self._next:
-            self._restart()
+        frames = self._frames
+        if frames is None or index < self._next:
+            frames = self._restart()
         while self._next <= index:
             try:
-                array = next(self._frames)
+                array = next(frames)
             except StopIteration:
                 raise ImageLoadError(f"{self._name}: ended after {self._next} frames (frame {index} asked for)") \
                     from None
             self._last = (self._next, array)
             self._next += 1
+        assert self._last is not None  # the loop has just read frame index
         return self._last[1]
 
 
@@ -170,13 +173,14 @@ class Clip:
         if self.kind == "frames":
             image = load_image(self.files[index])
         else:
+            assert self._reader is not None  # a video or GIF clip has a reader
             array = _to_rgb(_to_unit_float(np.asarray(self._reader.read(index)), Path(self.source)),
                             Path(self.source))
             image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).contiguous()
         if tuple(image.shape[-2:]) != self.size and not self.sizing.active:
             name = self.files[index] if self.kind == "frames" else f"{self.source} frame {index}"
-            check_same_size([self.input_size, tuple(image.shape[-2:])], [self.files[0] if self.files else
-                                                                         self.source, name])
+            check_same_size([self.input_size, (image.shape[-2], image.shape[-1])],
+                            [str(self.files[0]) if self.files else self.source, str(name)])
         return resample(image, *self.size, center_crop=self.sizing.center_crop)
 
     def frames(self, start: int, stop: int) -> torch.Tensor:
@@ -243,8 +247,10 @@ def open_clip(spec: str | os.PathLike, sizing: Sizing | None = None, fps: float 
     if min(target) < min_size:
         raise ImageLoadError(f"{text}: frames are {target[0]}x{target[1]} pixels; at least {min_size}x{min_size} "
                              "needed")
-    return Clip(text, kind, count, rate, tuple(target), sizing, files, tuple(sizes[0]), reader,
-                sizing_record(sizing, tuple(target), sizes if kind == "frames" else sizes[:1]))
+    target = (target[0], target[1])
+    first_size = (sizes[0][0], sizes[0][1])
+    return Clip(text, kind, count, rate, target, sizing, files, first_size, reader,
+                sizing_record(sizing, target, sizes if kind == "frames" else sizes[:1]))
 
 
 def pan_frames(image: torch.Tensor, count: int, size: int) -> torch.Tensor:

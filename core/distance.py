@@ -226,6 +226,8 @@ def weighted_adjacent_distances(sequence: list[torch.Tensor], left: list[torch.T
         distances = adjacent_tap_distances(tap, None if left is None else left[index],
                                            None if right is None else right[index], weight, fused)
         total = distances if total is None else total + distances
+    if total is None:
+        raise ValueError("weighted_adjacent_distances needs at least one tap")
     return total
 
 

@@ -215,6 +215,6 @@ def _exchange(outgoing: torch.Tensor | None, to_offset: int, incoming: torch.Ten
     if operations:
         for request in dist.batch_isend_irecv(operations):
             request.wait()
-    if incoming is not None:
+    if incoming is not None and receive_buffer is not None:  # the buffer exists exactly when incoming does
         incoming.copy_(receive_buffer)
 

@@ -40,7 +40,8 @@ def dropped_positions(count: int, drop_probability: float, generator: torch.Gene
     if not 0.0 < drop_probability < 1.0:
         raise ValueError(f"drop_probability must be in (0, 1), got {drop_probability}")
     device = generator.device
-    parts, start = [], 0
+    parts: list[torch.Tensor] = []
+    start = 0
     while True:
         expected = (count - start) * drop_probability
         draws = first_draw if first_draw is not None and not parts else int(expected + 6 * math.sqrt(expected) + 16)

@@ -124,7 +124,8 @@ class EnsembleConfig:
     @classmethod
     def none(cls) -> EnsembleConfig:
         """Every piece off: no transformation, no dropout (a deterministic evaluation)."""
-        return cls(**{switch: False for switch in SWITCHES})
+        switches: dict[str, Any] = {switch: False for switch in SWITCHES}
+        return cls(**switches)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EnsembleConfig:
@@ -180,7 +181,10 @@ class EnsembleConfig:
     def padding(self) -> int:
         """Pixels the offset step pads the image by on each side (0 with the offset off, and in the tileable
         mode, whose offset is a circular shift)."""
-        return self.max_offset if self.offset and not self.tileable else 0
+        if not self.offset or self.tileable:
+            return 0
+        assert self.max_offset is not None  # filled in by __post_init__ while the offset is on and not tileable
+        return self.max_offset
 
     def differences(self, base: EnsembleConfig) -> list[str]:
         """Short phrases for what differs from ``base`` (e.g. ``["no flip", "max offset 3"]``)."""

@@ -125,7 +125,7 @@ def _read_displayed(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        image = Image.open(path)
+        image: Image.Image = Image.open(path)
     except UnidentifiedImageError:
         return np.asarray(iio.imread(path, index=0))
     with image:
@@ -215,7 +215,9 @@ def _check_pixel_count(path: Path) -> None:
         with without_bomb_warning():
             shape = iio.improps(path, index=0).shape
     except Image.DecompressionBombError:  # over twice PIL.Image.MAX_IMAGE_PIXELS: Pillow does not say the size
-        pillow_limit = 2 * Image.MAX_IMAGE_PIXELS
+        pillow_max = Image.MAX_IMAGE_PIXELS
+        assert pillow_max is not None  # Pillow raises the error only while it has a limit
+        pillow_limit = 2 * pillow_max
         if limit < pillow_limit:
             raise ImageLoadError(f"{path}: image is over {pillow_limit:,} pixels, over the limit of {limit:,} "
                                  "pixels (max_pixels)") from None

@@ -49,6 +49,7 @@ from ._inputs import (  # noqa: F401  (kept importable from here)
     seeded_generator,
     stack_candidates,
 )
+from .backbones.common import StagedBackbone
 from .configs import get_config
 from .devices import resolve_device
 from .distance import rms_distance, weighted_adjacent_distances, weighted_distance
@@ -60,6 +61,7 @@ from .record import tensor_digest
 from .spatial import compare_maps, distance_map
 from .transforms import TransformRecord
 from .validation import check_same_shape
+from .weights import WeightsInfo
 
 
 @dataclass
@@ -149,6 +151,10 @@ class Metric(nn.Module):
         >>> d.shape, bool(d > 0)
         (torch.Size([1]), True)
     """
+
+    backbone: StagedBackbone | None  # set by build_network, with the two below
+    weights_info: WeightsInfo
+    linear_weights_source: str
 
     def __init__(
         self,
@@ -281,7 +287,7 @@ class Metric(nn.Module):
         record = draw_transform(self, batch, height, width, generator)  # first: the transform, then the masks
         return EnsembleSample(record, dropout_masks(self, generator, dropout))
 
-    def sample_for(self, transform: TransformRecord, dropout: bool | None = None,
+    def sample_for(self, transform: TransformRecord | None, dropout: bool | None = None,
                    generator: torch.Generator | None = None) -> EnsembleSample:
         """An :class:`EnsembleSample` with a given transform (fresh dropout masks unless ``dropout=False``)."""
         generator = self.generator if generator is None else generator

@@ -73,10 +73,12 @@ class Sizing:
         if self.resize is not None:
             return self.resize
         if self.fit is None:
-            return tuple(sizes[0])
+            height, width = sizes[0]
+            return height, width
         areas = [height * width for height, width in sizes]
         chosen = areas.index(min(areas) if self.fit == "smallest" else max(areas))
-        return tuple(sizes[chosen])
+        height, width = sizes[chosen]
+        return height, width
 
     def as_dict(self) -> dict:
         return {"resize_height_width": list(self.resize) if self.resize else None, "fit": self.fit,
@@ -112,7 +114,7 @@ def resample(images: torch.Tensor, height: int, width: int, center_crop: bool = 
     if images.shape[-2:] == (height, width):
         return images
     if center_crop:
-        top, left, crop_height, crop_width = center_crop_box(*images.shape[-2:], height, width)
+        top, left, crop_height, crop_width = center_crop_box(images.shape[-2], images.shape[-1], height, width)
         images = images[..., top:top + crop_height, left:left + crop_width]
         if images.shape[-2:] == (height, width):
             return images.contiguous()
@@ -144,7 +146,7 @@ def conform_images(images: Sequence[torch.Tensor], names: Sequence[str], sizing:
         ``([N, 3, H, W], record)``; ``record`` holds the sizing options, the target and each input's size
         (for ``log.json``).
     """
-    sizes = [tuple(image.shape[-2:]) for image in images]
+    sizes = [(image.shape[-2], image.shape[-1]) for image in images]
     if not sizing.active:
         check_same_size(sizes, names)
     height, width = sizing.target(sizes)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +107,8 @@ def upsampling_mass(source: tuple[int, int], target: tuple[int, int]) -> torch.T
 def upsample_mass_preserving(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear upsampling (as :func:`upsample_bilinear`) of ``maps`` divided by :func:`upsampling_mass`, so that
     the mean over ``size`` equals the mean of ``maps`` exactly (each source row/column spreads its own share)."""
-    mass = upsampling_mass(tuple(maps.shape[-2:]), tuple(size)).to(device=maps.device, dtype=maps.dtype)
+    mass = upsampling_mass((maps.shape[-2], maps.shape[-1]), (size[0], size[1]))
+    mass = mass.to(device=maps.device, dtype=maps.dtype)
     return upsample_bilinear(maps / mass, size)
 
 
@@ -261,6 +262,8 @@ def sample_maps(metric: Metric, reference: torch.Tensor, candidates: torch.Tenso
         frame_map = upsample(tap_map, frame)
         total_map = frame_map if total_map is None else total_map + frame_map
         total_distance = distance if total_distance is None else total_distance + distance
+    if total_map is None or total_distance is None:
+        raise ValueError(f"{metric.name} has no network taps: spatial maps need an LPIPS or E-LPIPS metric")
     if ensemble:
         total_map = map_to_input_frame(total_map, sample.transform, height, width)
     return total_map, total_distance
@@ -326,7 +329,7 @@ def compare_maps(metric: Metric, reference: torch.Tensor, candidates, n: int = 1
     record, seeds = _draw_samples(metric, n, batch, height, width, generator, transform, dropout)
     chunk = chunk_size or default_chunk_samples(metric, batch * (count + 1), height, width, stacked.dtype)
     total = squares = None
-    distances = []
+    chunk_distances: list[torch.Tensor] = []
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         maps, sample_distances = _chunk_maps(metric, reference, stacked, record, seeds, start, stop)
@@ -334,9 +337,10 @@ def compare_maps(metric: Metric, reference: torch.Tensor, candidates, n: int = 1
         with torch.no_grad():
             squared = maps.detach().square().sum(dim=0)
             squares = squared if squares is None else squares + squared
-        distances.append(sample_distances)
+        chunk_distances.append(sample_distances)
+    assert total is not None and squares is not None  # n >= 1: at least one chunk
     mean = total / n
-    return SpatialMaps(mean, _half_width(squares, mean.detach(), n), torch.cat(distances), n)
+    return SpatialMaps(mean, _half_width(squares, mean.detach(), n), torch.cat(chunk_distances), n)
 
 
 def _chunk_maps(metric: Metric, reference: torch.Tensor, stacked: torch.Tensor, record: TransformRecord,
@@ -349,9 +353,12 @@ def _chunk_maps(metric: Metric, reference: torch.Tensor, stacked: torch.Tensor, 
     rows = record.rows(start * batch, stop * batch)
     hook = None
     if seeds is not None:
-        hook = SampleDropout([DropoutMasks(seed, metric.dropout_keep) for seed in seeds[start:stop]], batch)
+        keep = metric.dropout_keep
+        assert keep is not None  # seeds are drawn only with dropout on, which fills in its keep probability
+        hook = SampleDropout([DropoutMasks(seed, keep) for seed in seeds[start:stop]], batch)
+    # The network only calls a sample's masks as (inputs, layer, groups), which a SampleDropout does as well.
     maps, distances = sample_maps(metric, reference.repeat(k, 1, 1, 1), stacked.repeat(1, k, 1, 1, 1),
-                                  EnsembleSample(rows, hook))
+                                  EnsembleSample(rows, cast("DropoutMasks | None", hook)))
     maps = maps.reshape(count, k, batch, *maps.shape[-3:]).transpose(0, 1)
     return maps, distances.reshape(count, k, batch).transpose(0, 1)
 

@@ -16,6 +16,7 @@ value depends only on its global position. The masks are i.i.d. Bernoulli like :
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
@@ -103,7 +104,8 @@ def network_strides(backbone: torch.nn.Module) -> tuple[dict[int, int], list[int
     (small_layers, small_taps), (large_layers, large_taps) = grid_widths(64), grid_widths(64 + ALIGN)
     layers = {layer: ALIGN // (large_layers[layer] - small_layers[layer]) for layer in small_layers}
     taps = [ALIGN // (large - small) for small, large in zip(small_taps, large_taps, strict=False)]
-    backbone._tiling_strides = (layers, taps)
+    # nn.Module.__setattr__ is typed for tensors and modules, but stores any other value as a plain attribute.
+    backbone._tiling_strides = (layers, taps)  # type: ignore[assignment]
     return layers, taps
 
 
@@ -152,7 +154,7 @@ def tiled_distance(backbone: torch.nn.Module, network_input: torch.Tensor, linea
                 difference = (normalized[0] - normalized[1]).square().sum(dim=(-2, -1)).double()
                 sums[index] += difference @ linear_weights[index].double()
                 counts[index] += (rows.stop - rows.start) * (columns.stop - columns.start)
-    return sum(total / count for total, count in zip(sums, counts, strict=False))
+    return cast(torch.Tensor, sum(total / count for total, count in zip(sums, counts, strict=False)))  # >= 1 tap
 
 
 def _core_slice(core_start: int, core_stop: int, region_start: int, length: int, stride: int,

@@ -13,6 +13,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -246,7 +247,7 @@ def save_linear_weights(path: str | os.PathLike, weights: list[torch.Tensor]) ->
     target = Path(path)
     if target.suffix != ".npz":
         raise ValueError(f"linear weights are written as .npz files, got '{target}'")
-    arrays = {f"lin{index}": weight.detach().to("cpu", torch.float32).reshape(-1).numpy()
+    arrays: dict[str, Any] = {f"lin{index}": weight.detach().to("cpu", torch.float32).reshape(-1).numpy()
               for index, weight in enumerate(weights)}
     with atomic_path(target) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)

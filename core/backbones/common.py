@@ -55,6 +55,11 @@ class StagedBackbone(nn.Module):
         """Number of stages, one per tap."""
         return len(self._stages)
 
+    @property
+    def tap_channels(self) -> list[int]:
+        """Channels of each tap, shallowest first."""
+        raise NotImplementedError
+
     def run_stage(self, stage: int, x: torch.Tensor, dropout: DropoutHook | None = None) -> torch.Tensor:
         """Tap ``stage`` from tap ``stage - 1`` (stage 0: from the input; E-LPIPS stage 0 is the identity)."""
         for index in self._stages[stage]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,12 +81,13 @@ class SqueezeNetFeatures(StagedBackbone):
 
     def run_layer(self, index: int, x: torch.Tensor, dropout: DropoutHook | None) -> torch.Tensor:
         layer = self.features[index]
-        conv_index = self._conv_numbers.get(index)
         if isinstance(layer, nn.Conv2d):
-            return conv_relu(layer, x, dropout, conv_index)
+            return conv_relu(layer, x, dropout, self._conv_numbers[index])
         if index in _POOL_INDICES:
             return F.max_pool2d(x, 3, 2, ceil_mode=self.ceil_mode)
-        squeezed = conv_relu(layer.squeeze, x, dropout, conv_index)
-        expand1 = conv_relu(layer.expand1x1, squeezed, dropout, conv_index + 1)
-        expand3 = conv_relu(layer.expand3x3, squeezed, dropout, conv_index + 2)
+        fire = cast(Fire, layer)  # every other layer is a Fire module
+        conv_index = self._conv_numbers[index]
+        squeezed = conv_relu(fire.squeeze, x, dropout, conv_index)
+        expand1 = conv_relu(fire.expand1x1, squeezed, dropout, conv_index + 1)
+        expand3 = conv_relu(fire.expand3x3, squeezed, dropout, conv_index + 2)
         return torch.cat([expand1, expand3], dim=1)

@@ -149,8 +149,11 @@ class StratifiedStream:
             return metric.sample(1, height, width)
         _check_full_ensemble(metric.ensemble)
         scale_levels = metric.scale_levels or default_scale_levels(height, width)
-        dropout = DropoutMasks(self.dropout_seed(step, scale_levels), metric.dropout_keep) if metric.ensemble.dropout \
-            else None
+        dropout = None
+        if metric.ensemble.dropout:
+            keep = metric.dropout_keep
+            assert keep is not None  # dropout is on: the ensemble filled in its keep probability
+            dropout = DropoutMasks(self.dropout_seed(step, scale_levels), keep)
         return EnsembleSample(self.record(step, scale_levels), dropout)
 
 
