@@ -417,7 +417,8 @@ def solve(
     problem = _prepare(images, weights, metric, power, steps, lr, init, refs_per_step, samples_per_step, generator,
                        device, checkpoint, checkpoint_every, resume, eval_every, eval_samples, eval_seed, log_every,
                        chunk_size, ensemble_stream)
-    run = _resume(problem, checkpoint) if resume else _start(problem, init)
+    # _prepare refuses resume=True without a checkpoint
+    run = _resume(problem, checkpoint) if resume and checkpoint is not None else _start(problem, init)
     with reporting("barycenter", problem.steps, _describe, progress, callback) as on_step:
         _iterate(problem, run, checkpoint, on_step)
     return _finish(problem, run, progress)

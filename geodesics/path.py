@@ -173,7 +173,7 @@ def upscale_path(coarse: torch.Tensor, keyframes: torch.Tensor, intervals: Seque
         return coarse.clone()
     coarse_blend = linear_path(downscale(keyframes, factor), intervals)
     if periodic:
-        residual = upsample_periodic(coarse - coarse_blend, tuple(keyframes.shape[-2:]))
+        residual = upsample_periodic(coarse - coarse_blend, (keyframes.shape[-2], keyframes.shape[-1]))
     else:
         residual = F.interpolate(coarse - coarse_blend, size=keyframes.shape[-2:], mode="bilinear",
                                  align_corners=False)

@@ -116,13 +116,13 @@ def sharded_path_step(metric: Metric, path: torch.Tensor, free: torch.Tensor, va
         flags = local_free if incoming is None else torch.cat([local_free, free[stop:stop + 1]])
         work = None
         if variable is not None:
-            parts = [variable.detach()] + ([incoming[None]] if right_free else [])
+            parts = [variable.detach()] + ([incoming[None]] if right_free and incoming is not None else [])
             work = torch.cat(parts).requires_grad_(backward)
         local = path_step(metric, local_path, flags, work if backward else None, sample, samples, chunk_size,
                           backward, open_ends=True)
         distances[start:start + local.shape[0]] = local
-    if backward:
-        grad = work.grad if shard.active and work.grad is not None else None
+    if backward and variable is not None:  # backward is off without a variable
+        grad = work.grad if shard.active and work is not None and work.grad is not None else None
         if grad is None:
             grad = torch.zeros(variable.shape[0] + int(right_free), *variable.shape[1:], device=variable.device)
         own = grad[:variable.shape[0]]

@@ -411,7 +411,7 @@ def solve(
                     ensemble_stream)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
-    run = _resume(plan, checkpoint) if resume else _start(plan)
+    run = _resume(plan, checkpoint) if resume and checkpoint is not None else _start(plan)
     with reporting(metric.name, plan.total_steps, _describe, progress and is_main_process(), callback) as on_step:
         _iterate(plan, run, checkpoint, on_step)
     return _finish(plan, run, eval_samples, eval_generator, progress and is_main_process())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -20,8 +22,10 @@ class ResidualCNN(nn.Module):
             if index < depth - 1:
                 layers.append(nn.ReLU())
         self.body = nn.Sequential(*layers)
-        nn.init.zeros_(self.body[-1].weight)  # starts as the identity: the loss curve starts at the input's
-        nn.init.zeros_(self.body[-1].bias)
+        last = cast(nn.Conv2d, self.body[-1])  # Sequential indexing is typed as any Module
+        nn.init.zeros_(last.weight)  # starts as the identity: the loss curve starts at the input's
+        assert last.bias is not None  # built with a bias
+        nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.body(x)).clamp(0, 1)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import torch
 from elpips import distributed
+from elpips._features import feature_network
 from elpips.distance import normalize_channels, scale_input
 from elpips.metric import EnsembleSample, Features, Metric
 
@@ -62,7 +63,7 @@ def _untransformed_features(metric: Metric, images: torch.Tensor) -> Features:
     """Normalised taps of ``images`` ``[(G,) B, 3, H, W]`` through ``metric``'s network without the ensemble's input
     transformation and dropout (E-LPIPS' network as one fixed function)."""
     shape = images.shape[:-3]
-    taps = metric.backbone(scale_input(images.reshape(-1, *images.shape[-3:])), None)
+    taps = feature_network(metric)(scale_input(images.reshape(-1, *images.shape[-3:])), None)
     return [normalize_channels(tap).reshape(*shape, *tap.shape[1:]) for tap in taps]
 
 
@@ -89,7 +90,7 @@ def triplet_reductions(metric: Metric, batch: TripletBatch, samples: int = 1,
         for start in range(0, total, rows_per_pass):
             stop = min(start + rows_per_pass, total)
             rows = torch.arange(start, stop, device=images.device) % count
-            part = _pass_sample(metric, sample, start, stop, total, generator) if stochastic else None
+            part = _pass_sample(metric, sample, start, stop, total, generator) if sample is not None else None
             reference = _pass_features(metric, images[0][rows], part, ensemble)
             candidates = _pass_features(metric, images[1:][:, rows], part, ensemble)
             parts.append(pair_reductions(reference, candidates).cpu())
@@ -109,7 +110,7 @@ def _pass_sample(metric: Metric, sample: EnsembleSample, start: int, stop: int, 
     (as :meth:`Metric.compare` does)."""
     if (start, stop) == (0, total):
         return sample
-    rows = sample.transform.rows(start, stop)
+    rows = None if sample.transform is None else sample.transform.rows(start, stop)  # None: dropout only
     if start == 0 or sample.dropout is None:
         return EnsembleSample(rows, sample.dropout)
     return metric.sample_for(rows, generator=generator)

@@ -64,7 +64,10 @@ class BappsTriplets:
 
     def load(self, indices: Sequence[int]) -> TripletBatch:
         """Triplets ``indices`` as one batch; their images must all have one size (BAPPS patches are 64x64)."""
-        refs, p0s, p1s, judges = [], [], [], []
+        refs: list[torch.Tensor] = []
+        p0s: list[torch.Tensor] = []
+        p1s: list[torch.Tensor] = []
+        judges = []
         for index in indices:
             triplet = self.triplets[index]
             images = [load_image(path, self.min_size) for path in (triplet.ref, triplet.p0, triplet.p1)]

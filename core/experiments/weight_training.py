@@ -370,7 +370,7 @@ def train_weights(metric: Metric, train: TripletSource, validation: TripletSourc
     check_training(metric, train, validation, settings, weights)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
-    state = (restore_state(checkpoint, settings, identity, channels) if resume
+    state = (restore_state(checkpoint, settings, identity, channels) if resume and checkpoint is not None
              else new_state(channels, settings, weights))
     resumed_from = state.step if resume else None
     reduce_batch = _batch_reducer(metric, train, settings)

@@ -3,10 +3,13 @@ device, re-seed it or draw from its generator; a metric given by name is built o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from elpips.devices import resolve_device
+
+if TYPE_CHECKING:
+    from elpips.metric import Metric
 
 
 def check_metric_device(metric: Any, device: str | torch.device | None) -> None:
@@ -19,6 +22,10 @@ def check_metric_device(metric: Any, device: str | torch.device | None) -> None:
                          f"(metric.to(device)) or leave device unset")
 
 
+@overload
+def resolve_metric(metric: str | Metric, device: str | torch.device | None) -> Metric: ...
+@overload
+def resolve_metric(metric: Any, device: str | torch.device | None) -> Any: ...
 def resolve_metric(metric: Any, device: str | torch.device | None) -> Any:
     """The metric of a solve: a name is built (ImageNet weights) on ``device``; a metric object is returned as it
     is, after checking that ``device`` (if given) is its own."""
