@@ -81,5 +81,7 @@ def attack_rung(metric: Metric, full: Metric, source: torch.Tensor, target: torc
                       max_samples=settings.eval_max_samples)
     under_full = evaluate_a1(full, source, target, anchor, attacked, torch.Generator().manual_seed(settings.seed + 2),
                              max_samples=settings.eval_max_samples)
+    if attack.threshold is None:  # an A1 attack always reports the threshold it kept
+        raise RuntimeError("attack A1 returned no threshold")
     return RungResult(metric.name, attacked, own, under_full, attack.threshold)
 

@@ -115,7 +115,7 @@ def quantize_toward(images: torch.Tensor, center: torch.Tensor, levels: int = EI
         ``[N, 3, H, W]`` float32 values ``k / levels`` (``center``'s value where ``center`` is off the grid and
         rounding would cross it).
     """
-    levels = _grid(levels)
+    levels = check_positive_int(levels, "levels")
     scaled = images.detach().double() * levels
     up = images >= center
     steps = torch.where(up, torch.floor(scaled), torch.ceil(scaled)).clamp(0, levels)
@@ -141,7 +141,7 @@ def quantize_within_budget(images: torch.Tensor, center: torch.Tensor, radius: t
     Returns:
         ``[N, 3, H, W]`` float32 on the grid, in ``[0, 1]``, within the budget (checked in float64).
     """
-    levels = _grid(levels)
+    levels = check_positive_int(levels, "levels")
     radius = torch.as_tensor(radius, dtype=torch.float64, device=images.device).expand(images.shape[0])
     scaled = images.detach().double().flatten(1) * levels
     base = center.detach().double().flatten(1) * levels
@@ -175,7 +175,7 @@ def _check_positive_float(value: float, name: str) -> None:
 def _checked(metric: Metric, **named: torch.Tensor) -> list[torch.Tensor]:
     """Check images (``[N,3,H,W]`` in [0,1], metric's minimum size, equal shapes); move to the metric device."""
     result = []
-    first_name, first = None, None
+    first_name, first = "", None
     for name, images in named.items():
         check_images(images, name, metric.min_size)
         if first is None:
@@ -283,7 +283,7 @@ def attack_a2(
     x = project_l2_box(source + radius * _unit(noise), source, radius)
     start = x.clone()
     velocity = torch.zeros_like(x)
-    trace = []
+    trace: list[torch.Tensor] = []
     for step in range(steps):
         value, gradient = _value_and_grad(metric, x, source, samples, generator)
         offset = x - source
@@ -389,10 +389,10 @@ def attack_a1(
         :class:`AttackResult`; ``threshold`` ``[N]`` is the attacker's estimate of ``d(a, s)``.
     """
     source, target, anchor = _checked(metric, source=source, target=target, anchor=anchor)
-    for value, name in ((steps, "steps"), (samples_per_step, "samples_per_step"),
+    for count, name in ((steps, "steps"), (samples_per_step, "samples_per_step"),
                         (threshold_samples, "threshold_samples"), (check_samples, "check_samples"),
                         (line_search_points, "line_search_points"), (batch, "batch")):
-        check_positive_int(value, name)
+        check_positive_int(count, name)
     _check_positive_float(step_size, "step_size")
     _grid(levels)
     generator = metric.generator if generator is None else generator
@@ -402,7 +402,7 @@ def attack_a1(
     margin = 0.01  # aim 1% inside the threshold; the pull-back enforces the threshold itself
 
     x = source.clone()
-    trace = []
+    trace: list[torch.Tensor] = []
     for step in range(steps):
         value, gradient = _value_and_grad(metric, x, source, samples, generator)
         length = _cosine_schedule(step, steps, step_size) * span
@@ -492,7 +492,10 @@ def _paired_estimate(metric: Metric, source: torch.Tensor, first: torch.Tensor, 
     if not isinstance(generator, torch.Generator):
         raise ValueError("evaluation needs its own torch.Generator, separate from the attacker's")
     estimate = metric.estimate_compare(source, [first, second], abs_tol, rel_tol, max_samples, batch, generator)
-    return estimate, summarize(estimate.draws[:, 0] - estimate.draws[:, 1])
+    draws = estimate.draws
+    if draws is None:  # estimate_compare keeps its draws
+        raise RuntimeError("the paired estimate kept no draws")
+    return estimate, summarize(draws[:, 0] - draws[:, 1])
 
 
 def evaluate_a1(metric: Metric, source: torch.Tensor, target: torch.Tensor, anchor: torch.Tensor,

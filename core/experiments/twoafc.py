@@ -151,7 +151,8 @@ def list_triplets(data_dir: str | os.PathLike, split: str, category: str, limit:
         for path in paths:
             if not path.is_file():
                 raise DatasetError(f"{path}: missing (judgement {judge} has no matching image)")
-        triplets.append(Triplet(*paths, judge))
+        ref, p0, p1 = paths
+        triplets.append(Triplet(ref, p0, p1, judge))
     return triplets
 
 
@@ -176,7 +177,7 @@ def _batches(triplets: Sequence[Triplet], batch_size: int, min_size: int):
         images = [load_image(path, min_size) for path in (triplet.ref, triplet.p0, triplet.p1)]
         if len({tuple(image.shape) for image in images}) != 1:
             raise ImageLoadError(f"{triplet.ref}, {triplet.p0}, {triplet.p1}: the three images differ in size")
-        item = (*images, load_judge(triplet.judge))
+        item = (images[0], images[1], images[2], load_judge(triplet.judge))
         if current and (len(current) == batch_size or current[0][0].shape != item[0].shape):
             yield _stack(current)
             current = []
