@@ -19,6 +19,7 @@ from typing import Any
 from elpips.io import write_text
 
 from ..common import UNCALIBRATED
+from .frames import NO_ENCODER
 
 INDEX = "index.html"
 
@@ -125,6 +126,8 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
     if "mp4" in files:
         animation.append(f"<video class=\"pixel\" src=\"{_esc(files['mp4'])}\"{shown_width} controls loop muted>"
                          "</video>")
+    else:  # imageio-ffmpeg was missing when the run was exported
+        animation.append(f"<p class=\"warn\">{NO_ENCODER}</p>")
     parts.append(f"<section><h2>Animation ({export['fps']:g} fps)</h2><div class=\"row\">{''.join(animation)}"
                  "</div></section>")
     parts.append(
@@ -133,7 +136,7 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
         f"<img class=\"pixel fit\" src=\"{_esc(files['scanline'])}\" alt=\"scanline evolution\"></div></section>")
     if "scanline_comparison" in files:  # an interpolated clip: the same clip as a linear cross-fade
         video = (f"<video src=\"{_esc(files['comparison_mp4'])}\" controls loop muted></video>"
-                 if "comparison_mp4" in files else "")
+                 if "comparison_mp4" in files else f"<p class=\"warn\">{NO_ENCODER}</p>")
         parts.append("<section><h2>Against the linear cross-fade</h2><div class=\"row\">"
                      f"{video}<img class=\"pixel fit\" src=\"{_esc(files['scanline_comparison'])}\" "
                      "alt=\"scanline evolution: geodesic and cross-fade, keyframes marked red\"></div></section>")
