@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from .render.frames import ExportSettings
 
 
+def samples_text(count: int) -> str:
+    """``"1 sample"``, ``"10 samples"``."""
+    return f"{count} sample{'' if count == 1 else 's'}"
+
+
 def metric_choices_help(choices: Iterable[str]) -> str:
     """One line per metric name with what it is (for ``--help``)."""
     return "; ".join(f"{name}: {CONFIGS[name].description}" for name in choices)

@@ -18,7 +18,7 @@ from typing import Any
 
 from elpips.io import write_text
 
-from ..common import UNCALIBRATED
+from ..common import UNCALIBRATED, samples_text
 from .frames import NO_ENCODER
 
 INDEX = "index.html"
@@ -82,7 +82,8 @@ def _maps_section(maps: dict, info: dict, width: int) -> str:
         + (f" (mean {means[k]:.3g})" if k < len(means) else "") + "</figcaption></figure>"
         for k, src in enumerate(maps.get("segments", [])))
     bar = f"<img src=\"{_esc(maps['colorbar'])}\" alt=\"colour bar\">" if "colorbar" in maps else ""
-    note = (f"{info['samples']} samples per map; one colour range 0 .. {info.get('color_limit', info['max']):.3g} "
+    note = (f"{samples_text(info['samples'])} per map; one colour range 0 .. "
+            f"{info.get('color_limit', info['max']):.3g} "
             f"(largest value {info['max']:.3g}) for all segments; "
             "each map's mean is the segment's distance at those samples.") if "samples" in info else ""
     return (f"<section><h2>Where consecutive frames change</h2><p>{_esc(note)}</p>"
@@ -113,7 +114,7 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
         linear = result.get("linear_energy")
         parts.append(f"<p>Path energy Σ d² = {result['energy']:.5g}"
                      + (f" (linear blend: {linear:.5g})" if linear is not None else "")
-                     + f", {result.get('samples', 1)} samples per distance; {log.get('steps', '?')} steps.</p>")
+                     + f", {samples_text(result.get('samples', 1))} per distance; {log.get('steps', '?')} steps.</p>")
     first = files["frames"][0]
     parts.append(
         "<section><h2>Frames</h2>"
