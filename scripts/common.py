@@ -427,8 +427,10 @@ def sizing_from(args: argparse.Namespace):
 
 def _flag_wording() -> dict[str, str]:
     from elpips.sizing import SIZE_OPTIONS_HINT
+    from elpips.weights import RANDOM_HINT
 
     return {
+        RANDOM_HINT: "--backbone-weights random (uncalibrated, for smoke tests)",
         SIZE_OPTIONS_HINT: "pass --resize WxH or --fit smallest|largest to bring them to one size "
                            "(add --center-crop to keep the aspect ratio)",
         "backbone_weights=PATH": "--backbone-weights PATH",

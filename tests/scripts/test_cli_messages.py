@@ -71,3 +71,20 @@ def test_a_deterministic_metric_says_one_sample_not_one_samples(capsys):
     out = capsys.readouterr().out
     assert "(1 sample, shared by all candidates)" in out and "1 samples" not in out
     assert (samples_text(1), samples_text(2)) == ("1 sample", "2 samples")
+
+
+def test_offline_weights_error_names_the_random_backbone_flag(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    code = cli.main(["distance", "example:cat", "example:dog", "--metric", "lpips-squeeze",
+                     "--backbone-weights", "imagenet"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code != 0
+    assert "--backbone-weights random (uncalibrated, for smoke tests)" in error and "backbone_weights" not in error
