@@ -7,8 +7,11 @@ The categories are approximate: an element-wise ``mul`` may be a dropout mask be
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -44,6 +47,24 @@ def _self_time_us(event, device: torch.device) -> float:
     return float(event.self_cpu_time_total)
 
 
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """File descriptor 2 to /dev/null: the profiler's C++ library (Kineto) writes its start/stop lines and, on a
+    machine without CUDA, a "gpuGetDeviceCount failed" error straight there, around Python's ``sys.stderr``."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_side(fn: Callable[[], object], steps: int, device: torch.device, top: int = 10) -> dict:
     """Profile ``steps`` calls of ``fn`` (after one warm-up call).
 
@@ -51,7 +72,7 @@ def profile_side(fn: Callable[[], object], steps: int, device: torch.device, top
     """
     fn()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with native_stderr_silenced(device.type != "cuda"), profile(activities=activities) as prof:
         for _ in range(steps):
             fn()
         sync(device)

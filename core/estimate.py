@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,9 +11,17 @@ import torch
 
 Z_95 = 1.96
 """The two-sided 95% quantile of the standard normal distribution (the reference's confidence factor)."""
+PROGRESS_INTERVAL_S = 10.0
+"""Seconds between the plain progress lines of ``progress=True``."""
 
 
-@dataclass
+def _values(tensor: torch.Tensor, shown: int = 4) -> str:
+    values = tensor.detach().flatten().tolist()
+    text = ", ".join(f"{value:.4g}" for value in values[:shown]) + (", ..." if len(values) > shown else "")
+    return text if tensor.dim() == 0 else f"[{text}]"
+
+
+@dataclass(repr=False)
 class Estimate:
     """A Monte Carlo estimate.
 
@@ -31,6 +41,28 @@ class Estimate:
         """Unpacks as ``mean, half_width, samples = metric.estimate(x, y)``."""
         return iter((self.mean, self.half_width, self.samples))
 
+    def __repr__(self) -> str:
+        """Short: the means, half-widths and sample count (never the draws)."""
+        return (f"Estimate(mean={_values(self.mean)}, half_width={_values(self.half_width)}, "
+                f"samples={self.samples})")
+
+
+class PlainProgress:
+    """``progress=True``: a plain line on stderr every :data:`PROGRESS_INTERVAL_S` seconds of a long estimate."""
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, estimate: Estimate) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_INTERVAL_S:
+            return
+        self.last = now
+        print(f"estimate: {estimate.samples}/{self.max_samples} samples, mean {_values(estimate.mean)}, "
+              f"half-width {float(estimate.half_width.max()):.3g}, {now - self.started:.0f} s", file=sys.stderr,
+              flush=True)
+
 
 def summarize(draws: torch.Tensor) -> Estimate:
     """Mean and 95% half-width of ``draws`` ``[k, ...]`` (k samples along dim 0)."""
@@ -48,7 +80,7 @@ def sequential_estimate(
     rel_tol: float = 0.025,
     max_samples: int = 5000,
     batch: int = 10,
-    progress: Callable[[Estimate], None] | None = None,
+    progress: Callable[[Estimate], None] | bool | None = None,
 ) -> Estimate:
     """Draw batches of samples until every half-width is below ``abs_tol`` and ``rel_tol * mean``.
 
@@ -57,10 +89,13 @@ def sequential_estimate(
         abs_tol, rel_tol: the reference's stopping bounds (0.01 absolute, 2.5% relative).
         max_samples: cap on the number of samples.
         batch: samples per draw.
-        progress: called with the running estimate after every batch.
+        progress: called with the running estimate after every batch; ``True``: a plain line on stderr every
+            :data:`PROGRESS_INTERVAL_S` seconds.
     """
     if batch < 1 or max_samples < 1:
         raise ValueError("batch and max_samples must be at least 1")
+    if progress is True:
+        progress = PlainProgress(max_samples)
     chunks: list[torch.Tensor] = []
     total = 0
     while True:
@@ -68,7 +103,7 @@ def sequential_estimate(
         chunks.append(draw(take).detach().to(torch.float64))
         total += take
         estimate = summarize(torch.cat(chunks))
-        if progress is not None:
+        if callable(progress):
             progress(estimate)
         converged = bool(((estimate.half_width <= abs_tol) & (estimate.half_width <= rel_tol * estimate.mean)).all())
         if (converged and total >= 2) or total >= max_samples:
@@ -77,7 +112,7 @@ def sequential_estimate(
 
 def estimate_distances(draw: Callable[[int], torch.Tensor], stochastic: bool, abs_tol: float = 0.01,
                        rel_tol: float = 0.025, max_samples: int = 5000, batch: int = 10,
-                       progress: Callable[[Estimate], None] | None = None) -> Estimate:
+                       progress: Callable[[Estimate], None] | bool | None = None) -> Estimate:
     """:func:`sequential_estimate` of ``draw``; a deterministic metric's (``stochastic=False``) is one draw
     ``[1, ...]`` with half-width 0."""
     if not stochastic:

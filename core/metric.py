@@ -452,7 +452,8 @@ class Metric(nn.Module):
         """Sample until the 95% half-width is below ``abs_tol`` and ``rel_tol * mean`` (or ``max_samples``).
 
         Returns an :class:`~elpips.Estimate` with ``mean`` and ``half_width`` ``[N]`` and the samples used.
-        Deterministic metrics return after one evaluation with half-width 0.
+        Deterministic metrics return after one evaluation with half-width 0. ``progress=True`` prints a plain line
+        on stderr every 10 s (samples so far, mean, half-width); a callable gets the running estimate per batch.
 
         Examples:
             >>> import torch, elpips

@@ -34,6 +34,10 @@ TORCHVISION_WEIGHTS = {
 DEFAULT_RANDOM_SEED = 0
 
 
+RANDOM_HINT = 'backbone_weights="random" (uncalibrated, for smoke tests)'
+"""How the offline weights error names the random backbone (the commands reword it to their flag)."""
+
+
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither cached nor downloadable, or a weights file is unusable."""
 
@@ -93,7 +97,8 @@ def _load_imagenet_state(backbone: str) -> tuple[dict, WeightsInfo]:
         raise WeightsUnavailableError(
             f"The ImageNet weights of {backbone} are not cached and could not be downloaded "
             f"({_first_line(error)}): put '{path.name}' into '{path.parent}' (or set TORCH_HOME), or pass "
-            f"backbone_weights=PATH with a torchvision state dict."
+            f"backbone_weights=PATH with a torchvision state dict; for a smoke run without them, "
+            f"{RANDOM_HINT}."
         ) from None
     return state, WeightsInfo("imagenet", f"torchvision {weights} ({path})", True, "imagenet")
 

@@ -46,6 +46,7 @@ from .common import (
     positive_int,
     progress_bar,
     run_record,
+    samples_text,
     weights_report,
 )
 from .run_folder import RunFolder
@@ -263,7 +264,7 @@ def attack_one(args: argparse.Namespace, metric, inputs: torch.Tensor, dataset: 
                                samples_per_step=args.samples_per_step, step_size=args.step_size,
                                generator=attack_generator, progress=progress, levels=EIGHT_BIT)
     attacked = result.images  # on the 8-bit grid: exactly what the saved file holds
-    with phase(f"{args.kind} {name}: fresh-sample evaluation (up to {args.eval_max_samples} samples)"):
+    with phase(f"{args.kind} {name}: fresh-sample evaluation (up to {samples_text(args.eval_max_samples)})"):
         report = evaluate_attack(args, metric, images, attacked, result, dataset, eval_generator)
     entry = {**weights_report(metric), "label": metric_label(metric), "attacked_image": _file_name(name), **report,
              "attacker_final_estimate": float(result.trace[-1, 0])}
@@ -360,7 +361,7 @@ def _print_table(args, results: dict, out: Path) -> None:
         for e in results["results"]:
             print(f"  {e['label']}: pulled {e['relative_pull']:.3f} of ||t - s||, "
                   f"d(x,s) {e['distance']:.4f} ± {e['half_width']:.4f} vs d(a,s) {e['anchor_distance']:.4f} "
-                  f"(paired margin {e['margin']:+.4f} ± {e['margin_half_width']:.4f}, {e['samples']} samples)")
+                  f"(paired margin {e['margin']:+.4f} ± {e['margin_half_width']:.4f}, {samples_text(e['samples'])})")
     else:
         print(f"A2 {args.source}, epsilon {args.epsilon} RMS (L2 {results['epsilon_l2']:.3f}); "
               f"fresh-sample estimates:")
@@ -368,5 +369,6 @@ def _print_table(args, results: dict, out: Path) -> None:
             normalized = (f", normalized {e['normalized_start_distance']:.3f} -> {e['normalized_distance']:.3f}"
                           if "normalized_distance" in e else "")
             print(f"  {e['label']}: random start {e['start_distance']:.4f} -> attacked {e['distance']:.4f} "
-                  f"± {e['half_width']:.4f}{normalized} (RMS change {e['rms_change']:.4f}, {e['samples']} samples)")
+                  f"± {e['half_width']:.4f}{normalized} (RMS change {e['rms_change']:.4f}, "
+                  f"{samples_text(e['samples'])})")
     print(f"wrote {out}/results.json, {out}/figure.png and {len(results['results'])} attacked image(s)")

@@ -42,6 +42,7 @@ from .common import (
     parse_crop,
     positive_int,
     run_record,
+    samples_text,
     sizing_from,
     weights_report,
 )
@@ -215,7 +216,7 @@ def write_results(args: argparse.Namespace, out: Path, metric: Any, inputs: torc
 def write_log(args: argparse.Namespace, out: Path, metric: Any, source: dict[str, Any], seed: int, result: Any,
               l2_mean: torch.Tensor, inputs: torch.Tensor, has_original: bool, started: float) -> dict[str, Any]:
     """``log.json``: settings, seed, weights, the objective at start and end and of the L2 mean, history."""
-    with phase(f"barycenter: objective of the L2 mean ({args.eval_samples} samples)"):
+    with phase(f"barycenter: objective of the L2 mean ({samples_text(args.eval_samples)})"):
         mean_evaluation = evaluate_objective(metric, l2_mean.to(metric.device), inputs.to(metric.device),
                                              torch.tensor(result.settings["weights"], device=metric.device),
                                              args.power, args.eval_samples, result.settings["eval_seed"])

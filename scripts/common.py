@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from .render.frames import ExportSettings
 
 
+def samples_text(count: int) -> str:
+    """``"1 sample"``, ``"10 samples"``."""
+    return f"{count} sample{'' if count == 1 else 's'}"
+
+
 def metric_choices_help(choices: Iterable[str]) -> str:
     """One line per metric name with what it is (for ``--help``)."""
     return "; ".join(f"{name}: {CONFIGS[name].description}" for name in choices)
@@ -422,8 +427,10 @@ def sizing_from(args: argparse.Namespace):
 
 def _flag_wording() -> dict[str, str]:
     from elpips.sizing import SIZE_OPTIONS_HINT
+    from elpips.weights import RANDOM_HINT
 
     return {
+        RANDOM_HINT: "--backbone-weights random (uncalibrated, for smoke tests)",
         SIZE_OPTIONS_HINT: "pass --resize WxH or --fit smallest|largest to bring them to one size "
                            "(add --center-crop to keep the aspect ratio)",
         "backbone_weights=PATH": "--backbone-weights PATH",

@@ -12,7 +12,7 @@ from elpips.estimate import summarize
 from elpips.io import ensure_output_dir, load_images, to_uint8
 from elpips.spatial import SpatialMaps, compare_maps
 
-from .common import add_metric_options, add_sampling_options, make_metric, metric_label, weights_report
+from .common import add_metric_options, add_sampling_options, make_metric, metric_label, samples_text, weights_report
 from .distance import add_map_options, check_map_metric, estimate_with_options, map_caption
 
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     width = max(len(name) for name in args.candidates)
     print(f"{metric_label(metric)} distances to {args.reference} "
-          f"({estimate.samples} samples, shared by all candidates):")
+          f"({samples_text(estimate.samples)}, shared by all candidates):")
     for index in order:
         marker = "  <- closest" if index == best else ""
         uncertainty = f" ± {half_widths[index]:.4f}" if metric.is_stochastic else ""

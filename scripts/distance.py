@@ -19,6 +19,7 @@ from .common import (
     metric_label,
     positive_int,
     progress_bar,
+    samples_text,
     weights_report,
 )
 
@@ -58,7 +59,7 @@ def check_map_metric(name: str) -> None:
 def map_caption(metric, result: SpatialMaps, vmax: float) -> tuple[str, str | None]:
     """The figure's title (metric, samples, mean, maximum, colour range ``0..vmax``) and footnote (the
     random-backbone caveat)."""
-    samples = f", {result.samples} samples" if metric.is_stochastic else ""
+    samples = f", {samples_text(result.samples)}" if metric.is_stochastic else ""
     title = (f"{metric_label(metric)}{samples}: map mean {float(result.map.mean()):.4g}, max "
              f"{float(result.map.max()):.3g}, colours 0..{vmax:.3g}")
     footnote = None

@@ -37,6 +37,7 @@ from .common import (
     make_metric,
     positive_int,
     run_record,
+    samples_text,
     settings_from,
     sizing_from,
     weights_report,
@@ -192,7 +193,8 @@ def report(log: dict, label: str) -> str:
     spread = ", ".join(f"{100 * s:.1f}%" for s in result["speed_spread"])
     distances = " ".join(f"{d:.4g}" for d in result["distances"])
     return (f"{label}: energy {result['energy']:.5g} (linear blend {result['linear_energy']:.5g}, "
-            f"{result['samples']} samples), speed spread per segment {spread}, {log['timings']['solve_s']:.1f} s\n"
+            f"{samples_text(result['samples'])}), speed spread per segment {spread}, "
+            f"{log['timings']['solve_s']:.1f} s\n"
             f"  distances: {distances}")
 
 

@@ -18,7 +18,8 @@ Keys:
     positional arguments (image paths or ``example:NAME``), placed first.
 ``args`` (optional)
     the rest of the subcommand's command line, either as an argv list (strings or numbers), or as an object
-    of options: ``{"frames": 6}`` is ``--frames 6``, ``{"spatial": true}`` is ``--spatial`` (``false`` or
+    of options: ``{"frames": 6}`` is ``--frames 6`` (keys are the flags' names, spelled with ``-``:
+    ``backbone-weights``, never ``backbone_weights``), ``{"spatial": true}`` is ``--spatial`` (``false`` or
     ``null`` leave the option out), ``{"compare": "l2,lpips-vgg"}`` is ``--compare l2,lpips-vgg``, and a list gives
     an option several values (``{"opt": ["a", "b"]}`` is ``--opt a b``).
 
@@ -84,7 +85,7 @@ def options_to_argv(options: dict[str, Any]) -> list[str]:
     for key, value in options.items():
         if not isinstance(key, str) or not key.strip("-"):
             raise ValueError(f"option name {key!r} is not a name")
-        flag = key if key.startswith("-") else f"--{key}"
+        flag = _checked_flag(key if key.startswith("-") else f"--{key}")
         if value is None or value is False:
             continue
         if value is True:
@@ -94,6 +95,15 @@ def options_to_argv(options: dict[str, Any]) -> list[str]:
         else:
             argv.extend([flag, _scalar(value, key)])
     return argv
+
+
+def _checked_flag(flag: str) -> str:
+    """``flag`` unless its name is spelled with ``_``: option keys are the flags' names (``backbone-weights``)."""
+    name = flag.lstrip("-").split("=", 1)[0]
+    if "_" in name:
+        raise ValueError(f"option {name!r}: write {name.replace('_', '-')!r} (option keys are spelled like the "
+                         f"flags, with '-')")
+    return flag
 
 
 def _scalar(value: Any, key: str) -> str:
@@ -130,6 +140,7 @@ def parse_job(text: str, line: int) -> Job:
         args = options_to_argv(args)
     elif isinstance(args, list):
         args = [_scalar(item, "args") for item in args]
+        args = [_checked_flag(item) if item.startswith("--") else item for item in args]
     else:
         raise ValueError("'args' must be a list of arguments or an object of options")
     return Job(job_id, command, tuple([_scalar(item, "inputs") for item in inputs] + args), line)

@@ -43,6 +43,7 @@ from .common import (
     parse_categories,
     positive_int,
     run_record,
+    samples_text,
     weights_report,
 )
 from .run_folder import RunFolder
@@ -144,7 +145,7 @@ def train(args: argparse.Namespace, folder: RunFolder, out: Path, start: list[to
     _check_compared(compared, tap_channels(metric))
     recorded = folder.agree(lambda folder: folder.settings(record(args, metric, seed, settings, train_set, val_set,
                                                                   start)))
-    with phase(f"train-weights: reducing {len(val_set)} held-out triplets ({settings.val_samples} samples each)",
+    with phase(f"train-weights: reducing {len(val_set)} held-out triplets ({samples_text(settings.val_samples)} each)",
                enabled=main):
         held_out = validation_set(metric, val_set, settings)  # reads every held-out file: bad data stops here
     with folder.claim(recorded):

@@ -17,7 +17,15 @@ import numpy as np
 from elpips.io import atomic_path, load_image, save_image, to_uint8
 
 from .figures import labelled, row
-from .frames import MARK_COLOR, SCANLINE, SCANLINE_MARKED, even_sized, marked_frame, scanline_image
+from .frames import (
+    MARK_COLOR,
+    SCANLINE,
+    SCANLINE_MARKED,
+    even_sized,
+    marked_frame,
+    note_missing_encoder,
+    scanline_image,
+)
 
 VIDEO = "interpolated.mp4"
 COMPARISON_VIDEO = "comparison.mp4"
@@ -118,6 +126,8 @@ def render_clip(run_dir: Path, frame_paths: list[Path], settings: ClipExport) ->
     height, width = first.shape[:2]
     rows, fade_rows = [], []
     videos = have_video_writer()
+    if not videos:
+        note_missing_encoder()
     with contextlib.ExitStack() as stack:
         if videos:
             video = VideoStream(run_dir / VIDEO, width, height, settings.fps, stack)

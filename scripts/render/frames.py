@@ -9,6 +9,7 @@ directory are fixed: ``frames/frame_000.png ...``, ``scanline.png``, ``scanline_
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,11 +146,26 @@ def even_sized(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
+NO_ENCODER = "MP4 not written: install imageio-ffmpeg"
+"""Said on stderr (once per process) and in the viewer when the MP4 encoder is missing."""
+_encoder_noted = False
+
+
+def note_missing_encoder() -> None:
+    """One ``note:`` line on stderr, the first time an MP4 is skipped for want of imageio-ffmpeg."""
+    global _encoder_noted
+    if not _encoder_noted:
+        _encoder_noted = True
+        print(f"note: {NO_ENCODER} (pip install imageio-ffmpeg)", file=sys.stderr)
+
+
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path | None:
-    """H.264 MP4 of the frames through imageio-ffmpeg; ``None`` (nothing written) when it is not installed."""
+    """H.264 MP4 of the frames through imageio-ffmpeg; ``None`` (nothing written, a note on stderr) when it is not
+    installed."""
     try:
         import imageio_ffmpeg
     except ImportError:
+        note_missing_encoder()
         return None
     video = even_sized(frames)
     height, width = video.shape[1:3]

@@ -18,7 +18,8 @@ from typing import Any
 
 from elpips.io import write_text
 
-from ..common import UNCALIBRATED
+from ..common import UNCALIBRATED, samples_text
+from .frames import NO_ENCODER
 
 INDEX = "index.html"
 
@@ -81,7 +82,8 @@ def _maps_section(maps: dict, info: dict, width: int) -> str:
         + (f" (mean {means[k]:.3g})" if k < len(means) else "") + "</figcaption></figure>"
         for k, src in enumerate(maps.get("segments", [])))
     bar = f"<img src=\"{_esc(maps['colorbar'])}\" alt=\"colour bar\">" if "colorbar" in maps else ""
-    note = (f"{info['samples']} samples per map; one colour range 0 .. {info.get('color_limit', info['max']):.3g} "
+    note = (f"{samples_text(info['samples'])} per map; one colour range 0 .. "
+            f"{info.get('color_limit', info['max']):.3g} "
             f"(largest value {info['max']:.3g}) for all segments; "
             "each map's mean is the segment's distance at those samples.") if "samples" in info else ""
     return (f"<section><h2>Where consecutive frames change</h2><p>{_esc(note)}</p>"
@@ -112,7 +114,7 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
         linear = result.get("linear_energy")
         parts.append(f"<p>Path energy Σ d² = {result['energy']:.5g}"
                      + (f" (linear blend: {linear:.5g})" if linear is not None else "")
-                     + f", {result.get('samples', 1)} samples per distance; {log.get('steps', '?')} steps.</p>")
+                     + f", {samples_text(result.get('samples', 1))} per distance; {log.get('steps', '?')} steps.</p>")
     first = files["frames"][0]
     parts.append(
         "<section><h2>Frames</h2>"
@@ -125,6 +127,8 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
     if "mp4" in files:
         animation.append(f"<video class=\"pixel\" src=\"{_esc(files['mp4'])}\"{shown_width} controls loop muted>"
                          "</video>")
+    else:  # imageio-ffmpeg was missing when the run was exported
+        animation.append(f"<p class=\"warn\">{NO_ENCODER}</p>")
     parts.append(f"<section><h2>Animation ({export['fps']:g} fps)</h2><div class=\"row\">{''.join(animation)}"
                  "</div></section>")
     parts.append(
@@ -133,7 +137,7 @@ def render_index(log: dict, has_comparison: bool = False) -> str:
         f"<img class=\"pixel fit\" src=\"{_esc(files['scanline'])}\" alt=\"scanline evolution\"></div></section>")
     if "scanline_comparison" in files:  # an interpolated clip: the same clip as a linear cross-fade
         video = (f"<video src=\"{_esc(files['comparison_mp4'])}\" controls loop muted></video>"
-                 if "comparison_mp4" in files else "")
+                 if "comparison_mp4" in files else f"<p class=\"warn\">{NO_ENCODER}</p>")
         parts.append("<section><h2>Against the linear cross-fade</h2><div class=\"row\">"
                      f"{video}<img class=\"pixel fit\" src=\"{_esc(files['scanline_comparison'])}\" "
                      "alt=\"scanline evolution: geodesic and cross-fade, keyframes marked red\"></div></section>")

@@ -75,3 +75,12 @@ def test_benchmarks_use_the_shared_helpers(path):
     if path.name != "measurements.py":
         assert "F.interpolate" not in calls, f"{path.name} resizes by hand: use measurements.example_image"
     assert "1.96" not in path.read_text(), f"{path.name}: use elpips.estimate.Z_95"
+
+
+def test_cpu_profiling_writes_nothing_to_stderr(capfd):
+    import torch
+    from elpips.benchmarks.op_profile import profile_side
+
+    result = profile_side(lambda: torch.ones(16).sum(), 2, torch.device("cpu"))
+    assert result["self_time_ms_per_step"] > 0
+    assert capfd.readouterr().err == ""  # no Kineto start/stop lines, no "gpuGetDeviceCount failed"

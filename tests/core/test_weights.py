@@ -60,6 +60,7 @@ def test_missing_weights_offline_give_one_clear_error(torch_home, no_network):
     assert "vgg16-397923af.pth" in message
     assert str(torch_home / "hub" / "checkpoints") in message
     assert "backbone_weights=PATH" in message
+    assert 'backbone_weights="random" (uncalibrated, for smoke tests)' in message
     assert "Name or service not known" in message
 
 

@@ -43,6 +43,9 @@ def test_job_format_list_and_dict_args():
     ('{"command": "distance", "arguments": []}', "unknown key 'arguments'"),
     ('{"command": "distance", "args": "a b"}', "'args' must be a list"),
     ('{"command": "distance", "args": {"samples": [1, [2]]}}', "is not a string or a number"),
+    ('{"command": "distance", "args": {"backbone_weights": "random"}}', "option 'backbone_weights': write "
+     "'backbone-weights'"),
+    ('{"command": "distance", "args": ["a", "b", "--backbone_weights=random"]}', "write 'backbone-weights'"),
 ])
 def test_parse_job_rejects(line, fragment):
     with pytest.raises(ValueError, match=None) as caught:
@@ -65,6 +68,7 @@ def test_parse_job_rejects(line, fragment):
     ("bad value", "line 2: argument --samples: must be a positive integer"),
     ("missing positional", "line 2: the following arguments are required: b"),
     ("help", "line 2:"),
+    ("underscore key", "line 2: option 'backbone_weights': write 'backbone-weights'"),
 ])
 def test_bad_jobs_file_exits_2_with_one_line_before_any_work(tmp_path, capsys, case, fragment):
     a, b, _ = write_images(tmp_path)
@@ -78,6 +82,7 @@ def test_bad_jobs_file_exits_2_with_one_line_before_any_work(tmp_path, capsys, c
         "bad value": {"command": "distance", "args": [a, b, "--samples", "0"]},
         "missing positional": {"command": "distance", "args": [a]},
         "help": {"command": "distance", "args": [a, b, "--help"]},
+        "underscore key": {"command": "distance", "inputs": [a, b], "args": {"backbone_weights": "random"}},
     }
     jobs = tmp_path / "jobs.jsonl"
     if case == "empty":

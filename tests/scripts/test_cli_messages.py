@@ -62,3 +62,29 @@ def test_library_phrases_are_reworded_for_the_command_line():
                                          "(add --center-crop to keep the aspect ratio)")
     weights = WeightsUnavailableError("not cached: put 'x.pth' into 'y', or pass backbone_weights=PATH")
     assert error_message(weights) == "not cached: put 'x.pth' into 'y', or pass --backbone-weights PATH"
+
+
+def test_a_deterministic_metric_says_one_sample_not_one_samples(capsys):
+    from elpips.scripts.common import samples_text
+
+    assert cli.main(["compare", "example:cat", "example:dog", "example:cat", "--metric", "l2"]) == 0
+    out = capsys.readouterr().out
+    assert "(1 sample, shared by all candidates)" in out and "1 samples" not in out
+    assert (samples_text(1), samples_text(2)) == ("1 sample", "2 samples")
+
+
+def test_offline_weights_error_names_the_random_backbone_flag(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    code = cli.main(["distance", "example:cat", "example:dog", "--metric", "lpips-squeeze",
+                     "--backbone-weights", "imagenet"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code != 0
+    assert "--backbone-weights random (uncalibrated, for smoke tests)" in error and "backbone_weights" not in error

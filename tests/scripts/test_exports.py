@@ -134,3 +134,39 @@ def test_export_settings_are_checked():
     with pytest.raises(ValueError, match="fps"):
         ExportSettings(fps=0).resolved(12, 16)
     assert ExportSettings().resolved(12, 16).row == 6
+
+
+def test_a_missing_mp4_encoder_is_said_on_stderr_and_in_the_viewer(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from elpips.scripts.render import frames as frames_module
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import imageio_ffmpeg raises ImportError
+    monkeypatch.setattr(frames_module, "_encoder_noted", False)
+    files = export_path(tmp_path, random_frames(4), ExportSettings(row=4, scale=1, fps=5, pingpong=False))
+    export_path(tmp_path, random_frames(4), ExportSettings(row=4, scale=1, fps=5, pingpong=False))
+    assert "mp4" not in files and not (tmp_path / "animation.mp4").exists()
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "imageio-ffmpeg" in notes[0]
+    log = {"files": files, "export": {"row": 4, "scale": 1, "fps": 5.0, "pingpong": False}, "size": [12, 16],
+           "keyframes": ["a.png", "b.png"], "steps": 3, "weights": {"metric": "l2", "calibrated": True}}
+    write_index(tmp_path, log)
+    assert "MP4 not written: install imageio-ffmpeg" in (tmp_path / "index.html").read_text()
+
+
+def test_a_clip_without_the_mp4_encoder_writes_no_videos_and_says_so(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from elpips.scripts.render import frames as frames_module
+    from elpips.scripts.render.clip import ClipExport, render_clip
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    monkeypatch.setattr(frames_module, "_encoder_noted", False)
+    paths = save_frames(tmp_path / "frames", random_frames(3))
+    files = render_clip(tmp_path, paths, ClipExport(factor=2, fps=5, row=2, scale=1, label="geodesic"))
+    assert "mp4" not in files and "comparison_mp4" not in files and not list(tmp_path.glob("*.mp4"))
+    assert capsys.readouterr().err.count("note: MP4 not written") == 1
+    log = {"files": {"frames": [f"frames/{path.name}" for path in paths], **files}, "size": [12, 16],
+           "export": {"row": 2, "scale": 1, "fps": 5.0, "pingpong": False}, "weights": {"metric": "l2"}}
+    write_index(tmp_path, log)
+    assert (tmp_path / "index.html").read_text().count("MP4 not written: install imageio-ffmpeg") == 2
