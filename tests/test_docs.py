@@ -1,25 +1,35 @@
 """The documentation's examples run, so they cannot drift from the code.
 
 - Every ```python block of README.md and docs/ runs (the blocks of one file in one namespace, in order), on the
-  seeded random backbone: ``elpips.Metric`` is replaced by a subclass whose backbone weights are always
-  ``"random"``, images from ``elpips.io.load_image(s)`` are cut to 32x32 px, and step counts are cut to 2. Blocks
-  that build on names the page explains but does not define see small tensors ``x, y, ref, a, b, images`` and a
-  ``metric``. A block preceded by a line ``<!-- not-run: REASON -->`` is skipped.
+  seeded random backbone: ``elpips.Metric`` (and the adapters' and ``hubconf.py``'s metrics) is replaced by a
+  subclass whose backbone weights are always ``"random"``, built once per distinct arguments and handed out as
+  copies; ``lpips.LPIPS`` gets a random backbone and ``torch.hub.load`` this checkout. Images from
+  ``elpips.io.load_image(s)`` are cut to 32x32 px; step counts are cut to 1, ensemble samples (``n=``, the
+  solvers' ``eval_samples``, ``max_samples``) to 2-4 and frames to 3. Blocks that build on names the page explains
+  but does not define see small tensors ``x, y, ref, a, b, images, preds, target`` and a ``metric``. A block
+  preceded by a line ``<!-- not-run: REASON -->`` is skipped.
 - The ``>>>`` examples in the docstrings of the public modules run as doctests (imported as ``elpips.*``: the
   package maps those names onto core/, barycenters/, geodesics/ ...).
-- The README's tour runs, shrunk: ``--backbone-weights random``, 32 px, one or two steps, a temporary folder.
+- The README's tour runs, shrunk: ``--backbone-weights random``, 32 px, one step, two samples, one thread, a
+  temporary folder.
 """
 
 from __future__ import annotations
 
+import copy
 import doctest
+import functools
 import importlib
 import re
 import shlex
 from pathlib import Path
 
 import elpips
+import elpips.adapters
+import elpips.barycenters
+import elpips.geodesics
 import elpips.io
+import lpips
 import pytest
 import torch
 
@@ -46,25 +56,64 @@ def python_blocks(path: Path) -> list[tuple[int, str]]:
 
 
 def shrink_python(code: str) -> str:
-    """Fewer steps and samples: the examples' numbers are for real runs."""
-    code = re.sub(r"\bsteps=\d+", "steps=2", code)
-    code = re.sub(r"\bmax_samples=\d+", "max_samples=20", code)
-    code = re.sub(r"\.estimate\((\w+), (\w+)\)", r".estimate(\1, \2, max_samples=20)", code)
+    """Fewer steps, samples and frames: the examples' numbers are for real runs."""
+    code = re.sub(r"\bsteps=\d+", "steps=1", code)
+    code = re.sub(r"\bn=\d+", "n=2", code)
+    code = re.sub(r"\bframes=\d+", "frames=3", code)
+    code = re.sub(r"\bmax_samples=\d+", "max_samples=4", code)
+    code = re.sub(r"\.estimate\((\w+), (\w+)\)", r".estimate(\1, \2, max_samples=4)", code)
     return re.sub(r"\brange\((\d+)\)", lambda m: f"range({min(int(m.group(1)), 2)})", code)
 
 
-class RandomBackboneMetric(elpips.Metric):
+BUILT: dict[tuple, elpips.Metric] = {}
+"""One pristine metric per distinct constructor arguments, for the whole run."""
+
+
+class BuiltOnce(type):
+    """Builds each distinct metric once (a random VGG16 takes about a second on a busy machine) and hands out deep
+    copies of that unused metric, which behave exactly as a newly built one (same weights, same generator state)."""
+
+    def __call__(cls, name: str = "elpips-vgg", backbone_weights: str = "random", *args, **kwargs):
+        kwargs.setdefault("seed", 0)
+        key = (cls, name, repr(args), repr(sorted(kwargs.items())))
+        if key not in BUILT:
+            BUILT[key] = super().__call__(name, "random", *args, **kwargs)
+        return copy.deepcopy(BUILT[key])
+
+
+class RandomBackboneMetric(elpips.Metric, metaclass=BuiltOnce):
     """``elpips.Metric`` on the seeded random backbone, whatever the example asks for (no downloads here)."""
 
-    def __init__(self, name: str = "elpips-vgg", backbone_weights: str = "random", *args, **kwargs):
-        kwargs.setdefault("seed", 0)
-        super().__init__(name, "random", *args, **kwargs)
+
+def few_eval_samples(solve):
+    """A solver whose many-sample evaluations use 2 samples unless the example says otherwise."""
+
+    @functools.wraps(solve)
+    def shrunk(*args, **kwargs):
+        kwargs.setdefault("eval_samples", 2)
+        return solve(*args, **kwargs)
+
+    return shrunk
+
+
+def hub_load_here(load):
+    """``torch.hub.load`` of any repository loads this checkout instead (nothing is downloaded)."""
+
+    def local(repo_or_dir, model, *args, source="github", **kwargs):  # noqa: ARG001 - the repository is replaced
+        return load(str(ROOT), model, *args, source="local", **kwargs)
+
+    return local
 
 
 @pytest.fixture
 def docs_env(monkeypatch, tmp_path):
     load_image, load_images = elpips.io.load_image, elpips.io.load_images
     monkeypatch.setattr(elpips, "Metric", RandomBackboneMetric)
+    monkeypatch.setattr(elpips.adapters, "Metric", RandomBackboneMetric)
+    monkeypatch.setattr(lpips, "LPIPS", functools.partial(lpips.LPIPS, pnet_rand=True, verbose=False))
+    monkeypatch.setattr(torch.hub, "load", hub_load_here(torch.hub.load))
+    for package in (elpips.geodesics, elpips.barycenters):
+        monkeypatch.setattr(package, "solve", few_eval_samples(package.solve))
     monkeypatch.setattr(elpips.io, "load_image", lambda *a, **k: load_image(*a, **k)[..., :SIZE, :SIZE])
     monkeypatch.setattr(elpips.io, "load_images", lambda *a, **k: load_images(*a, **k)[..., :SIZE, :SIZE])
     monkeypatch.chdir(tmp_path)
@@ -76,7 +125,8 @@ def page_namespace() -> dict:
     pictures = torch.rand(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     x, y, ref, a, b = (pictures[i : i + 1] for i in range(5))
     return {"torch": torch, "elpips": elpips, "metric": elpips.Metric("elpips-vgg"),
-            "x": x, "y": y, "ref": ref, "a": a, "b": b, "images": pictures[:3]}
+            "x": x, "y": y, "ref": ref, "a": a, "b": b, "images": pictures[:3],
+            "preds": x * 2 - 1, "target": y * 2 - 1}  # the torchmetrics adapter's [-1, 1] inputs
 
 
 PAGES = [path for path in DOC_FILES if python_blocks(path)]
@@ -101,11 +151,13 @@ PUBLIC_MODULES = [
     "elpips.transforms", "elpips.barycenters", "elpips.barycenters.solver", "elpips.geodesics",
     "elpips.geodesics.solver", "elpips.solver", "elpips.experiments", "elpips.experiments.robustness",
     "elpips.experiments.ablation", "elpips.experiments.twoafc", "elpips.experiments.weight_training",
+    "elpips.adapters", "elpips.textures", "elpips.precision", "elpips.record",
 ]
 
 
 def test_docstring_examples_run(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(elpips, "Metric", RandomBackboneMetric)  # the examples ask for the random backbone anyway
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     examples = 0
     for name in PUBLIC_MODULES:
@@ -125,7 +177,7 @@ def tour_commands() -> list[str]:
     return [line.split("#", 1)[0].strip() for line in tour.strip().split("\n") if line.startswith("elpips ")]
 
 
-SHRINK = {"--steps": "1", "--frames": "3", "--count": "2", "--size": str(SIZE), "--samples": "2"}
+SHRINK = {"--steps": "1", "--frames": "3", "--count": "2", "--size": str(SIZE), "--samples": "2", "--threads": "1"}
 
 
 def shrink_command(argv: list[str]) -> list[str]:
@@ -134,9 +186,10 @@ def shrink_command(argv: list[str]) -> list[str]:
     if command != "examples":
         argv += ["--backbone-weights", "random", "--seed", "0"] if "--seed" not in argv else [
             "--backbone-weights", "random"]
+        argv += ["--threads", "1"] if "--threads" not in argv else []
     if command in {"barycenter", "geodesic"}:
         argv += ["--resize", f"{SIZE}x{SIZE}", "--eval-samples" if command == "barycenter" else "--samples", "2"]
-    if command == "distance":
+    if command in {"distance", "interpolate"}:
         argv += ["--samples", "2"]
     if command == "train-example":
         argv += ["--crop", "16", "--batch", "2"]
