@@ -1,6 +1,6 @@
 """The viewer's layout: the comparison strip scaled to the page width (click to enlarge), the animations enlarged
-like the frame view and pixelated. Checked in the HTML always and, where Chromium is installed, measured in a
-headless browser."""
+like the frame view and pixelated, the 2x2 tiled preview of the current frame with its seam statistic. Checked in
+the HTML always and, where Chromium is installed, measured in a headless browser."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from elpips.scripts.render.run import render_run
 from elpips.scripts.render.viewer import render_index
 
 HEIGHT, WIDTH = 24, 200
-WINDOW_WIDTH = 800
+WINDOW_WIDTH = 1100
+SEAMS = [1.0, 2.5, float("inf"), 1.25]
 
 
 def wide_run(tmp_path):
@@ -28,7 +29,7 @@ def wide_run(tmp_path):
 
     def log(name):
         return {"weights": {**weights, "metric": name}, "size": [HEIGHT, WIDTH], "keyframes": ["a", "b"],
-                "result": {"energy": 1.0, "distances": [0.1] * 3}}
+                "result": {"energy": 1.0, "distances": [0.1] * 3, "seam_statistic": SEAMS}}
 
     main = {**log("elpips-vgg"), "compare": [{"metric": m, "dir": f"compare/{m}"} for m in ("lpips-vgg", "l2")]}
     compared = [(log("lpips-vgg"), frames), (log("l2"), frames)]
@@ -63,6 +64,25 @@ def test_comparison_strip_fits_and_animations_are_enlarged_pixelated_in_the_html
     assert "classList.toggle('enlarged')" in page
 
 
+def test_tiled_preview_of_the_current_frame_and_its_seam_statistic_in_the_html(tmp_path):
+    log = wide_run(tmp_path)
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    parser = Tags()
+    parser.feed(page)
+    preview = next(attributes for tag, attributes in parser.tags if attributes.get("id") == "tiled")
+    frame = next(attributes for tag, attributes in parser.tags if attributes.get("id") == "frame")
+    assert preview["data-src"] == frame["src"] == "frames/frame_000.png"  # its source: the current frame
+    assert 'url("frames/frame_000.png")' in preview["style"]
+    width = int(frame["width"])
+    assert f"width: {2 * width}px" in preview["style"] and f"background-size: {width}px" in preview["style"]
+    seams = json.loads(re.search(r'<script id="seam-list" type="application/json">(.*?)</script>', page).group(1))
+    assert seams == [1.0, 2.5, "infinite", 1.25]
+    assert "tiled.style.backgroundImage" in page  # the slider and the player move the preview along
+    title = re.search(r"<title>(.*?)</title>", page).group(1)
+    assert title.startswith(f"{tmp_path.name}: geodesic a → b") and "/" not in title
+    assert "/" not in render_index({**log, "keyframes": ["/abs/dir/a.png", "/abs/b.png"]}).split("</title>")[0]
+
+
 MEASURE = """
 <script>
 window.addEventListener('load', () => {
@@ -72,7 +92,16 @@ window.addEventListener('load', () => {
   strip.click();
   const enlarged = size(strip);
   const gif = document.querySelector('img[src="animation.gif"]');
+  const tiled = document.getElementById('tiled');
+  tiled.scrollIntoView();
+  const box = tiled.getBoundingClientRect();
+  const hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+  const frameBox = document.getElementById('frame').getBoundingClientRect();
+  show(2);
   const result = {page: document.documentElement.clientWidth, strip: before, enlarged: enlarged,
+                  tiled: [Math.round(box.width), Math.round(box.height)], tiledVisible: hit === tiled,
+                  frameBox: [Math.round(frameBox.width), Math.round(frameBox.height)],
+                  tiledAfter: tiled.style.backgroundImage, seamAfter: document.getElementById('seam').textContent,
                   natural: strip.naturalWidth, frame: size(document.getElementById('frame')), gif: size(gif),
                   rendering: getComputedStyle(gif).imageRendering, scroll: scroll};
   document.body.setAttribute('data-measured', JSON.stringify(result));
@@ -98,3 +127,6 @@ def test_layout_measured_in_headless_chromium(tmp_path):
     assert measured["scroll"] == measured["page"]  # before the click, nothing is wider than the page
     assert abs(measured["enlarged"] - measured["natural"]) <= 2  # a click shows it at full size (+ border)
     assert measured["gif"] == measured["frame"] > WIDTH and measured["rendering"] == "pixelated"
+    frame_w, frame_h = measured["frameBox"]  # the frame view, border included
+    assert measured["tiledVisible"] and measured["tiled"] == [2 * (frame_w - 2) + 2, 2 * (frame_h - 2) + 2]
+    assert "frame_002.png" in measured["tiledAfter"] and measured["seamAfter"].endswith("frame 2: infinite")
