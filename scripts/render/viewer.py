@@ -37,7 +37,12 @@ figure.strip { margin: 0; overflow-x: auto; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
 section { margin: 1.5em 0; }
 .tiled { image-rendering: pixelated; border: 1px solid #ccc; background-repeat: repeat; box-sizing: content-box; }
-.seam { font-size: 14px; } .row { display: flex; gap: 1em; flex-wrap: wrap; align-items: flex-start; }
+.seam { font-size: 14px; }
+img.scan { max-width: 100%; } video.side { flex: none; max-width: 100%; min-width: 480px; }
+.filmstrip { display: flex; gap: 4px; overflow-x: auto; padding-bottom: 4px; }
+.filmstrip figure { margin: 0; flex: none; text-align: center; font-size: 12px; cursor: pointer; }
+.filmstrip img { height: 64px; width: auto; } .filmstrip figure.current img { outline: 3px solid #d00; }
+.row { display: flex; gap: 1em; flex-wrap: wrap; align-items: flex-start; }
 """
 
 _SCRIPT = """
@@ -55,6 +60,8 @@ function show(i) {
   slider.value = i; image.src = frames[i]; label.textContent = `frame ${i} / ${frames.length - 1}`;
   tiled.style.backgroundImage = `url("${frames[i]}")`;
   tiled.dataset.frame = i;
+  document.querySelectorAll('.filmstrip figure').forEach(cell =>
+    cell.classList.toggle('current', Number(cell.dataset.frame) === i));
   const seam = seams[i];
   seamLabel.textContent = (seam === undefined || seam === null) ? 'seam statistic: not recorded'
     : `seam statistic of frame ${i}: ${typeof seam === 'string' ? seam : Number(seam).toPrecision(3)}`;
@@ -71,6 +78,9 @@ button.addEventListener('click', () => {
   }, 1000 / fps);
 });
 show(0);
+document.querySelectorAll('.filmstrip figure').forEach(cell => {
+  cell.addEventListener('click', () => show(Number(cell.dataset.frame)));
+});
 document.querySelectorAll('img.fit').forEach(strip => {
   strip.addEventListener('click', () => strip.classList.toggle('enlarged'));
 });
@@ -132,6 +142,25 @@ def _tiled_section(log: dict, first: str, width: int, height: int, zoom: int) ->
             f"{_esc(note)}</p></section>")
 
 
+FILMSTRIP_FRAMES = 16
+SCANLINE_MIN_HEIGHT = 160
+"""The scanline evolution is shown at least this many CSS pixels tall (a path of few frames is a thin strip)."""
+
+
+def _filmstrip(frames: list[str], keyframes: list[int]) -> str:
+    """Up to 16 evenly spaced frames in a row, 64 px tall, each a link to that frame in the frame view; then the
+    path's ends A | B side by side."""
+    count = len(frames)
+    picks = sorted({round(k * (count - 1) / max(1, min(count, FILMSTRIP_FRAMES) - 1))
+                    for k in range(min(count, FILMSTRIP_FRAMES))})
+    keys = set(keyframes)
+    cells = "".join(
+        f"<figure data-frame=\"{i}\"><img class=\"pixel\" src=\"{_esc(frames[i])}\" alt=\"frame {i}\">"
+        f"<figcaption>{i}{' (key)' if i in keys else ''}</figcaption></figure>" for i in picks)
+    return ("<section><h2>Filmstrip</h2><p>Click a frame to show it above.</p>"
+            f"<div id=\"filmstrip\" class=\"filmstrip\">{cells}</div></section>")
+
+
 def render_index(log: dict, has_comparison: bool = False, name: str | None = None) -> str:
     """The HTML of ``index.html`` for a run described by its ``log.json`` content.
 
@@ -164,6 +193,7 @@ def render_index(log: dict, has_comparison: bool = False, name: str | None = Non
         f"<input id=\"slider\" type=\"range\" min=\"0\" max=\"{len(files['frames']) - 1}\" value=\"0\" "
         "style=\"width: 30em\"> <button id=\"play\">Play</button> <span id=\"frame-label\"></span></section>")
     parts.append(_tiled_section(log, first, width, log.get("size", [0, 0])[0], zoom))
+    parts.append(_filmstrip(files["frames"], log.get("keyframe_indices") or [0, len(files["frames"]) - 1]))
     shown_width = f" width=\"{width * zoom}\"" if width else ""  # enlarged like the frame view
     animation = ([f"<img class=\"pixel\" src=\"{_esc(files['gif'])}\" alt=\"GIF animation\"{shown_width}>"]
                  if "gif" in files else [])
@@ -172,12 +202,16 @@ def render_index(log: dict, has_comparison: bool = False, name: str | None = Non
                          "</video>")
     parts.append(f"<section><h2>Animation ({export['fps']:g} fps)</h2><div class=\"row\">{''.join(animation)}"
                  "</div></section>")
+    scan_height = max(SCANLINE_MIN_HEIGHT, min(len(files["frames"]) * zoom, 2400))
     parts.append(
         f"<section><h2>Scanline evolution (row {export['row']}, time runs down)</h2><div class=\"row\">"
-        f"<img class=\"pixel fit\" src=\"{_esc(files['scanline_marked'])}\" alt=\"middle frame, row marked\">"
-        f"<img class=\"pixel fit\" src=\"{_esc(files['scanline'])}\" alt=\"scanline evolution\"></div></section>")
+        f"<img class=\"pixel scan\" src=\"{_esc(files['scanline_marked'])}\" alt=\"middle frame, row marked\""
+        f"{shown_width}>"
+        f"<img id=\"scanline\" class=\"pixel scan\" src=\"{_esc(files['scanline'])}\" alt=\"scanline evolution\""
+        f"{shown_width} height=\"{scan_height}\"></div></section>")
     if "scanline_comparison" in files:  # an interpolated clip: the same clip as a linear cross-fade
-        video = (f"<video src=\"{_esc(files['comparison_mp4'])}\" controls loop muted></video>"
+        video = (f"<video id=\"side-by-side\" class=\"pixel side\" src=\"{_esc(files['comparison_mp4'])}\" controls "
+                 "loop muted></video>"
                  if "comparison_mp4" in files else "")
         parts.append("<section><h2>Against the linear cross-fade</h2><div class=\"row\">"
                      f"{video}<img class=\"pixel fit\" src=\"{_esc(files['scanline_comparison'])}\" "

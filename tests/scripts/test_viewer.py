@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from elpips.scripts.render.frames import ExportSettings
 from elpips.scripts.render.run import render_run
-from elpips.scripts.render.viewer import render_index
+from elpips.scripts.render.viewer import render_index, write_index
 
 HEIGHT, WIDTH = 24, 200
 WINDOW_WIDTH = 1100
@@ -53,7 +53,7 @@ def test_comparison_strip_fits_and_animations_are_enlarged_pixelated_in_the_html
     parser = Tags()
     parser.feed(page)
     by_src = {attributes.get("src"): (tag, attributes) for tag, attributes in parser.tags}
-    frame_width = by_src["frames/frame_000.png"][1]["width"]
+    frame_width = next(attributes for _, attributes in parser.tags if attributes.get("id") == "frame")["width"]
     for name in ("animation.gif", "animation.mp4"):
         tag, attributes = by_src[name]
         assert "pixel" in attributes["class"].split() and attributes["width"] == frame_width, name
@@ -97,8 +97,20 @@ window.addEventListener('load', () => {
   const box = tiled.getBoundingClientRect();
   const hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
   const frameBox = document.getElementById('frame').getBoundingClientRect();
+  const scan = document.getElementById('scanline').getBoundingClientRect();
+  const video = document.getElementById('side-by-side').getBoundingClientRect();
+  const film = [...document.querySelectorAll('#filmstrip img')]
+    .map(img => Math.round(img.getBoundingClientRect().height));
+  let smallest = 1000;
+  document.querySelectorAll('body *').forEach(element => {
+    const visible = [...element.childNodes].some(node => node.nodeType === 3 && node.textContent.trim());
+    if (visible && element.getBoundingClientRect().width > 0)
+      smallest = Math.min(smallest, parseFloat(getComputedStyle(element).fontSize));
+  });
   show(2);
-  const result = {page: document.documentElement.clientWidth, strip: before, enlarged: enlarged,
+  const result = {scan: [Math.round(scan.width), Math.round(scan.height)], video: Math.round(video.width),
+                  film: film, smallestFont: smallest, title: document.title,
+                  page: document.documentElement.clientWidth, strip: before, enlarged: enlarged,
                   tiled: [Math.round(box.width), Math.round(box.height)], tiledVisible: hit === tiled,
                   frameBox: [Math.round(frameBox.width), Math.round(frameBox.height)],
                   tiledAfter: tiled.style.backgroundImage, seamAfter: document.getElementById('seam').textContent,
@@ -113,6 +125,9 @@ window.addEventListener('load', () => {
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed")
 def test_layout_measured_in_headless_chromium(tmp_path):
     wide_run(tmp_path)
+    log = json.loads((tmp_path / "log.json").read_text())  # shown as an interpolation's side-by-side video
+    log["files"].update(comparison_mp4="animation.mp4", scanline_comparison="scanline.png")
+    write_index(tmp_path, log, has_comparison=True)
     page = (tmp_path / "index.html").read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>")
     (tmp_path / "measure.html").write_text(page, encoding="utf-8")
     browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={WINDOW_WIDTH},2000",
@@ -129,4 +144,8 @@ def test_layout_measured_in_headless_chromium(tmp_path):
     assert measured["gif"] == measured["frame"] > WIDTH and measured["rendering"] == "pixelated"
     frame_w, frame_h = measured["frameBox"]  # the frame view, border included
     assert measured["tiledVisible"] and measured["tiled"] == [2 * (frame_w - 2) + 2, 2 * (frame_h - 2) + 2]
+    assert measured["scan"][1] >= 160 and measured["scan"][0] >= WIDTH  # not a thin strip
+    assert measured["video"] >= 480  # the side-by-side video is not squeezed by its neighbours
+    assert len(measured["film"]) == 4 and min(measured["film"]) >= 64  # the filmstrip: every frame, 64 px tall
+    assert measured["smallestFont"] >= 12 and "/" not in measured["title"]
     assert "frame_002.png" in measured["tiledAfter"] and measured["seamAfter"].endswith("frame 2: infinite")
