@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from elpips.io import load_image, save_image, to_uint8
+from elpips.io import load_image, save_image
 from elpips.scripts.cli import main
 from elpips.scripts.render.figures import column, labelled, row, tile
 from elpips.textures import procedural_texture, seam_statistic, tiled
