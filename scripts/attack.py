@@ -169,26 +169,30 @@ def difference_maps(source: torch.Tensor, attacked: list[torch.Tensor]) -> list[
     return [(norm / top).clamp(0, 1).expand(3, -1, -1) for norm in norms]
 
 
-def figure(rows: list[list[torch.Tensor]], labels: list[str], pad: int = 4) -> np.ndarray:
-    """Tile ``[3, H, W]`` images: one row per metric under a text label; white padding. ``[H', W', 3]`` uint8."""
-    from PIL import Image, ImageDraw
+def figure(rows: list[list[torch.Tensor]], labels: list[str], headings: list[str] | None = None,
+           pad: int = 4) -> np.ndarray:
+    """Tile ``[3, H, W]`` images: column headings on top, one row per metric under a text label; images enlarged
+    (pixel repetition) to at least 160 px wide (up to 16x), 14-px captions, white padding. ``[H', W', 3]`` uint8."""
+    from .render.figures import GAP, column, labelled, row, tile
 
-    height, width = rows[0][0].shape[-2:]
-    columns = max(len(row) for row in rows)
-    label_height = 14
-    canvas = np.full((len(rows) * (label_height + height + pad) + pad, columns * (width + pad) + pad, 3), 255,
-                     dtype=np.uint8)
-    for r, row in enumerate(rows):
-        top = pad + r * (label_height + height + pad) + label_height
-        for c, image in enumerate(row):
-            left = pad + c * (width + pad)
-            pixels = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            canvas[top:top + height, left:left + width] = np.round(pixels * 255).astype(np.uint8)
-    picture = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(picture)
-    for r, label in enumerate(labels):
-        draw.text((pad, pad + r * (label_height + height + pad)), label, fill=(0, 0, 0))
-    return np.asarray(picture)
+    width = rows[0][0].shape[-1]
+    scale = max(1, min(16, -(-160 // width)))
+    columns = max(len(images) for images in rows)
+    headings = list(headings or [])[:columns]
+    body = []
+    for number, (images, label) in enumerate(zip(rows, labels, strict=True)):
+        tiles = [tile(image.detach().float().clamp(0, 1).cpu(), scale) for image in images]
+        if number == 0 and headings:
+            tiles = [labelled(item, heading) for item, heading in zip(tiles, headings, strict=False)] + tiles[
+                len(headings):]
+        body.append(labelled(row(tiles, gap=pad), label))
+    return column(body, gap=GAP)
+
+
+def figure_headings(kind: str) -> list[str]:
+    """The figure's column headings, in the order of :func:`attack_all`'s rows."""
+    extra = ["anchor", "target"] if kind == "a1" else []
+    return ["source", *extra, "attacked", "|attacked - source|"]
 
 
 def _file_name(metric: str) -> str:
@@ -311,7 +315,7 @@ def attack_all(args: argparse.Namespace, out: Path, metrics: list, inputs: torch
         extra = [inputs[2], inputs[1]] if args.kind == "a1" else []
         rows.append([inputs[0], *extra, image[0], difference])
         labels.append(_row_label(args.kind, entry))
-    save_image(out / "figure.png", figure(rows, labels))
+    save_image(out / "figure.png", figure(rows, labels, figure_headings(args.kind)))
     results = _results(args, names, base_seed, height, width, dataset_files, entries)
     write_json(out / "results.json", results)
     if args.json:

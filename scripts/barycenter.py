@@ -27,7 +27,7 @@ from elpips.barycenters.options import check_power, check_refs_per_step, normali
 from elpips.io import load_image, save_image, write_json
 from elpips.sizing import conform_images, load_sized_images, resample
 from elpips.solver import CHECKPOINT_NAME, phase
-from elpips.textures import seam_statistic
+from elpips.textures import seam_statistic, tiled
 from elpips.validation import check_images
 
 from .common import (
@@ -200,14 +200,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{metric_label(metric)} barycenter of {inputs.shape[0]} images, p={args.power:g}, "
           f"{result.state['step']} steps: objective {objective['start']:.4g} -> {objective['end']:.4g} "
           f"(L2 mean: {objective['l2_mean']:.4g})")
-    print(f"wrote {out}/barycenter.png, contact_sheet.png, log.json")
+    print(f"wrote {out}/barycenter.png, tiled.png (seam statistic {log['seam_statistic']['barycenter']:.3g}), "
+          "contact_sheet.png, log.json")
     return 0
 
 
 def write_results(args: argparse.Namespace, out: Path, metric: Any, inputs: torch.Tensor, l2_mean: torch.Tensor,
                   original: torch.Tensor | None, result: Any) -> None:
-    """``barycenter.png`` and ``contact_sheet.png`` (inputs | L2 mean | result, captioned with the metric)."""
+    """``barycenter.png``, ``tiled.png`` (the barycenter repeated 2x2: whether it tiles without a seam; written for
+    every run, tileable or not, as the geodesic viewer's preview is) and ``contact_sheet.png`` (inputs | L2 mean |
+    result, captioned with the metric)."""
     save_image(out / "barycenter.png", result.image)
+    save_image(out / "tiled.png", tiled(result.image.reshape(1, *result.image.shape[-3:]))[0])
     label = calibration_label(metric.name + ("" if args.power == 2 else f" p={args.power:g}"), metric.calibrated,
                               short=True)
     save_image(out / "contact_sheet.png", contact_sheet(inputs, l2_mean, result.image, label, original))
@@ -239,8 +243,8 @@ def write_log(args: argparse.Namespace, out: Path, metric: Any, source: dict[str
         "returned_step": result.returned_step,
         "note": result.note,
         "timings": {**result.timings, "wall_seconds_this_call": time.perf_counter() - started},
-        "outputs": ["inputs/", "l2_mean.png", "barycenter.png", "snapshots/", "contact_sheet.png", "log.json",
-                    CHECKPOINT_NAME, "run.json"] + (["original.png"] if has_original else []),
+        "outputs": ["inputs/", "l2_mean.png", "barycenter.png", "tiled.png", "snapshots/", "contact_sheet.png",
+                    "log.json", CHECKPOINT_NAME, "run.json"] + (["original.png"] if has_original else []),
     }
     write_json(out / "log.json", log)
     return log

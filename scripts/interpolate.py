@@ -365,7 +365,7 @@ def summarize(settings: InterpolateSettings, clip: Clip, seed: int, metric: Metr
     new_frames = (clip.count - 1) * (factor - 1)
     return {
         "kind": "interpolate",
-        "title": f"Interpolated {clip.source} x{factor} ({metric.name})",
+        "title": f"interpolated {Path(str(clip.source)).name} x{factor} ({metric.name})",
         "options": settings.as_dict(),
         "input": clip.describe(),
         "keyframes": [clip.source],

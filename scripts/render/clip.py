@@ -21,6 +21,7 @@ from .frames import (
     MARK_COLOR,
     SCANLINE,
     SCANLINE_MARKED,
+    enlarge,
     even_sized,
     marked_frame,
     note_missing_encoder,
@@ -32,6 +33,21 @@ COMPARISON_VIDEO = "comparison.mp4"
 SCANLINE_COMPARISON = "scanline_comparison.png"
 MAX_SCANLINE_HEIGHT = 4096
 """Scanline plots of long clips use fewer pixel rows per frame, down to one, to stay about this tall."""
+SIDE_WIDTH = 320
+"""Each half of ``comparison.mp4`` is enlarged (pixel repetition, up to 8x) to be about this wide, so that the
+video and its captions stay readable at 100 % zoom."""
+
+
+def side_scale(width: int) -> int:
+    """The enlargement of each half of ``comparison.mp4`` for ``width``-pixel frames."""
+    return max(1, min(8, SIDE_WIDTH // max(1, width)))
+
+
+def side_by_side(frame: np.ndarray, fade: np.ndarray, label: str) -> np.ndarray:
+    """One frame of ``comparison.mp4``: the geodesic frame and the cross-fade, enlarged by :func:`side_scale`,
+    captioned, 4 px apart."""
+    scale = side_scale(frame.shape[1])
+    return row([labelled(enlarge(frame, scale), label), labelled(enlarge(fade, scale), "linear cross-fade")], gap=4)
 
 
 class VideoStream:
@@ -131,13 +147,14 @@ def render_clip(run_dir: Path, frame_paths: list[Path], settings: ClipExport) ->
     with contextlib.ExitStack() as stack:
         if videos:
             video = VideoStream(run_dir / VIDEO, width, height, settings.fps, stack)
-            side = VideoStream(run_dir / COMPARISON_VIDEO, 2 * width + 4, height + 16, settings.fps, stack)
+            shape = side_by_side(first, first, settings.label).shape
+            side = VideoStream(run_dir / COMPARISON_VIDEO, shape[1], shape[0], settings.fps, stack)
         for frame, fade in zip(read_frames(frame_paths), crossfade_frames(frame_paths, settings.factor), strict=False):
             rows.append(frame[settings.row].copy())
             fade_rows.append(fade[settings.row].copy())
             if videos:
                 video.send(frame)
-                side.send(row([labelled(frame, settings.label), labelled(fade, "linear cross-fade")], gap=4))
+                side.send(side_by_side(frame, fade, settings.label))
     plain, figure = _scanline_figure(np.stack(rows), np.stack(fade_rows), settings)
     save_image(run_dir / SCANLINE, plain)
     save_image(run_dir / SCANLINE_COMPARISON, figure)

@@ -10,9 +10,11 @@ from elpips.io import to_uint8
 from PIL import Image, ImageDraw, ImageFont
 
 BACKGROUND = 255
-LABEL_HEIGHT = 16
+LABEL_HEIGHT = 20
+LABEL_FONT_SIZE = 14
+"""Captions are drawn in a 14-px scalable font (readable at 100 % zoom; the bitmap default is about 8 px)."""
 GAP = 6
-AUTO_WIDTH = 128
+AUTO_WIDTH = 192
 
 
 def tile(image: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
@@ -24,10 +26,28 @@ def tile(image: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
     return np.repeat(np.repeat(array, scale, axis=0), scale, axis=1) if scale > 1 else array
 
 
+def label_font(size: int = LABEL_FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's scalable default font at ``size`` px (the bitmap font on Pillow < 10.1)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: bitmap font only
+        return ImageFont.load_default()
+
+
+def text_width(text: str, size: int = LABEL_FONT_SIZE) -> int:
+    """Width in pixels of ``text`` drawn by :func:`labelled`, its 2-px margins included."""
+    return int(np.ceil(label_font(size).getlength(text))) + 4
+
+
 def labelled(array: np.ndarray, text: str) -> np.ndarray:
-    """``array`` ``[H, W, 3]`` uint8 with ``text`` written in a white strip above it: ``[H + 16, W, 3]``."""
-    strip = Image.new("RGB", (array.shape[1], LABEL_HEIGHT), (BACKGROUND,) * 3)
-    ImageDraw.Draw(strip).text((2, 2), text, fill=(0, 0, 0), font=ImageFont.load_default())
+    """``array`` ``[H, W, 3]`` uint8 with ``text`` written (14 px) in a white strip above it:
+    ``[H + 20, max(W, text width), 3]``; a caption wider than the image widens it with white on the right, so it is
+    never cut."""
+    width = max(array.shape[1], text_width(text))
+    if width > array.shape[1]:
+        array = np.pad(array, ((0, 0), (0, width - array.shape[1]), (0, 0)), constant_values=BACKGROUND)
+    strip = Image.new("RGB", (width, LABEL_HEIGHT), (BACKGROUND,) * 3)
+    ImageDraw.Draw(strip).text((2, 2), text, fill=(0, 0, 0), font=label_font())
     return np.concatenate([np.asarray(strip), array], axis=0)
 
 

@@ -279,8 +279,8 @@ def test_train_example_writes_log_and_samples(tmp_path, small_pngs, capsys):
     assert 0.08 < log["input_validation"]["l2"] <= 0.1
     assert 20 <= log["input_validation"]["psnr"] < 22
     sheet = iio.imread(out / "samples.png")
-    # 4 rows (one per validation crop) of degraded | output | clean, 16 px crops enlarged 4x, 6 px gaps, one label
-    assert sheet.shape == (4 * 64 + 16 + 3 * 6, 3 * 64 + 2 * 6, 3)
+    # 4 rows (one per validation crop) of degraded | output | clean, 16 px crops enlarged 4x, 6 px gaps, one 20-px label
+    assert sheet.shape == (4 * 64 + 20 + 3 * 6, 3 * 64 + 2 * 6, 3)
     printed = capsys.readouterr()
     assert "UNCALIBRATED" in printed.out and "wrote" in printed.out
 

@@ -66,6 +66,7 @@ def test_a2_several_metrics_with_dataset(files, capsys):
     assert l2_entry["distance"] == pytest.approx(l2_entry["rms_change"], abs=1e-6)
     figure = iio.imread(out / "figure.png")
     assert figure.shape[0] > 2 * SIZE and figure.shape[1] > 3 * SIZE  # 2 rows x (source, attacked, difference)
+    assert figure.shape[1] >= 3 * 160  # enlarged to about 160 px per column, legible at 100 % zoom
     assert "normalized" in capsys.readouterr().out
 
 

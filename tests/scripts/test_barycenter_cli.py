@@ -46,6 +46,12 @@ def test_cli_writes_every_listed_output(inputs, tmp_path, capsys):
     assert log["objective"]["end"] == log["evaluations"][-1]["objective"]
     assert log["history"][-1]["step"] == 5 and log["timings"]["solver_seconds"] > 0
     assert "UNCALIBRATED" in capsys.readouterr().out
+    assert "tiled.png" in log["outputs"]  # the barycenter repeated 2x2: whether it tiles without a seam
+    barycenter, preview = load_image(out / "barycenter.png")[0], load_image(out / "tiled.png")[0]
+    assert preview.shape == (3, 64, 64)
+    for top in (0, 32):
+        for left in (0, 32):
+            assert torch.equal(preview[:, top:top + 32, left:left + 32], barycenter)
 
 
 def test_cli_shift_demonstration_inputs_are_shifted_copies(inputs, tmp_path):

@@ -170,3 +170,17 @@ def test_a_clip_without_the_mp4_encoder_writes_no_videos_and_says_so(tmp_path, m
            "export": {"row": 2, "scale": 1, "fps": 5.0, "pingpong": False}, "weights": {"metric": "l2"}}
     write_index(tmp_path, log)
     assert (tmp_path / "index.html").read_text().count("MP4 not written: install imageio-ffmpeg") == 2
+
+
+def test_figure_captions_are_at_least_12_px_and_never_cut():
+    from elpips.scripts.attack import figure, figure_headings
+    from elpips.scripts.render.figures import LABEL_HEIGHT, labelled
+
+    caption = "elpips-vgg [UNCALIBRATED: random backbone] Ag"
+    image = labelled(np.zeros((8, 16, 3), np.uint8), caption)
+    ink = np.nonzero((image[:LABEL_HEIGHT] < 128).any(axis=2))
+    assert ink[0].max() - ink[0].min() + 1 >= 12  # cap height + descender of a 14-px font (the bitmap one: ~8)
+    assert image.shape[1] > 16 and ink[1].max() < image.shape[1] - 1  # widened to the caption, not cut
+    rows = [[torch.rand(3, 16, 16) for _ in range(3)] for _ in range(2)]
+    picture = figure(rows, ["lpips-vgg: d 0.1", "l2: d 0.2"], figure_headings("a2"))
+    assert picture.shape[1] >= 3 * 160 and picture.shape[0] >= 2 * 160 + 3 * LABEL_HEIGHT  # headings + row labels

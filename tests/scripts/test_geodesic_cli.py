@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import imageio.v3 as iio
 import imageio_ffmpeg
@@ -59,7 +61,13 @@ def test_geodesic_writes_every_export_and_compares(pictures, tmp_path, capsys):
     for run_dir in (out, out / "compare/l2"):
         assert missing_references(run_dir)[0] == []
 
+    (out / "index.html").unlink()
     assert main(["export", str(out), "--row", "5", "--scale", "2", "--no-pingpong", "--fps", "4"]) == 0
+    page = (out / "index.html").read_text(encoding="utf-8")  # re-rendered, with the tiled preview and its seams
+    assert 'id="tiled"' in page and 'data-src="frames/frame_000.png"' in page
+    seams = json.loads(re.search(r'<script id="seam-list" type="application/json">(.*?)</script>', page).group(1))
+    assert len(seams) == 4 and seams == pytest.approx(log["result"]["seam_statistic"])
+    assert f"<title>{out.name}: geodesic {Path(a).name} → {Path(b).name}" in page and str(tmp_path) not in page
     assert np.array_equal(iio.imread(out / "scanline.png"), scanline_image(frames, 5, 2))
     assert iio.imread(out / "animation.gif", index=None).shape[0] == 4
     assert iio.imread(out / "compare/l2/scanline.png").shape == (4 * 2, 32 * 2, 3)

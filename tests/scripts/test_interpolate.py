@@ -20,6 +20,8 @@ from elpips.geodesics.clip import window_seed
 from elpips.io import ImageLoadError
 from elpips.scripts import interpolate as interpolate_command
 from elpips.scripts.cli import main
+from elpips.scripts.render.clip import SIDE_WIDTH, side_scale
+from elpips.scripts.render.figures import LABEL_HEIGHT
 from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME
 from helpers import dead_pid, missing_references
 
@@ -151,8 +153,11 @@ def test_interpolate_l2_gives_the_crossfade_with_every_export(clip_files, tmp_pa
     reader = imageio_ffmpeg.read_frames(str(out / "comparison.mp4"))
     meta = next(reader)
     side = [np.frombuffer(raw, np.uint8).reshape(meta["size"][1], meta["size"][0], 3) for raw in reader]
-    assert len(side) == 10 and meta["size"] == (2 * SIZE + 4, SIZE + 16)  # labelled halves, 4 px apart
-    fade_half = np.stack(side)[:, 16:, SIZE + 4:].astype(np.float64)
+    k = side_scale(SIZE)  # each half enlarged to be about SIDE_WIDTH pixels wide, captioned in a 14-px font
+    assert k == min(8, SIDE_WIDTH // SIZE) and meta["size"][1] == k * SIZE + LABEL_HEIGHT
+    assert len(side) == 10 and meta["size"][0] >= 2 * k * SIZE + 4  # both halves, 4 px apart (captions widen)
+    fade_half = np.stack(side)[:, LABEL_HEIGHT + k // 2::k, -k * SIZE + k // 2::k].astype(np.float64)
+    assert fade_half.shape[1:3] == (SIZE, SIZE)
     assert np.abs(fade_half - closed_form).mean() < 6  # the right half is the cross-fade (H.264 is lossy)
     assert iio.imread(out / "scanline.png").shape[0] == 10 * log["export"]["scale"]
     assert missing_references(out)[0] == []
