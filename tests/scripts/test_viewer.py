@@ -5,8 +5,8 @@ the HTML always and, where Chromium is installed, measured in a headless browser
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
