@@ -40,9 +40,13 @@ def _metric(precision: str = "float32") -> Metric:
 
 
 def _steps_for(budget_s: float, run, calibration_steps: int) -> tuple[int, float]:
-    """Steps that fill ``budget_s`` CPU seconds, from ``run(calibration_steps)``'s CPU time per step."""
-    per_step = timed_call(lambda: run(calibration_steps)).cpu_s / calibration_steps
-    return max(calibration_steps, int(budget_s / per_step)), per_step
+    """Steps that fill ``budget_s`` CPU seconds: the fixed cost of a run (set-up, start and end evaluations) and
+    the cost of a step from two short runs (``calibration_steps`` and twice as many)."""
+    short = timed_call(lambda: run(calibration_steps)).cpu_s
+    longer = timed_call(lambda: run(2 * calibration_steps)).cpu_s
+    per_step = max(longer - short, 1e-9) / calibration_steps
+    fixed = max(short - per_step * calibration_steps, 0.0)
+    return max(calibration_steps, int((budget_s - fixed) / per_step)), per_step
 
 
 def barycenter_rows(budget_s: float, size: int, count: int, seed: int, eval_samples: int, average_last: float,
@@ -127,7 +131,7 @@ def render(record: dict) -> str:
             lines.append(f"| {row['solver']} | {row['variant']} | — | — | skipped: {row['skipped']} |")
         else:
             cpu = f"{row['cpu_s']:.1f}" if "cpu_s" in row else "—"
-            lines.append(f"| {row['solver']} | {row['variant']} | {row['steps']} | {cpu} | {row['objective']:.5f} |")
+            lines.append(f"| {row['solver']} | {row['variant']} | {row['steps']} | {cpu} | {row['objective']:.4e} |")
     return "\n".join(lines) + "\n"
 
 
