@@ -40,6 +40,9 @@ def _headline(record: dict) -> list[str]:
     for name, value in record["ratios"].items():
         goal = record["goals"].get(name)
         verdict = "" if goal is None else f"{goal['goal']}: {'met' if goal['met'] else 'NOT met'}"
+        if goal is not None and goal.get("applies") is False:
+            stated = ", ".join(f"{key} {value}" for key, value in goal["stated_at"].items())
+            verdict += f" (goal stated at {stated}: indicative here)"
         rows.append([f"`{name}`", f"{value:.2f}", verdict])
     lines = ["## Ratios", ""] + _table(["ratio", "value", "goal"], rows)
     lines += ["Definitions:", ""] + [f"- `{k}`: {v}" for k, v in record["definitions"].items()] + [""]
@@ -112,6 +115,22 @@ def _cuda(record: dict) -> list[str]:
                                                          rows)
 
 
+def _precision(record: dict) -> list[str]:
+    section = record.get("precision")
+    if section is None:
+        return []
+    lines = [f"## Precision ({section['size']} px single calls, {section['solver_size']} px solver steps, "
+             f"batch {section['batch']})", ""]
+    rows = [[f"`{name}`", f"{value:.2f}"] for name, value in section["ratios"].items()]
+    lines += _table(["time ratio", "value"], rows)
+    rows = [[f"{kind}: {name}", _ms(summary["median_s"])] for kind, sides in section["timings"].items()
+            for name, summary in sides.items()]
+    lines += _table(["side", "median"], rows)
+    if section["skipped"]:
+        lines += [f"- skipped {name}: {why}" for name, why in section["skipped"].items()] + [""]
+    return lines
+
+
 def _profile(record: dict) -> list[str]:
     profile = record["profile"]
     elpips, vgg = profile["elpips"], profile["vgg_features"]
@@ -143,6 +162,6 @@ def render_markdown(record: dict) -> str:
 
         lines += spatial_markdown(record["spatial"])
     lines += render_crop(record["crop"]) if "crop" in record else []
-    lines += _cuda(record)
+    lines += _cuda(record) + _precision(record)
     lines += _profile(record)
     return "\n".join(lines).rstrip() + "\n"

@@ -64,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     json_path, markdown_path = write_results(record, args.out)
     for name, value in record["ratios"].items():
         goal = record["goals"].get(name)
-        verdict = f"  (goal {goal['goal']}: {'met' if goal['met'] else 'not met'})" if goal else ""
+        verdict = f"  (goal {goal['goal']}: {'met' if goal['met'] else 'not met'}" if goal else ""
+        if goal and goal.get("applies") is False:
+            verdict += ", stated at " + ", ".join(f"{key} {value}" for key, value in goal["stated_at"].items())
+        verdict += ")" if goal else ""
         print(f"{name:32s} {value:8.3f}{verdict}")
     print(f"wrote {json_path} and {markdown_path} ({record['duration_s']:.0f} s)")
     return 0

@@ -14,8 +14,8 @@ The layers and what each may import:
   ``scripts`` or ``benchmarks``.
 * ``benchmarks``: ``core``, the solvers and ``experiments``; nothing of ``scripts`` (no command module, no rendering
   library).
-* ``scripts`` (with ``scripts/render``): everything but ``benchmarks``, which only the ``bench`` command imports,
-  inside a function (when it runs).
+* ``scripts`` (with ``scripts/render``): everything but ``benchmarks``, which only the ``bench`` command (and
+  ``check-device``, for its paired timing) imports, inside a function (when it runs).
 
 Exceptions, each with its reason in :data:`EXCEPTIONS`: ``elpips.__main__`` (``python -m elpips``) imports the
 command line.
@@ -59,7 +59,7 @@ MAY_IMPORT = {
 }
 """Layer -> the other layers its modules may import (its own layer always)."""
 
-LAZY_ONLY = {("scripts", "benchmarks"): {"elpips.scripts.bench"}}
+LAZY_ONLY = {("scripts", "benchmarks"): {"elpips.scripts.bench", "elpips.scripts.check_device"}}
 """(importer, imported) -> the modules allowed to make that import, and only inside a function."""
 
 EXCEPTIONS = {

@@ -16,7 +16,9 @@ from elpips.benchmarks.precision import measure_precision
 from elpips.benchmarks.suite import BenchPlan, make_plan, run_suite, write_results
 from elpips.scripts.cli import main
 
-REQUIRED_RATIOS = ("elpips_vs_vgg_features", "elpips_vs_lpips", "barycenter_speedup", "geodesic_speedup")
+REQUIRED_RATIOS = ("elpips_vs_vgg_features", "elpips_vs_lpips", "barycenter_speedup", "geodesic_speedup",
+                   "elpips_bfloat16_vs_vgg_features_channels_last", "elpips_float32_vs_vgg_features_channels_last")
+PRECISION_RATIOS = ("bfloat16_vs_float32", "barycenter_bfloat16_vs_float32", "geodesic_bfloat16_vs_float32")
 
 
 def tiny_plan() -> BenchPlan:
@@ -25,7 +27,8 @@ def tiny_plan() -> BenchPlan:
                      references=2, geodesic_frames=(2,), scaling_frames=(2,), scaling_sizes=(16,),
                      scaling_frames_at_sizes=2, scaling_repeats=1, memory_frames=(), variance_size=16,
                      variance_samples=2, variance_trials=2, profile_steps=1, spatial_samples=2,
-                     spatial_memory_size=None, crop_size=32, crop_pairs=1, crop_samples=2)
+                     spatial_memory_size=None, crop_size=32, crop_pairs=1, crop_samples=2,
+                     precision_frames=2)
 
 
 @pytest.fixture
@@ -44,6 +47,12 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
     for value in record["ratios"].values():
         assert math.isfinite(value) and value > 0
     assert set(record["goals"]) == set(REQUIRED_RATIOS)
+    for name in PRECISION_RATIOS:
+        assert record["ratios"][name] > 0
+    floor_goal = record["goals"]["elpips_bfloat16_vs_vgg_features_channels_last"]
+    assert floor_goal["goal"] == "<= 0.7" and floor_goal["applies"] is False  # stated at 128 px, run at 32
+    assert floor_goal["stated_at"] == {"size": 128, "threads": 1} and isinstance(floor_goal["met"], bool)
+    assert record["precision"]["precisions"] == ["float32", "bfloat16"] and not record["precision"]["skipped"]
     assert record["spatial"]["timing"]["samples"] == 2 and "map_vs_distance" in record["ratios"]
     environment = record["environment"]
     for key in ("torch", "torch_threads", "device", "cpu_model", "load_average_start", "load_average_end"):
@@ -63,6 +72,7 @@ def test_smallest_plan_writes_schema_with_positive_finite_ratios(tmp_path):
     assert "elpips_vs_vgg_features" in markdown and "| ratio | value | goal |" in markdown
     assert "Distance map vs scalar distance" in markdown
     assert "Crop mode vs pad mode (32 px)" in markdown
+    assert "## Precision (32 px single calls" in markdown and "indicative here" in markdown
     assert json_path.stem == markdown_path.stem
 
 
@@ -104,5 +114,8 @@ def test_precision_check_bf16_on_cpu(one_thread):
         assert math.isfinite(bf16["max_relative_error"]) and bf16["speedup_vs_float32"] > 0
     channels_last = result["modes"]["channels_last"]
     assert channels_last["max_relative_error"] < 1e-4 and channels_last["passes"]
+    assert "float16" not in result["modes"]  # not requested
+    on_cpu = measure_precision(metric, 16, 1, 1, repeats=1, warmup=0, modes=("float16",))
+    assert "needs a CUDA device" in on_cpu["modes"]["float16"]["error"] and on_cpu["timings"] == {}
     with pytest.raises(ValueError, match="unknown precision modes"):
         measure_precision(metric, 16, 1, 1, 1, 0, modes=("int8",))
