@@ -289,7 +289,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precisions", type=_precision_list, default=PRECISIONS,
                         help="16-bit precisions to check, comma-separated ('' for none; float16 only on CUDA)")
     parser.add_argument("--speed-size", type=int, default=128,
-                        help="image side of the precision speed-ups (0: skip them)")
+                        help="image side of the precision speed-ups; 0 skips them")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the metric's default)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     parser.set_defaults(handler=run)
