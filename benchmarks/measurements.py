@@ -164,17 +164,23 @@ def measure_single(metric: Metric, size: int, batch: int, repeats: int, warmup: 
 
 
 # -- barycenter step ---------------------------------------------------------------------------------------------
+def barycenter_problem(size: int, references: int,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The benchmarks' barycenter step inputs: ``references`` cat-to-dog cross-fades ``[R, 3, size, size]``, their
+    mean as the iterate ``[1, 3, size, size]`` and equal coefficients ``[R]``."""
+    cat, dog = example_images(size, device)
+    weights = torch.linspace(0, 1, references, device=device)[:, None, None, None]
+    refs = (1 - weights) * cat + weights * dog
+    return refs, refs.mean(dim=0, keepdim=True), torch.full((references,), 1.0 / references, device=device)
+
+
 def measure_barycenter(metric: Metric, size: int, references: int, samples: int, repeats: int, warmup: int,
                        tick: Tick = _no_tick) -> dict:
     """One barycenter gradient step over ``references`` images: shared features vs per-pair calls."""
     from elpips.barycenters import draw_sample, shared_step
 
     device = metric.device
-    cat, dog = example_images(size, device)
-    weights = torch.linspace(0, 1, references, device=device)[:, None, None, None]
-    refs = (1 - weights) * cat + weights * dog
-    x0 = refs.mean(dim=0, keepdim=True)
-    coefficients = torch.full((references,), 1.0 / references, device=device)
+    refs, x0, coefficients = barycenter_problem(size, references, device)
     generator = torch.Generator().manual_seed(0)
     height, width = size, size
 

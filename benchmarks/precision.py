@@ -19,6 +19,7 @@ from elpips import Metric
 from .measurements import (
     Tick,
     _no_tick,
+    barycenter_problem,
     example_images,
     geodesic_shared_step,
     image_batch,
@@ -123,12 +124,7 @@ def _barycenter_step(metric: Metric, size: int, references: int, samples: int) -
     """One shared barycenter gradient step over the cat-to-dog cross-fades (as in the bench's barycenter)."""
     from elpips.barycenters import draw_sample, shared_step
 
-    device = metric.device
-    cat, dog = example_images(size, device)
-    weights = torch.linspace(0, 1, references, device=device)[:, None, None, None]
-    refs = (1 - weights) * cat + weights * dog
-    x0 = refs.mean(dim=0, keepdim=True)
-    coefficients = torch.full((references,), 1.0 / references, device=device)
+    refs, x0, coefficients = barycenter_problem(size, references, metric.device)
     generator = torch.Generator().manual_seed(0)
 
     def step() -> None:

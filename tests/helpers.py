@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import pathlib
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -10,6 +12,27 @@ from pathlib import Path
 
 import elpips
 import lpips
+
+NO_SPACE = "No space left on device"
+
+
+def fail_second_checkpoint_write(monkeypatch) -> object:
+    """Make the second atomic write of ``checkpoint.pt`` half-write its temporary file and raise ENOSPC, as a full
+    disk does; returns the original ``Path.write_bytes`` (set it back to let a resume write)."""
+    original = pathlib.Path.write_bytes
+    writes = []
+
+    def second_checkpoint_fails(path, data):
+        if path.name.startswith(".checkpoint.pt."):
+            writes.append(path)
+            if len(writes) == 2:
+                original(path, bytes(data)[:100])  # half written, as on a full disk
+                raise OSError(errno.ENOSPC, NO_SPACE)
+        return original(path, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", second_checkpoint_fails)
+    return original
+
 
 LPIPS_SLICES = {
     "vgg": [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)],

@@ -5,7 +5,6 @@ run folder (its record, refusal, lock, temporary files, a full disk, the resume 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import pathlib
@@ -25,7 +24,7 @@ from elpips.experiments.weight_training import TrainingSettings, learning_rate, 
 from elpips.scripts import train_weights as train_weights_cli
 from elpips.scripts.cli import main
 from elpips.scripts.run_folder import LOCK_NAME, SETTINGS_NAME
-from helpers import dead_pid
+from helpers import NO_SPACE, dead_pid, fail_second_checkpoint_write
 from ranks import free_port, set_rank_environment
 from synthetic_bapps import make_synthetic_bapps, teacher_metric
 
@@ -215,7 +214,6 @@ def test_bad_data_is_one_clear_error(synthetic, tmp_path, capsys):
 # -- the run folder -------------------------------------------------------------------------------------------------
 QUICK = ["--metric", "elpips-squeeze", "--limit", "40", "--val-limit", "10", "--epochs", "1", "--decay-epochs", "1",
          "--batch-size", "10", "--val-samples", "2", "--checkpoint-every", "3", "--seed", "1"]
-NO_SPACE = "No space left on device"
 
 
 def _error_lines(capsys) -> list[str]:
@@ -247,18 +245,7 @@ def test_a_full_disk_is_one_line_naming_the_run_folder_and_the_run_resumes(synth
     """The checkpoint is serialised in memory and written in one write: a full disk is an OSError with its cause
     (one line, exit 2), the last good checkpoint stays, its temporary file goes, and the run resumes from it."""
     out, run_dir = tmp_path / "w.npz", tmp_path / "w-run"
-    original = pathlib.Path.write_bytes
-    writes = []
-
-    def second_checkpoint_fails(path, data):
-        if path.name.startswith(".checkpoint.pt."):
-            writes.append(path)
-            if len(writes) == 2:
-                original(path, bytes(data)[:100])  # half written, as on a full disk
-                raise OSError(errno.ENOSPC, NO_SPACE)
-        return original(path, data)
-
-    monkeypatch.setattr(pathlib.Path, "write_bytes", second_checkpoint_fails)
+    original = fail_second_checkpoint_write(monkeypatch)
     capsys.readouterr()
     assert _train(synthetic, out, *QUICK[2:], metric="elpips-squeeze") == 2
     assert _error_lines(capsys) == [f"elpips train-weights: error: cannot write to '{run_dir}': {NO_SPACE}"]

@@ -18,9 +18,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 from elpips.scripts.cli import main
+from helpers import NO_SPACE, fail_second_checkpoint_write
 
 GEODESIC = ["--metric", "l2", "--frames", "4", "--samples", "2", "--seed", "3"]
-NO_SPACE = "No space left on device"
 
 
 @pytest.fixture
@@ -49,18 +49,7 @@ def test_checkpoint_write_failing_with_enospc_is_one_line_and_the_run_resumes(pi
                                                                                capsys):
     a, b = pictures
     out = tmp_path / "run"
-    original = pathlib.Path.write_bytes
-    writes = []
-
-    def second_checkpoint_fails(path, data):
-        if path.name.startswith(".checkpoint.pt."):
-            writes.append(path)
-            if len(writes) == 2:
-                original(path, bytes(data)[:100])  # half written, as on a full disk
-                raise OSError(errno.ENOSPC, NO_SPACE)
-        return original(path, data)
-
-    monkeypatch.setattr(pathlib.Path, "write_bytes", second_checkpoint_fails)
+    original = fail_second_checkpoint_write(monkeypatch)
     assert main(["geodesic", a, b, *GEODESIC, "--steps", "4", "--checkpoint-every", "1", "--out", str(out)]) == 2
     assert one_error_line(capsys) == f"elpips geodesic: error: cannot write to '{out}': {NO_SPACE}"
     assert leftovers(out) == [] and (out / "checkpoint.pt").is_file()
