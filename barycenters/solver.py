@@ -35,6 +35,7 @@ from elpips.solver import (
     restore_generator,
     save_checkpoint,
 )
+from elpips.solver.averaging import IterateAverage, averaging_start, resolve_average_last
 from elpips.solver.ensemble_stream import StratifiedStream, check_stream_mode
 from elpips.solver.metrics import resolve_metric
 from elpips.validation import check_positive_int
@@ -81,15 +82,19 @@ class BarycenterResult:
     Attributes:
         image: the barycenter, ``[1, 3, H, W]`` float32 on the CPU, values in ``[1e-5, 1 - 1e-5]``.
         history: running objective every ``log_every`` steps: ``{"step", "loss", "objective", "lr"}``.
-        evaluations: the seeded many-sample estimates (start, every ``eval_every`` steps, end).
+        evaluations: the seeded many-sample estimates (start, every ``eval_every`` steps, end: of the iterates'
+            average where there is one).
         state: everything needed to continue (the checkpoint's content).
         settings: the run's settings as recorded in checkpoints and logs.
         elapsed_s: solver seconds of the whole run, over every call that continued it; ``steps_run``: steps this
             call ran.
         resumed_from: the checkpoint's step when resumed, else ``None``.
-        returned_step: the step whose iterate ``image`` is: the last one, unless an earlier evaluated iterate (the
-            start among them) had a lower seeded objective, which is then returned instead (never silently worse
-            than the start); ``note`` says so in one line (``None`` otherwise).
+        returned_step: the step whose iterate ``image`` is: the last one (or, with ``averaged_iterates > 0``, the
+            average ending there), unless an earlier evaluated iterate (the start among them) had a lower seeded
+            objective, which is then returned instead (never silently worse than the start); ``note`` says so in
+            one line (``None`` otherwise).
+        averaged_iterates: how many iterates the returned average holds (those after step ``averaged_from``;
+            0: no averaging, ``image`` is an iterate).
     """
 
     image: torch.Tensor
@@ -103,6 +108,8 @@ class BarycenterResult:
     timings: dict[str, float] = field(default_factory=dict)
     returned_step: int | None = None
     note: str | None = None
+    averaged_iterates: int = 0
+    averaged_from: int | None = None
 
 
 @dataclass
@@ -126,6 +133,7 @@ class _Problem:
     schedule: Callable[[int], float]
     generator: torch.Generator
     settings: dict[str, Any]
+    average_start: int
 
     @property
     def count(self) -> int:
@@ -138,10 +146,12 @@ class _Problem:
 
 @dataclass
 class _Run:
-    """The state a checkpoint holds: the iterate, Adam, the running objective, the logs and the clock."""
+    """The state a checkpoint holds: the iterate, Adam, the running objective, the iterates' average, the logs
+    and the clock."""
 
     x: torch.Tensor
     optimizer: torch.optim.Optimizer
+    average: IterateAverage
     start: int
     running: float
     running_count: int
@@ -166,7 +176,7 @@ class _Run:
             "generator": generator_state(problem.generator), "running": [self.running, self.running_count],
             "history": list(self.history), "evaluations": [entry.as_dict() for entry in self.evaluations],
             "elapsed_s": self.elapsed, "stream_seed": None if self.stream is None else self.stream.seed,
-            "best": self.best,
+            "best": self.best, "average": self.average.state(),
         }
 
 
@@ -191,7 +201,7 @@ def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, step
              refs_per_step: int | str, samples_per_step: int, generator: Any, device: Any,
              checkpoint: str | os.PathLike | None, checkpoint_every: int, resume: bool, eval_every: int | None,
              eval_samples: int, eval_seed: int, log_every: int | None, chunk_size: int,
-             ensemble_stream: str = "independent") -> _Problem:
+             ensemble_stream: str, average_last: float | None) -> _Problem:
     """Check every option (one ``ValueError`` for the first bad one) and gather the run's settings."""
     check_inputs(images, getattr(metric, "min_size", 1))
     count, _, height, width = images.shape
@@ -209,6 +219,7 @@ def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, step
         log_every = load_checkpoint(checkpoint)["settings"].get("log_every")  # keep the run's spacing
     log_every = check_positive_int(max(1, steps // 1000) if log_every is None else log_every, "log_every")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
+    average_last = resolve_average_last(average_last, metric)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     schedule, lr_description = learning_rate_schedule(lr, reference_learning_rate)
@@ -223,20 +234,20 @@ def _prepare(images: torch.Tensor, weights: Any, metric: Any, power: float, step
         "init": init if isinstance(init, str) else "image", "steps": steps, "seed": generator.initial_seed(),
         "eval_samples": eval_samples, "eval_seed": eval_seed, "eval_every": eval_every,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "chunk_size": chunk_size,
-        "device": str(run_device), "ensemble_stream": ensemble_stream,
+        "device": str(run_device), "ensemble_stream": ensemble_stream, "average_last": average_last,
         "images_sha256": tensor_digest([images]),
     }
     return _Problem(metric, images.detach().to(device=run_device, dtype=torch.float32),
                     weights64.to(device=run_device, dtype=torch.float32), weights64, power, refs, steps,
                     samples_per_step, chunk_size, checkpoint_every, eval_every, eval_samples, eval_seed, log_every,
-                    schedule, generator, settings)
+                    schedule, generator, settings, averaging_start(steps, average_last))
 
 
 def _start(problem: _Problem, init: str | torch.Tensor) -> _Run:
     """A fresh run: the initial image, a new Adam, the objective at step 0."""
     x = initial_image(init, problem.references, problem.weights64, problem.generator).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=problem.schedule(0))
-    run = _Run(x, optimizer, 0, 0.0, 0, [], [problem.evaluate(x, 0)], 0.0)
+    run = _Run(x, optimizer, IterateAverage(problem.average_start), 0, 0.0, 0, [], [problem.evaluate(x, 0)], 0.0)
     run.remember(run.evaluations[0])
     if problem.settings["ensemble_stream"] == "stratified":
         run.stream = StratifiedStream(int(torch.randint(0, 2**62, (1,), generator=problem.generator)))
@@ -253,7 +264,9 @@ def _resume(problem: _Problem, checkpoint: str | os.PathLike) -> _Run:
     restore_generator(problem.generator, saved["generator"])
     problem.settings["seed"] = saved["settings"]["seed"]
     step = int(saved["step"])
-    return _Run(x, optimizer, step, float(saved["running"][0]), int(saved["running"][1]), list(saved["history"]),
+    average = IterateAverage.restore(saved["average"], problem.average_start, step, x.device)
+    return _Run(x, optimizer, average, step, float(saved["running"][0]), int(saved["running"][1]),
+                list(saved["history"]),
                 [Evaluation(**entry) for entry in saved["evaluations"]], float(saved["elapsed_s"]),
                 resumed_from=step,
                 stream=None if saved.get("stream_seed") is None else StratifiedStream(saved["stream_seed"]),
@@ -296,12 +309,13 @@ def _iterate(problem: _Problem, run: _Run, checkpoint: str | os.PathLike | None,
         run.running_count += 1
         objective = run.running / (1 - RUNNING_DECAY**run.running_count)
         done = step + 1
+        run.average.update(run.x, done)
         run.step_seconds += time.perf_counter() - began
         if done % problem.log_every == 0 or done == steps or done == 1:
             run.history.append({"step": done, "loss": loss, "objective": objective, "lr": rate})
         evaluation = None
-        if done % problem.eval_every == 0 or done == steps:
-            evaluation = problem.evaluate(run.x, done)
+        if (done % problem.eval_every == 0 or done == steps) and not (done == steps and run.average.count):
+            evaluation = problem.evaluate(run.x, done)  # an averaged run's end is evaluated by _finish
             run.evaluations.append(evaluation)
             run.remember(evaluation)
         run.elapsed += time.perf_counter() - began
@@ -313,16 +327,22 @@ def _iterate(problem: _Problem, run: _Run, checkpoint: str | os.PathLike | None,
 
 
 def _finish(problem: _Problem, run: _Run, progress: bool = False) -> BarycenterResult:
-    """The final evaluation (unless the last step took one) and the result."""
+    """The final evaluation of the last iterate, or of the iterates' average (unless the last step took one),
+    and the result."""
     final_step = max(run.start, problem.steps)
-    if not run.evaluations or run.evaluations[-1].step != final_step:
-        with phase(f"barycenter: final objective estimate ({problem.eval_samples} samples)", enabled=progress):
-            run.evaluations.append(problem.evaluate(run.x, final_step))
+    averaged = run.average.value()
+    last = run.x.detach() if averaged is None else averaged
+    if not run.evaluations or run.evaluations[-1].step != final_step:  # an averaged run's end: always here
+        what = "final" if averaged is None else f"averaged ({run.average.count} iterates)"
+        with phase(f"barycenter: {what} objective estimate ({problem.eval_samples} samples)", enabled=progress):
+            run.evaluations.append(problem.evaluate(last, final_step))
     final = run.evaluations[-1]
-    image, returned_step, note = run.x.detach().cpu().clone(), final_step, None
+    image, returned_step, note = last.cpu().clone(), final_step, None
+    averaged_iterates = run.average.count
     if run.best is not None and run.best["objective"] < final.objective:
         image, returned_step = run.best["image"].clone(), int(run.best["step"])
-        note = (f"barycenter: the last iterate's objective {final.objective:.4g} (step {final_step}) is above the "
+        kind, averaged_iterates = "last iterate" if averaged is None else "iterates' average", 0
+        note = (f"barycenter: the {kind}'s objective {final.objective:.4g} (step {final_step}) is above the "
                 f"best evaluated one, {run.best['objective']:.4g} at step {returned_step}: returning that iterate")
     steps_run = max(0, problem.steps - run.start)
     timings = {"solver_seconds": run.elapsed, "step_seconds_this_call": run.step_seconds,
@@ -330,7 +350,8 @@ def _finish(problem: _Problem, run: _Run, progress: bool = False) -> BarycenterR
     return BarycenterResult(image=image, history=run.history, evaluations=run.evaluations,
                             state=run.state(problem, final_step), settings=problem.settings, elapsed_s=run.elapsed,
                             steps_run=steps_run, resumed_from=run.resumed_from, timings=timings,
-                            returned_step=returned_step, note=note)
+                            returned_step=returned_step, note=note, averaged_iterates=averaged_iterates,
+                            averaged_from=run.average.start if averaged_iterates else None)
 
 
 def _describe(info: BarycenterStepInfo) -> dict[str, str]:
@@ -361,6 +382,7 @@ def solve(
     eval_every: int | None = None,
     eval_seed: int = 0,
     log_every: int | None = None,
+    average_last: float | None = None,
 ) -> BarycenterResult:
     """Minimise ``sum_i w_i * d(x, images[i])^power`` over images ``x`` in ``[1e-5, 1 - 1e-5]``.
 
@@ -400,6 +422,12 @@ def solve(
         eval_every: steps between seeded evaluations (default ``checkpoint_every``); also at start and end.
         eval_seed: seed of the evaluations' draws.
         log_every: steps between history entries (default ``max(1, steps // 1000)``; on resume, the run's).
+        average_last: return the mean of the iterates of the last ``average_last`` fraction of the steps (in
+            ``[0, 1]``; 0: the last iterate; see :mod:`elpips.solver.averaging`). ``None``:
+            :data:`~elpips.solver.averaging.DEFAULT_AVERAGE_LAST` for a stochastic metric (E-LPIPS), 0 for a
+            deterministic one (LPIPS, ``l2``). The average is evaluated at the
+            end like the last iterate would be. A resumed run with more ``steps`` restarts its average at
+            ``max(new start, resumed step)``.
 
     Returns:
         A :class:`BarycenterResult`.
@@ -416,7 +444,7 @@ def solve(
     metric = resolve_metric(metric, device)
     problem = _prepare(images, weights, metric, power, steps, lr, init, refs_per_step, samples_per_step, generator,
                        device, checkpoint, checkpoint_every, resume, eval_every, eval_samples, eval_seed, log_every,
-                       chunk_size, ensemble_stream)
+                       chunk_size, ensemble_stream, average_last)
     # _prepare refuses resume=True without a checkpoint
     run = _resume(problem, checkpoint) if resume and checkpoint is not None else _start(problem, init)
     with reporting("barycenter", problem.steps, _describe, progress, callback) as on_step:

@@ -63,7 +63,7 @@ def check_init(init: str | torch.Tensor, keys: torch.Tensor, intervals: tuple[in
 
 
 def solve_record(metric: Metric, keys: torch.Tensor, levels: list[Level], samples_per_step: int,
-                 init: torch.Tensor | None, lr: str, ensemble_stream: str = "independent") -> dict:
+                 init: torch.Tensor | None, lr: str, ensemble_stream: str, average_last: float) -> dict:
     """What determines a solve's result, as its checkpoint records it (a resume must agree on all of it)."""
     return {
         "metric": metric_identity(metric),
@@ -73,5 +73,6 @@ def solve_record(metric: Metric, keys: torch.Tensor, levels: list[Level], sample
         "samples_per_step": samples_per_step,
         "lr": lr,
         "ensemble_stream": ensemble_stream,
+        "average_last": average_last,
         "init": "linear" if init is None else tensor_digest([init]),
     }

@@ -169,23 +169,32 @@ class ShardedStage(Stage):
         return sharded_path_step(metric, self.base, self.free, self.variable, self.shard, sample, samples,
                                  chunk_size)
 
+    def whole_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.shard.world_size == 1:
+            return rows
+        return gather_rows(rows, self.offset, int(self.free.sum()))
+
+    def own_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.shard.world_size == 1:
+            return rows
+        return rows[self.offset:self.offset + self.variable.shape[0]].clone()
+
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
         state = optimizer.state_dict()
         if self.shard.world_size == 1:
             return state
         state = copy.deepcopy(state)  # state_dict() shares the live per-parameter tensors: never edit those
-        total = int(self.free.sum())
         for slot in state["state"].values():
             for key, value in list(slot.items()):
                 if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == self.variable.shape[0]:
-                    slot[key] = gather_rows(value, self.offset, total)
+                    slot[key] = self.whole_rows(value)
         return state
 
     def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
         if self.shard.world_size > 1:
-            total, count = int(self.free.sum()), self.variable.shape[0]
+            total = int(self.free.sum())
             for slot in state["state"].values():
                 for key, value in list(slot.items()):
                     if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == total:
-                        slot[key] = value[self.offset:self.offset + count].clone()
+                        slot[key] = self.own_rows(value)
         optimizer.load_state_dict(state)

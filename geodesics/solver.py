@@ -37,6 +37,7 @@ from elpips.solver import (
     restore_generator,
     save_checkpoint,
 )
+from elpips.solver.averaging import IterateAverage, averaging_start, resolve_average_last
 from elpips.solver.ensemble_stream import StratifiedStream, check_stream_mode
 from elpips.solver.metrics import resolve_metric
 from elpips.validation import check_images, check_positive_int
@@ -94,6 +95,8 @@ class GeodesicResult:
         start_energy: the many-sample energy of the starting path (the linear blend, or ``init``) under the same
             draws as ``energy``; where the solved path's is higher, the starting path is returned instead and
             ``note`` says so in one line (``None`` otherwise): a solve is never silently worse than its start.
+        averaged_iterates: how many iterates (of the last stage) the returned path's interior frames average
+            (0: the last iterate; also when the starting path is returned).
     """
 
     frames: torch.Tensor
@@ -110,6 +113,7 @@ class GeodesicResult:
     seed: int | None = None
     start_energy: float | None = None
     note: str | None = None
+    averaged_iterates: int = 0
 
     def segment_distances(self) -> list[torch.Tensor]:
         """``distances`` split by keyframe segment."""
@@ -138,7 +142,8 @@ class _Plan:
     chunk_size: int
     samples_per_step: int
     checkpoint_every: int
-    ensemble_stream: str = "independent"
+    ensemble_stream: str
+    average_start: int
 
     @property
     def total_steps(self) -> int:
@@ -151,10 +156,12 @@ class _Plan:
 
 @dataclass
 class _Run:
-    """The state a checkpoint holds: the stage, its Adam, the energy history and where the run is."""
+    """The state a checkpoint holds: the stage, its Adam, the iterates' average, the energy history and where the
+    run is."""
 
     stage: Stage
     optimizer: torch.optim.Optimizer
+    average: IterateAverage
     current: int
     first_step: int
     history: list[float]
@@ -165,13 +172,14 @@ class _Run:
 def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any, lr: Any, coarse_to_fine: bool,
              spatial: bool, generator: Any, eval_generator: torch.Generator | None, checkpoint_every: int,
              chunk_size: int, samples_per_step: int, eval_samples: int, coarse_fraction: float,
-             shard: bool, ensemble_stream: str = "independent") -> _Plan:
+             shard: bool, ensemble_stream: str, average_last: float | None) -> _Plan:
     """Check every option, plan the stages and agree on the random streams across ranks."""
     for name, value, low in (("steps", steps, 0), ("chunk_size", chunk_size, 1),
                              ("samples_per_step", samples_per_step, 1), ("eval_samples", eval_samples, 1),
                              ("checkpoint_every", checkpoint_every, 1)):
         check_positive_int(value, name, minimum=low)
     check_stream_mode(ensemble_stream, samples_per_step)
+    average_last = resolve_average_last(average_last, metric)
     schedule, lr_description = learning_rate_schedule(lr, geodesic_learning_rate)
     keys = stack_keyframes(keyframes)
     check_images(keys, "keyframes", metric.min_size)
@@ -190,9 +198,12 @@ def _prepare(keyframes: Any, frames: Any, metric: Metric, steps: int, init: Any,
         restore_generator(generator, broadcast_object(generator_state(generator)))
         if eval_generator is not None:
             restore_generator(eval_generator, broadcast_object(generator_state(eval_generator)))
+    total = sum(level.steps for level in levels)
     return _Plan(metric, keys, intervals, initial, levels, schedule, generator,
-                 solve_record(metric, keys, levels, samples_per_step, initial, lr_description, ensemble_stream),
-                 sharded, chunk_size, samples_per_step, checkpoint_every, ensemble_stream)
+                 solve_record(metric, keys, levels, samples_per_step, initial, lr_description, ensemble_stream,
+                              average_last),
+                 sharded, chunk_size, samples_per_step, checkpoint_every, ensemble_stream,
+                 averaging_start(total, average_last, earliest=level_starts(levels)[-1]))
 
 
 def _periodic(metric: Metric) -> bool:
@@ -207,7 +218,8 @@ def _start(plan: _Plan) -> _Run:
     stream = None
     if plan.ensemble_stream == "stratified":
         stream = StratifiedStream(int(torch.randint(0, 2**62, (1,), generator=plan.generator)))
-    return _Run(stage, torch.optim.Adam([stage.variable], lr=plan.schedule(0)), 0, 0, [], stream=stream)
+    return _Run(stage, torch.optim.Adam([stage.variable], lr=plan.schedule(0)), IterateAverage(plan.average_start),
+                0, 0, [], stream=stream)
 
 
 def _resume(plan: _Plan, checkpoint: str | os.PathLike) -> _Run:
@@ -225,18 +237,25 @@ def _resume(plan: _Plan, checkpoint: str | os.PathLike) -> _Run:
     restore_generator(plan.generator, state["generator"])
     stream_seed = state.get("stream_seed")
     stream = None if stream_seed is None else StratifiedStream(stream_seed)
-    return _Run(stage, optimizer, current, first_step, list(state["energy_history"]), stream=stream)
+    saved_average = state["average"]
+    if saved_average["mean"] is not None:
+        saved_average = {**saved_average, "mean": stage.own_rows(saved_average["mean"])}
+    average = IterateAverage.restore(saved_average, plan.average_start, first_step, stage.variable.device)
+    return _Run(stage, optimizer, average, current, first_step, list(state["energy_history"]), stream=stream)
 
 
 def _save(plan: _Plan, run: _Run, checkpoint: str | os.PathLike, done: int) -> None:
     """Write the checkpoint of step ``done`` (collective when sharded; rank 0 writes)."""
     path, optimizer_state = run.stage.path().cpu(), run.stage.optimizer_state(run.optimizer)
+    average = run.average.state()
+    if run.average.mean is not None:
+        average["mean"] = run.stage.whole_rows(run.average.mean).cpu()
     if is_main_process():
         save_checkpoint(checkpoint, {
             "format": CHECKPOINT_FORMAT, "settings": plan.record, "step": done, "level": run.current,
             "path": path, "optimizer": optimizer_state,
             "generator": generator_state(plan.generator), "energy_history": list(run.history),
-            "stream_seed": None if run.stream is None else run.stream.seed,
+            "stream_seed": None if run.stream is None else run.stream.seed, "average": average,
         })
 
 
@@ -270,6 +289,7 @@ def _iterate(plan: _Plan, run: _Run, checkpoint: str | os.PathLike | None,
         distances = run.stage.step(plan.metric, sample, plan.samples_per_step, plan.chunk_size)
         run.optimizer.step()
         clip_(run.stage.variable)
+        run.average.update(run.stage.variable, step + 1)
         energy = float(distances.square().mean(dim=1).sum())
         run.history.append(energy)
         if checkpoint is not None and ((step + 1) % plan.checkpoint_every == 0 or step + 1 == total):
@@ -283,7 +303,12 @@ def _iterate(plan: _Plan, run: _Run, checkpoint: str | os.PathLike | None,
 
 def _finish(plan: _Plan, run: _Run, eval_samples: int, eval_generator: torch.Generator | None,
             progress: bool = False) -> GeodesicResult:
-    """The final path at full resolution with exact keyframes, its many-sample distances and the result."""
+    """The final path (the iterates' average where there is one) at full resolution with exact keyframes, its
+    many-sample distances and the result."""
+    averaged = run.average.value()
+    if averaged is not None:
+        with torch.no_grad():
+            run.stage.variable.copy_(averaged)
     path = run.stage.path()
     if run.current != len(plan.levels) - 1:  # the final stage got no steps: carry the path there anyway
         path = carry_path(path, plan.levels[run.current], plan.levels[-1], plan.keys, _periodic(plan.metric))
@@ -308,6 +333,7 @@ def _finish(plan: _Plan, run: _Run, eval_samples: int, eval_generator: torch.Gen
         note = (f"geodesic: the solved path's energy {evaluation.energy:.4g} is above its starting path's "
                 f"{start_evaluation.energy:.4g} (same samples): returning the starting path")
         path, evaluation = start, start_evaluation
+    averaged_iterates = run.average.count if note is None else 0
     ran = plan.total_steps - run.first_step
     return GeodesicResult(
         frames=path.detach().cpu(), keyframe_indices=indices, intervals=plan.intervals,
@@ -315,6 +341,7 @@ def _finish(plan: _Plan, run: _Run, eval_samples: int, eval_generator: torch.Gen
         samples=evaluation.samples, energy_history=run.history, levels=plan.levels,
         step_seconds=run.run_seconds / ran if ran else 0.0, resumed_from=run.first_step,
         seed=plan.generator.initial_seed(), start_energy=start_evaluation.energy, note=note,
+        averaged_iterates=averaged_iterates,
     )
 
 
@@ -347,6 +374,7 @@ def solve(
     coarse_fraction: float = 0.5,
     eval_generator: torch.Generator | None = None,
     shard: bool = False,
+    average_last: float | None = None,
 ) -> GeodesicResult:
     """A discrete geodesic through ``keyframes``: the path whose interior frames minimise
     ``E = sum_k d(x_k, x_{k+1})^2`` (a perceptual spline through more than two keyframes).
@@ -392,6 +420,11 @@ def solve(
             generators start from rank 0's states; only rank 0 writes the checkpoint (keep it on a filesystem
             every rank can read for ``resume``); the result is the same on every rank. Checkpoints do not depend
             on the number of ranks.
+        average_last: return the mean of the iterates of the last ``average_last`` fraction of the steps (in
+            ``[0, 1]``; 0: the last iterate; only iterates of the last stage count, see
+            :mod:`elpips.solver.averaging`). ``None``: :data:`~elpips.solver.averaging.DEFAULT_AVERAGE_LAST` for
+            a stochastic metric (E-LPIPS), 0 for a deterministic one (LPIPS, ``l2``). The note's comparison with
+            the starting path applies to the average.
 
     Returns:
         A :class:`GeodesicResult`; ``frames`` is ``[K+1, 3, H, W]`` on the CPU.
@@ -408,7 +441,7 @@ def solve(
     metric = resolve_metric(metric, device)
     plan = _prepare(keyframes, frames, metric, steps, init, lr, coarse_to_fine, spatial, generator, eval_generator,
                     checkpoint_every, chunk_size, samples_per_step, eval_samples, coarse_fraction, shard,
-                    ensemble_stream)
+                    ensemble_stream, average_last)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     run = _resume(plan, checkpoint) if resume and checkpoint is not None else _start(plan)

@@ -42,6 +42,15 @@ class Stage:
         """Accumulate ``dE/dvariable`` under ``sample``; returns ``[K, samples]`` detached distances."""
         return path_step(metric, self.base, self.free, self.variable, sample, samples, chunk_size)
 
+    def whole_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` shaped like :attr:`variable` (this process's interior frames) -> the same for every interior
+        frame of the path (collective when sharded)."""
+        return rows
+
+    def own_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`whole_rows`: this process's share of a tensor over every interior frame."""
+        return rows
+
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
         """The optimizer state of the whole path's variable (what a checkpoint holds)."""
         return optimizer.state_dict()

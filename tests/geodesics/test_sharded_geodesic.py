@@ -61,7 +61,7 @@ class _Stop(Exception):
     pass
 
 
-def _solve(checkpoint=None, resume=False, stop_after=None, shard=False, checkpoint_every=2):
+def _solve(checkpoint=None, resume=False, stop_after=None, shard=False, checkpoint_every=2, average_last=0.5):
     def callback(info):
         if stop_after is not None and info.step == stop_after:
             raise _Stop
@@ -69,7 +69,7 @@ def _solve(checkpoint=None, resume=False, stop_after=None, shard=False, checkpoi
     return solve(_keyframes(), frames=FRAMES, metric=_metric(), steps=STEPS, lr=0.01,
                  generator=torch.Generator().manual_seed(5), eval_generator=torch.Generator().manual_seed(6),
                  eval_samples=4, chunk_size=2, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                 callback=callback, shard=shard)
+                 callback=callback, shard=shard, average_last=average_last)
 
 
 def _cli_arguments(folder: str, out: str) -> list[str]:
@@ -88,9 +88,11 @@ def _worker(rank: int, world_size: int, ports: tuple[int, int], folder: str) -> 
         # a checkpoint after every step: saving mid-stage must leave the optimizer's own state untouched
         result = _solve(shard=True, checkpoint=os.path.join(folder, "every-step.pt"), checkpoint_every=1)
         with contextlib.suppress(_Stop):
-            _solve(checkpoint=os.path.join(folder, "interrupted.pt"), stop_after=3, shard=True)
+            # checkpointed at step 3, inside the averaged steps: each rank's share of the average is gathered
+            _solve(checkpoint=os.path.join(folder, "interrupted.pt"), stop_after=3, shard=True, checkpoint_every=1)
         torch.save({"distances": distances, "grad": grad, "frames": result.frames, "energy": result.energy,
-                    "history": result.energy_history, "eval": result.distances},
+                    "history": result.energy_history, "eval": result.distances,
+                    "averaged": result.averaged_iterates},
                    os.path.join(folder, f"rank{rank}.pt"))
 
 
@@ -140,6 +142,7 @@ def test_sharded_solve_equals_single_process_solve(sharded_run):
         torch.testing.assert_close(torch.tensor(result["history"]), torch.tensor(single.energy_history),
                                    rtol=1e-4, atol=0)
         torch.testing.assert_close(result["eval"], single.distances, rtol=1e-4, atol=0)
+    assert single.averaged_iterates == 2 and all(result["averaged"] == 2 for result in ranks)
     for result in ranks[1:]:
         torch.testing.assert_close(result["frames"], ranks[0]["frames"], rtol=0, atol=0)
 
@@ -147,7 +150,7 @@ def test_sharded_solve_equals_single_process_solve(sharded_run):
 def test_sharded_checkpoint_resumes_in_one_process(sharded_run):
     folder, ranks = sharded_run
     resumed = _solve(checkpoint=folder / "interrupted.pt", resume=True)
-    assert resumed.resumed_from == 2
+    assert resumed.resumed_from == 3 and resumed.averaged_iterates == 2
     _assert_paths_agree(resumed.frames, ranks[0]["frames"])
 
 
