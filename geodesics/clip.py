@@ -113,6 +113,7 @@ class SolveSettings:
     chunk_size: int = 8
     eval_samples: int = 8
     checkpoint_every: int = 25
+    average_last: float | None = None
 
 
 @dataclass
@@ -173,7 +174,7 @@ def solve_window(keyframes: torch.Tensor, metric: Metric, *, window: Window, fac
                    checkpoint_every=settings.checkpoint_every, resume=resume, callback=callback,
                    chunk_size=settings.chunk_size, eval_samples=settings.eval_samples,
                    coarse_to_fine=settings.coarse_to_fine, spatial=settings.spatial,
-                   eval_generator=torch.Generator().manual_seed(own_seed + 1))
+                   eval_generator=torch.Generator().manual_seed(own_seed + 1), average_last=settings.average_last)
     fade = evaluate_path(metric, crossfade(keyframes.to(metric.device).float(), factor), settings.eval_samples,
                          torch.Generator().manual_seed(own_seed + 1), chunk_size=settings.chunk_size)
     return WindowResult(window, result.frames, result.distances, result.half_widths, result.energy, fade.energy,

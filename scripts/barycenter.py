@@ -31,6 +31,7 @@ from elpips.textures import seam_statistic, tiled
 from elpips.validation import check_images
 
 from .common import (
+    add_averaging_option,
     add_metric_options,
     add_sizing_options,
     calibration_label,
@@ -70,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="inputs compared per step under one shared ensemble sample (all or a number; 1 is the "
                              "reference's choice)")
     parser.add_argument("--samples-per-step", type=positive_int, default=1, help="ensemble samples per step")
+    add_averaging_option(parser)
     parser.add_argument("--checkpoint-every", type=positive_int, default=1000,
                         help="steps between checkpoints and seeded objective estimates")
     parser.add_argument("--eval-samples", type=positive_int, default=32,
@@ -191,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
                        generator=seed, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
                        resume=args.resume and checkpoint.is_file(), callback=on_step, progress=True,
                        samples_per_step=args.samples_per_step, eval_samples=args.eval_samples,
-                       refs_per_step=args.refs_per_step)
+                       refs_per_step=args.refs_per_step, average_last=args.average_last)
         write_results(args, out, metric, inputs, l2_mean, original, result)
         log = write_log(args, out, metric, source, seed, result, l2_mean, inputs, original is not None, started)
     if result.note is not None:

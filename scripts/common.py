@@ -17,6 +17,7 @@ from elpips import CONFIGS, METRIC_NAMES, EnsembleConfig, Metric, get_config
 from elpips.ensemble import COLOR_MODES, DEPENDENT_VALUES
 from elpips.memory import parse_memory_size
 from elpips.precision import PRECISIONS
+from elpips.solver.averaging import DEFAULT_AVERAGE_LAST
 
 from .run_folder import ENVIRONMENT
 
@@ -291,9 +292,9 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _number_type(kind: Callable[[str], Any], minimum: float, description: str,
-                 exclusive: bool = False) -> Callable[[str], Any]:
-    """An argparse type: ``kind(text)`` (``int`` or ``float``), finite and ``>= minimum`` (``> minimum`` with
-    ``exclusive``); anything else is the argparse error ``must be <description>, got <text>``."""
+                 exclusive: bool = False, maximum: float = math.inf) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` (``int`` or ``float``), finite, ``>= minimum`` (``> minimum`` with
+    ``exclusive``) and ``<= maximum``; anything else is the argparse error ``must be <description>, got <text>``."""
 
     def parse(text: str) -> Any:
         try:
@@ -301,7 +302,7 @@ def _number_type(kind: Callable[[str], Any], minimum: float, description: str,
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}") from None
         if (isinstance(value, float) and not math.isfinite(value)) or value < minimum \
-                or (exclusive and value == minimum):
+                or (exclusive and value == minimum) or value > maximum:
             raise argparse.ArgumentTypeError(f"must be {description}, got {text}")
         return value
 
@@ -314,6 +315,18 @@ nonnegative_int = _number_type(int, 0, "a non-negative integer")
 """argparse type: an integer ``>= 0``."""
 positive_float = _number_type(float, 0.0, "a positive number", exclusive=True)
 """argparse type: a finite number ``> 0``."""
+fraction = _number_type(float, 0.0, "a number in [0, 1]", maximum=1.0)
+"""argparse type: a number in ``[0, 1]``."""
+
+
+def add_averaging_option(parser: argparse.ArgumentParser) -> None:
+    """``--average-last F``: the solver returns the mean of its iterates over the last ``F`` of the steps
+    (``average_last=`` of both solvers; ``None`` leaves the choice to the solver: ``DEFAULT_AVERAGE_LAST`` for an
+    E-LPIPS ensemble, 0 for a deterministic metric)."""
+    parser.add_argument("--average-last", type=fraction, default=None, metavar="F",
+                        help=f"return the mean of the iterates of the last F of the steps, 0 the last iterate "
+                             f"(default: {DEFAULT_AVERAGE_LAST:g} for E-LPIPS, whose one-sample steps are noisy; "
+                             "0 for LPIPS and l2)")
 
 
 def weights_report(metric: Metric) -> dict:

@@ -28,6 +28,7 @@ from elpips.spatial import distance_map
 from elpips.textures import seam_statistic
 
 from .common import (
+    add_averaging_option,
     add_export_options,
     add_metric_options,
     add_sizing_options,
@@ -72,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-coarse-to-fine", dest="coarse_to_fine", action="store_false",
                         help="optimise all frames from the start instead of subdividing")
     parser.add_argument("--spatial", action="store_true", help="solve the coarse stages at half resolution")
+    add_averaging_option(parser)
     parser.add_argument("--samples", type=positive_int, default=16,
                         help="ensemble samples for the reported distances")
     parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk")
@@ -139,7 +141,8 @@ def solve_one(args: argparse.Namespace, metric: Metric, keys: torch.Tensor, run_
                    checkpoint_every=args.checkpoint_every, resume=resume,
                    progress=True,  # one progress report per run: rank 0's
                    chunk_size=args.chunk, eval_samples=args.samples, coarse_to_fine=args.coarse_to_fine,
-                   spatial=args.spatial, eval_generator=torch.Generator().manual_seed(seed + 1), shard=sharded)
+                   spatial=args.spatial, eval_generator=torch.Generator().manual_seed(seed + 1), shard=sharded,
+                   average_last=args.average_last)
     solve_seconds = time.perf_counter() - started
     if result.note is not None and is_main_process():
         print(f"note: {result.note}", file=sys.stderr)

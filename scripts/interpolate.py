@@ -51,6 +51,7 @@ from elpips.solver import reference_learning_rate
 from elpips.textures import seam_statistic
 
 from .common import (
+    add_averaging_option,
     add_metric_options,
     add_sizing_options,
     default_run_dir,
@@ -98,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-coarse-to-fine", dest="coarse_to_fine", action="store_false",
                         help="optimise all frames of a window from the start")
     parser.add_argument("--spatial", action="store_true", help="solve the coarse stages at half resolution")
+    add_averaging_option(parser)
     parser.add_argument("--samples", type=positive_int, default=8,
                         help="ensemble samples for the reported distances")
     parser.add_argument("--chunk", type=positive_int, default=8, help="frames per forward/backward chunk")
@@ -117,7 +119,8 @@ class InterpolateSettings:
     Attributes:
         input: the clip as given; sizing: how its frames are brought to one size; input_fps: ``--fps`` (``None``:
             the clip's own rate).
-        factor, window, steps, lr, coarse_to_fine, spatial, samples, chunk, checkpoint_every: the solver's.
+        factor, window, steps, lr, coarse_to_fine, spatial, average_last, samples, chunk, checkpoint_every: the
+            solver's (``average_last`` ``None``: the solver's choice for the metric).
         row, scale, slow_motion: the exports' (``None``: the middle row, the default enlargement).
     """
 
@@ -130,6 +133,7 @@ class InterpolateSettings:
     lr: float
     coarse_to_fine: bool
     spatial: bool
+    average_last: float | None
     samples: int
     chunk: int
     checkpoint_every: int
@@ -154,7 +158,7 @@ class InterpolateSettings:
             raise ValueError(f"--scale must be >= 1, got {args.scale}")
         return cls(input=args.input, sizing=sizing_from(args), input_fps=args.fps, factor=args.factor,
                    window=args.window, steps=args.steps, lr=args.lr, coarse_to_fine=args.coarse_to_fine,
-                   spatial=args.spatial, samples=args.samples, chunk=args.chunk,
+                   spatial=args.spatial, average_last=args.average_last, samples=args.samples, chunk=args.chunk,
                    checkpoint_every=args.checkpoint_every, row=args.row, scale=args.scale,
                    slow_motion=args.slow_motion)
 
@@ -163,7 +167,8 @@ class InterpolateSettings:
         base = self.lr
         return SolveSettings(steps=self.steps, lr=lambda step: reference_learning_rate(step, base),
                              coarse_to_fine=self.coarse_to_fine, spatial=self.spatial, chunk_size=self.chunk,
-                             eval_samples=self.samples, checkpoint_every=self.checkpoint_every)
+                             eval_samples=self.samples, checkpoint_every=self.checkpoint_every,
+                             average_last=self.average_last)
 
     def determining(self, clip: Clip) -> dict[str, Any]:
         """What determines the frames besides the metric and the seed (the run's record holds it)."""
@@ -171,7 +176,8 @@ class InterpolateSettings:
         return {"input": {key: described[key] for key in ("source", "kind", "frames", "size_height_width",
                                                           "sizing")},
                 "factor": self.factor, "window": self.window, "steps": self.steps, "lr": self.lr,
-                "coarse_to_fine": self.coarse_to_fine, "spatial": self.spatial, "samples": self.samples}
+                "coarse_to_fine": self.coarse_to_fine, "spatial": self.spatial, "average_last": self.average_last,
+                "samples": self.samples}
 
     def scanline_row(self, clip: Clip) -> int:
         """``--row`` (default: the middle row), checked against the frames' height."""

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from elpips.scripts.cli import COMMAND_MODULES, build_parser, main
+from elpips.solver.averaging import DEFAULT_AVERAGE_LAST
 
 SIZE = 32
 SHARED = ["--backbone-weights", "random", "--seed", "7", "--memory-budget", "300M", "--device", "cpu"]
@@ -197,3 +198,26 @@ def test_a_resume_with_another_tileable_setting_is_refused(command, tmp_path, ca
 def test_tileable_contradictions_name_the_flags(flags, tmp_path, capsys):
     assert main([*CASES["distance"](tmp_path), *SHARED, "--tileable", *flags]) == 2
     assert f"--tileable and {flags[0]} contradict each other" in capsys.readouterr().err
+
+
+def test_average_last_reaches_the_solver_of_every_command_that_registers_it(tmp_path, capsys, monkeypatch):
+    from elpips.barycenters import solver as barycenter_solver
+    from elpips.geodesics import solver as geodesic_solver
+
+    resolved: list[float] = []
+    for module in (barycenter_solver, geodesic_solver):
+        original = module.resolve_average_last
+
+        def spy(average_last, metric, original=original):
+            resolved.append(original(average_last, metric))
+            return resolved[-1]
+
+        monkeypatch.setattr(module, "resolve_average_last", spy)
+    commands = sorted(command for command in COMMAND_MODULES if "--average-last" in _options(command))
+    assert commands == ["barycenter", "geodesic", "interpolate"]
+    for command in commands:
+        for flag, expected in ((["--average-last", "0.75"], 0.75), ([], None)):
+            resolved.clear()
+            folder = tmp_path / f"{command}{len(flag)}"
+            assert main([*CASES[command](folder), *SHARED, *flag]) == 0, capsys.readouterr().err
+            assert resolved and set(resolved) == {DEFAULT_AVERAGE_LAST if expected is None else expected}, command
