@@ -2,7 +2,7 @@
 
     elpips barycenter example:cat --perturb noise --count 10 --crop 58,96,48,48 ... --out outputs/demo-noise
     elpips barycenter example:cat --perturb shift --count 10 --crop 58,96,48,48 ... --out outputs/demo-shift
-    python benchmarks/barycenter_demo_figure.py outputs/demo-noise outputs/demo-shift docs/barycenter_demos.png
+    python -m elpips.scripts.render.demo_figure outputs/demo-noise outputs/demo-shift docs/barycenter_demos.png
 
 Each row: original | one input | L2 mean | barycenter, enlarged by pixel repetition. Written atomically.
 """
@@ -13,13 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 from elpips.io import load_image, save_image
 
 from ..common import calibration_label
 from .figures import column, labelled, row, tile
 
 
-def demo_row(run: Path, scale: int) -> np.ndarray:  # noqa: F821
+def demo_row(run: Path, scale: int) -> np.ndarray:
     """One labelled row from a run folder of ``elpips barycenter --perturb``."""
     log = json.loads((run / "log.json").read_text())
     kind = log["inputs"]["perturb"]
