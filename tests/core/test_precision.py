@@ -119,3 +119,41 @@ def test_the_float16_gradient_scale_cancels_out(monkeypatch):
         monkeypatch.setattr(f"{module}.gradient_scale", lambda precision: 2.0 ** 12)
     _, scaled = _distance_and_gradient(metric, x, y, sample)
     assert torch.allclose(scaled, unscaled, rtol=0, atol=1e-6 * unscaled.abs().max().item())
+
+
+def test_weights_cast_once_give_autocasts_results_bit_for_bit(monkeypatch):
+    from elpips.backbones import common
+
+    cat = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    dog = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+
+    def distance_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        metric = Metric("elpips-vgg", backbone_weights="random", device="cpu", seed=0, precision="bfloat16")
+        x = cat.clone().requires_grad_(True)
+        distance = metric(x, dog, n=2)
+        distance.sum().backward()
+        return distance.detach(), x.grad
+
+    cached = distance_and_gradient()
+    with monkeypatch.context() as patch:
+        patch.setattr(common, "autocast_weights", lambda conv, device_type: None)  # autocast casts every pass
+        per_pass = distance_and_gradient()
+    assert torch.equal(cached[0], per_pass[0]) and torch.equal(cached[1], per_pass[1])
+
+
+def test_cast_weights_are_kept_until_the_weights_change():
+    from elpips.backbones.common import autocast_weights
+
+    conv = torch.nn.Conv2d(3, 4, 3)
+    for name in list(conv._parameters):  # frozen buffers, as in the backbones
+        conv.register_buffer(name, conv._parameters.pop(name).detach())
+    assert autocast_weights(conv, "cpu") is None  # no autocast: nothing to cast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = autocast_weights(conv, "cpu")
+        assert first is not None and first[0].dtype == torch.bfloat16 and first[1] is not None
+        assert autocast_weights(conv, "cpu")[0] is first[0]  # cast once
+        with torch.no_grad():
+            conv.weight.mul_(2)
+        second = autocast_weights(conv, "cpu")
+        assert second[0] is not first[0] and torch.equal(second[0], conv.weight.to(torch.bfloat16))
+    assert "_autocast_weights" not in conv.state_dict() and len(conv.state_dict()) == 2
