@@ -118,7 +118,7 @@ def record(args: argparse.Namespace, metric, seed: int) -> dict[str, Any]:
     run continues to the new count."""
     return run_record(args, [metric], seed, **{name: getattr(args, name) for name in (
         "images", "weights", "power", "init", "refs_per_step", "samples_per_step", "crop", "perturb", "count",
-        "noise_scale", "max_shift", "eval_samples", "steps")})
+        "noise_scale", "max_shift", "eval_samples", "average_last", "steps")})
 
 
 def make_inputs(args: argparse.Namespace, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:

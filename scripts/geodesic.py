@@ -121,7 +121,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
 def record(args: argparse.Namespace, metrics: list[Metric], seed: int) -> dict:
     """The run's record: what determines the result (a resume must repeat it)."""
     return run_record(args, metrics, seed, images=list(args.images), frames=args.frames, steps=args.steps,
-                      lr=args.lr, coarse_to_fine=args.coarse_to_fine, spatial=args.spatial, samples=args.samples)
+                      lr=args.lr, coarse_to_fine=args.coarse_to_fine, spatial=args.spatial,
+                      average_last=args.average_last, samples=args.samples)
 
 
 def solve_one(args: argparse.Namespace, metric: Metric, keys: torch.Tensor, run_dir: Path,

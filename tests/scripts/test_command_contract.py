@@ -221,3 +221,17 @@ def test_average_last_reaches_the_solver_of_every_command_that_registers_it(tmp_
             folder = tmp_path / f"{command}{len(flag)}"
             assert main([*CASES[command](folder), *SHARED, *flag]) == 0, capsys.readouterr().err
             assert resolved and set(resolved) == {DEFAULT_AVERAGE_LAST if expected is None else expected}, command
+            settings = json.loads((folder / "out" / "run.json").read_text())["settings"]
+            assert settings["average_last"] == expected, command  # as given: None leaves it to the solver
+
+
+@pytest.mark.parametrize("command", ["barycenter", "geodesic", "interpolate"])
+def test_a_resume_with_another_average_last_is_refused(command, tmp_path, capsys):
+    argv = CASES[command](tmp_path)
+    assert main([*argv, *SHARED, "--average-last", "0.25"]) == 0
+    before = (tmp_path / "out" / "run.json").read_text()
+    capsys.readouterr()
+    assert main([*argv, *SHARED, "--resume", "--average-last", "0.75"]) == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]
+    assert len(error) == 1 and "average_last was 0.25, now 0.75" in error[0], error
+    assert (tmp_path / "out" / "run.json").read_text() == before
