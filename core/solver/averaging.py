@@ -7,7 +7,6 @@ cancels much of that noise at no extra cost per step; the solvers return it as t
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -19,14 +18,15 @@ the geodesic's last stage (the last half of the steps with coarse-to-fine; ``doc
 
 def check_average_last(average_last: Any) -> float:
     """``average_last``: a number in ``[0, 1]`` (0: no averaging, the last iterate)."""
+    message = f"average_last must be a number in [0, 1] (a fraction of the steps), got {average_last!r}"
     if isinstance(average_last, bool):
-        raise ValueError(f"average_last must be a number in [0, 1], got {average_last!r}")
+        raise ValueError(message)
     try:
         value = float(average_last)
     except (TypeError, ValueError):
-        raise ValueError(f"average_last must be a number in [0, 1], got {average_last!r}") from None
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ValueError(f"average_last must be a number in [0, 1] (a fraction of the steps), got {average_last!r}")
+        raise ValueError(message) from None
+    if not 0.0 <= value <= 1.0:  # also refuses NaN and infinities
+        raise ValueError(message)
     return value
 
 
